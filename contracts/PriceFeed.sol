@@ -1,0 +1,146 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.28;
+
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {IPriceFeed} from "./interfaces/IPriceFeed.sol";
+import {SignerQuorum} from "./SignerQuorum.sol";
+import {Constants} from "./libraries/Constants.sol";
+
+/// @title PriceFeed
+contract PriceFeed is IPriceFeed, SignerQuorum, EIP712 {
+    // ---------------------------------------------------------------- constants
+    bytes32 public constant PRICE_ROUND_TYPEHASH =
+        keccak256("PriceRound(uint64 round,uint64 timestamp,uint256[] prices)");
+    uint64 public constant MIN_HEARTBEAT = 1 minutes;
+    uint64 public constant MAX_HEARTBEAT = 1 days;
+    uint64 public constant MAX_MOVE_LOWER = 0.005e18;
+    uint64 public constant MAX_MOVE_UPPER = 0.5e18;
+
+    struct Round {
+        uint64 timestamp;
+        uint128[4] prices; // packed two per slot
+    }
+
+    // ---------------------------------------------------------------- immutables
+    uint256 public immutable numUnderlyings;
+
+    // ---------------------------------------------------------------- storage
+    uint64 public heartbeat;
+    uint64 public maxDelay;
+    uint64 public maxMove;
+    uint64 internal _latestRound;
+    mapping(uint256 => Round) internal _rounds;
+
+    // ---------------------------------------------------------------- constructor
+    constructor(address owner_, uint256 numUnderlyings_, uint64 heartbeat_, uint64 maxDelay_, uint64 maxMove_)
+        SignerQuorum(owner_)
+        EIP712("pmsim PriceFeed", "1")
+    {
+        if (numUnderlyings_ == 0 || numUnderlyings_ > Constants.MAX_UNDERLYINGS) revert PriceFeed_BadConfig();
+        numUnderlyings = numUnderlyings_;
+        _setConfig(heartbeat_, maxDelay_, maxMove_);
+    }
+
+    // ---------------------------------------------------------------- admin
+    /// @inheritdoc IPriceFeed
+    function setConfig(uint64 heartbeat_, uint64 maxDelay_, uint64 maxMove_) external onlyOwner {
+        _setConfig(heartbeat_, maxDelay_, maxMove_);
+    }
+
+    function _setConfig(uint64 heartbeat_, uint64 maxDelay_, uint64 maxMove_) internal {
+        if (heartbeat_ < MIN_HEARTBEAT || heartbeat_ > MAX_HEARTBEAT) revert PriceFeed_BadConfig();
+        if (maxDelay_ == 0 || maxDelay_ > heartbeat_) revert PriceFeed_BadConfig();
+        if (maxMove_ < MAX_MOVE_LOWER || maxMove_ > MAX_MOVE_UPPER) revert PriceFeed_BadConfig();
+        (heartbeat, maxDelay, maxMove) = (heartbeat_, maxDelay_, maxMove_);
+        emit ConfigSet(heartbeat_, maxDelay_, maxMove_);
+    }
+
+    // ---------------------------------------------------------------- core
+    /// @inheritdoc IPriceFeed
+    function post(uint64 timestamp, uint256[] calldata prices, bytes calldata sigs) external {
+        uint256 n = numUnderlyings;
+        if (prices.length != n) revert PriceFeed_WrongLength(prices.length, n);
+        uint64 latest = _latestRound;
+        Round storage prev = _rounds[latest];
+        if (latest != 0 && timestamp <= prev.timestamp) revert PriceFeed_NotNewer(timestamp, prev.timestamp);
+        if (timestamp > block.timestamp) revert PriceFeed_FutureTimestamp(timestamp, block.timestamp);
+        if (block.timestamp - timestamp > maxDelay) revert PriceFeed_StaleUpdate(timestamp, block.timestamp);
+        bool bigMove = _checkPrices(prices, prev, latest != 0);
+        uint64 round = latest + 1;
+        _verifyQuorum(_digest(round, timestamp, prices), sigs, bigMove ? signerCount : quorum);
+        Round storage r = _rounds[round];
+        r.timestamp = timestamp;
+        for (uint256 i; i < n; ++i) {
+            r.prices[i] = uint128(prices[i]);
+        }
+        _latestRound = round;
+        emit PricesPosted(round, timestamp, prices);
+    }
+
+    /// @dev Validates the prices and tells whether any moved beyond `maxMove`.
+    function _checkPrices(uint256[] calldata prices, Round storage prev, bool hasPrev) internal view returns (bool big) {
+        for (uint256 i; i < prices.length; ++i) {
+            uint256 p = prices[i];
+            if (p == 0) revert PriceFeed_ZeroPrice(i);
+            if (p > Constants.MAX_PRICE) revert PriceFeed_PriceTooLarge(i);
+            if (hasPrev && _relMove(prev.prices[i], p) > maxMove) big = true;
+        }
+    }
+
+    function _relMove(uint256 from, uint256 to) internal pure returns (uint256) {
+        uint256 diff = from > to ? from - to : to - from;
+        return Math.mulDiv(diff, Constants.WAD, from, Math.Rounding.Ceil);
+    }
+
+    function _digest(uint64 round, uint64 timestamp, uint256[] calldata prices) internal view returns (bytes32) {
+        bytes32 pricesHash = keccak256(abi.encodePacked(prices));
+        return _hashTypedDataV4(keccak256(abi.encode(PRICE_ROUND_TYPEHASH, round, timestamp, pricesHash)));
+    }
+
+    // ---------------------------------------------------------------- views
+    /// @inheritdoc IPriceFeed
+    function roundDigest(uint64 round, uint64 timestamp, uint256[] calldata prices) external view returns (bytes32) {
+        return _digest(round, timestamp, prices);
+    }
+
+    /// @inheritdoc IPriceFeed
+    function latestRound() external view returns (uint64 round, uint64 timestamp) {
+        round = _latestRound;
+        timestamp = _rounds[round].timestamp;
+    }
+
+    /// @inheritdoc IPriceFeed
+    function priceAt(uint256 round, uint256 underlying) public view returns (uint256) {
+        if (round == 0 || round > _latestRound) revert PriceFeed_UnknownRound(round);
+        if (underlying >= numUnderlyings) revert PriceFeed_UnknownUnderlying(underlying);
+        return _rounds[round].prices[underlying];
+    }
+
+    /// @inheritdoc IPriceFeed
+    function roundTimestamp(uint256 round) external view returns (uint64) {
+        if (round == 0 || round > _latestRound) revert PriceFeed_UnknownRound(round);
+        return _rounds[round].timestamp;
+    }
+
+    /// @inheritdoc IPriceFeed
+    function latestPrice(uint256 underlying) external view returns (uint256 price, uint64 round) {
+        round = _latestRound;
+        price = priceAt(round, underlying);
+        uint64 ts = _rounds[round].timestamp;
+        if (block.timestamp - ts > heartbeat) revert PriceFeed_Stale(ts, block.timestamp);
+    }
+
+    /// @inheritdoc IPriceFeed
+    function moveSince(uint256 round) external view returns (uint256 maxMoveWad) {
+        uint256 latest = _latestRound;
+        if (round == 0 || round > latest) revert PriceFeed_UnknownRound(round);
+        if (round == latest) return 0;
+        Round storage a = _rounds[round];
+        Round storage b = _rounds[latest];
+        for (uint256 i; i < numUnderlyings; ++i) {
+            uint256 m = _relMove(a.prices[i], b.prices[i]);
+            if (m > maxMoveWad) maxMoveWad = m;
+        }
+    }
+}

@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.28;
+
+import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {ISignerQuorum} from "./interfaces/ISignerQuorum.sol";
+import {Constants} from "./libraries/Constants.sol";
+
+/// @title SignerQuorum
+/// @notice k-of-n signer registry and a cheap verifier for concatenated 65-byte signatures.
+abstract contract SignerQuorum is ISignerQuorum, Ownable2Step {
+    // ---------------------------------------------------------------- storage
+    mapping(address => bool) public isSigner;
+    uint256 public signerCount;
+    uint256 public quorum;
+
+    // ---------------------------------------------------------------- constructor
+    constructor(address owner_) Ownable(owner_) {}
+
+    // ---------------------------------------------------------------- admin
+    /// @inheritdoc ISignerQuorum
+    function addSigner(address signer) external onlyOwner {
+        if (signer == address(0)) revert SignerQuorum_ZeroAddress();
+        if (isSigner[signer]) revert SignerQuorum_AlreadySigner(signer);
+        if (signerCount >= Constants.MAX_SIGNERS) revert SignerQuorum_TooManySigners();
+        isSigner[signer] = true;
+        signerCount += 1;
+        emit SignerAdded(signer);
+    }
+
+    /// @inheritdoc ISignerQuorum
+    function removeSigner(address signer) external onlyOwner {
+        if (!isSigner[signer]) revert SignerQuorum_NotSigner(signer);
+        if (signerCount - 1 < quorum) revert SignerQuorum_BadQuorum(quorum, signerCount - 1);
+        isSigner[signer] = false;
+        signerCount -= 1;
+        emit SignerRemoved(signer);
+    }
+
+    /// @inheritdoc ISignerQuorum
+    function setQuorum(uint256 quorum_) external onlyOwner {
+        if (quorum_ == 0 || quorum_ > signerCount) revert SignerQuorum_BadQuorum(quorum_, signerCount);
+        quorum = quorum_;
+        emit QuorumSet(quorum_);
+    }
+
+    // ---------------------------------------------------------------- internal
+    /// @dev Verifies that `sigs` holds at least `required` signatures of `digest` by distinct registered
+    /// signers in strictly increasing order. Returns the number of signatures.
+    function _verifyQuorum(bytes32 digest, bytes calldata sigs, uint256 required) internal view returns (uint256 n) {
+        if (sigs.length % 65 != 0) revert SignerQuorum_BadSignatureLength(sigs.length);
+        n = sigs.length / 65;
+        if (n < required || required == 0) revert SignerQuorum_TooFewSigners(n, required);
+        address previous;
+        for (uint256 i; i < n; ++i) {
+            bytes32 r;
+            bytes32 s;
+            uint8 v;
+            assembly ("memory-safe") {
+                let p := add(sigs.offset, mul(i, 65))
+                r := calldataload(p)
+                s := calldataload(add(p, 32))
+                v := byte(0, calldataload(add(p, 64)))
+            }
+            address signer = ECDSA.recover(digest, v, r, s);
+            if (signer <= previous) revert SignerQuorum_DuplicateSigner(signer);
+            if (!isSigner[signer]) revert SignerQuorum_UnknownSigner(signer);
+            previous = signer;
+        }
+    }
+}

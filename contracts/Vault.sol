@@ -1,0 +1,396 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.28;
+
+import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Metadata.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {IVault} from "./interfaces/IVault.sol";
+import {IInstruments} from "./interfaces/IInstruments.sol";
+import {IRiskParams, Params, Collateral} from "./interfaces/IRiskParams.sol";
+import {IRiskOracle} from "./interfaces/IRiskOracle.sol";
+import {IPriceFeed} from "./interfaces/IPriceFeed.sol";
+import {Fill, MarginProof, AccountView, PositionView, Instrument, Kind} from "./libraries/Types.sol";
+import {Constants} from "./libraries/Constants.sol";
+import {SignedMath} from "./libraries/SignedMath.sol";
+import {ActionHash} from "./libraries/ActionHash.sol";
+
+/// @title Vault
+contract Vault is IVault, Ownable2Step, ReentrancyGuard {
+    using SafeERC20 for IERC20;
+
+    struct AccountData {
+        int128 cash;
+        uint128 depositCredit;
+        uint64 riskNonce;
+        uint32[] ids;
+    }
+
+    struct Position {
+        int128 size;
+        int128 costBasis;
+        int128 fundingSnapshot;
+        uint8 slot; // index in ids + 1
+    }
+
+    // ---------------------------------------------------------------- immutables
+    IERC20 public immutable quoteToken;
+    IInstruments public immutable instruments;
+    IRiskParams public immutable riskParams;
+    IRiskOracle public immutable oracle;
+    IPriceFeed public immutable feed;
+
+    // ---------------------------------------------------------------- storage
+    mapping(address => AccountData) internal _accounts;
+    mapping(address => mapping(uint32 => Position)) internal _positions;
+    mapping(address => mapping(address => uint256)) public collateralOf;
+    mapping(address => mapping(address => bool)) public isOperator;
+    address public exchange;
+    address public guardian;
+    address public feeCollector;
+    bool public paused;
+
+    // ---------------------------------------------------------------- constructor
+    constructor(
+        address owner_,
+        IERC20 quote_,
+        IInstruments instruments_,
+        IRiskParams riskParams_,
+        IRiskOracle oracle_,
+        IPriceFeed feed_,
+        address feeCollector_
+    ) Ownable(owner_) {
+        if (IERC20Metadata(address(quote_)).decimals() != Constants.QUOTE_DECIMALS) revert Vault_BadQuoteToken();
+        if (feeCollector_ == address(0)) revert Vault_ZeroAddress();
+        (quoteToken, instruments, riskParams, oracle, feed) = (quote_, instruments_, riskParams_, oracle_, feed_);
+        feeCollector = feeCollector_;
+        guardian = owner_;
+        emit FeeCollectorSet(feeCollector_);
+        emit GuardianSet(owner_);
+    }
+
+    // ---------------------------------------------------------------- modifiers
+    modifier onlyExchange() {
+        if (msg.sender != exchange) revert Vault_OnlyExchange();
+        _;
+    }
+
+    // ---------------------------------------------------------------- admin
+    /// @inheritdoc IVault
+    function setExchange(address exchange_) external onlyOwner {
+        if (exchange != address(0)) revert Vault_ExchangeAlreadySet();
+        if (exchange_ == address(0)) revert Vault_ZeroAddress();
+        exchange = exchange_;
+        emit ExchangeSet(exchange_);
+    }
+
+    /// @inheritdoc IVault
+    function setGuardian(address guardian_) external onlyOwner {
+        guardian = guardian_;
+        emit GuardianSet(guardian_);
+    }
+
+    /// @inheritdoc IVault
+    function setFeeCollector(address collector) external onlyOwner {
+        if (collector == address(0)) revert Vault_ZeroAddress();
+        feeCollector = collector;
+        emit FeeCollectorSet(collector);
+    }
+
+    /// @inheritdoc IVault
+    function setPaused(bool paused_) external {
+        if (msg.sender != guardian) revert Vault_OnlyGuardian();
+        paused = paused_;
+        emit PausedSet(paused_);
+    }
+
+    /// @inheritdoc IVault
+    function setOperator(address operator, bool allowed) external {
+        if (operator == address(0)) revert Vault_ZeroAddress();
+        isOperator[msg.sender][operator] = allowed;
+        emit OperatorSet(msg.sender, operator, allowed);
+    }
+
+    // ---------------------------------------------------------------- collateral
+    /// @inheritdoc IVault
+    function deposit(address token, uint256 amount, address account) external nonReentrant {
+        if (amount == 0) revert Vault_ZeroAmount();
+        if (account == address(0)) revert Vault_ZeroAddress();
+        bool isQuote = token == address(quoteToken);
+        if (!isQuote && !riskParams.isCollateral(token)) revert Vault_UnknownToken(token);
+        uint256 before = IERC20(token).balanceOf(address(this));
+        IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
+        uint256 received = IERC20(token).balanceOf(address(this)) - before;
+        AccountData storage a = _accounts[account];
+        uint256 credit;
+        if (isQuote) {
+            a.cash += int128(int256(received));
+            credit = received;
+        } else {
+            collateralOf[account][token] += received;
+            credit = _collateralCredit(token, received);
+        }
+        a.depositCredit += uint128(credit);
+        emit Deposited(account, token, msg.sender, received, credit);
+    }
+
+    /// @dev Haircut value of collateral in quote units at the latest price, rounded down; zero
+    /// while the feed is stale, so a deposit always goes through.
+    function _collateralCredit(address token, uint256 amount) internal view returns (uint256) {
+        (uint8 underlying, uint64 haircut) = riskParams.collateral(token);
+        try feed.latestPrice(underlying) returns (uint256 price, uint64) {
+            uint256 unit = 10 ** IERC20Metadata(token).decimals();
+            uint256 usd = (amount * price) / unit; // PRICE_SCALE
+            return SignedMath.mulWadDown(usd, Constants.WAD - haircut) / 1e12;
+        } catch {
+            return 0;
+        }
+    }
+
+    /// @inheritdoc IVault
+    function withdraw(address token, uint256 amount, address to, MarginProof calldata proof) external nonReentrant {
+        if (amount == 0) revert Vault_ZeroAmount();
+        if (to == address(0)) revert Vault_ZeroAddress();
+        AccountData storage a = _accounts[msg.sender];
+        if (a.ids.length != 0 || a.cash < 0) {
+            if (paused) revert Vault_Paused();
+            if (proof.signatures.length == 0) revert Vault_MarginProofRequired();
+            bytes32 action = ActionHash.withdraw(msg.sender, token, amount);
+            oracle.requireMargin(proof, msg.sender, a.riskNonce, action, a.depositCredit, true);
+        }
+        if (token == address(quoteToken)) {
+            if (a.cash < int256(amount)) revert Vault_InsufficientCash(a.cash, amount);
+            a.cash -= int128(int256(amount));
+        } else {
+            uint256 bal = collateralOf[msg.sender][token];
+            if (bal < amount) revert Vault_InsufficientCollateral(bal, amount);
+            collateralOf[msg.sender][token] = bal - amount;
+        }
+        _bumpNonce(msg.sender, a);
+        IERC20(token).safeTransfer(to, amount);
+        emit Withdrawn(msg.sender, token, to, amount);
+    }
+
+    // ---------------------------------------------------------------- trading
+    /// @inheritdoc IVault
+    function applyTrade(Fill calldata fill, MarginProof calldata buyerProof, MarginProof calldata sellerProof)
+        external
+        onlyExchange
+    {
+        if (fill.buyer == fill.seller) revert Vault_SelfTrade(fill.buyer);
+        if (fill.size == 0) revert Vault_ZeroAmount();
+        if (fill.size % Constants.LOT != 0) revert Vault_NotOnLot(fill.size);
+        if (fill.size > Constants.MAX_SIZE) revert Vault_SizeTooLarge(fill.size);
+        if (fill.price % Constants.TICK != 0 || fill.price > Constants.MAX_PRICE) revert Vault_NotOnTick(fill.price);
+        Instrument memory ins = instruments.get(fill.instrument);
+        if (ins.kind != Kind.PERP && block.timestamp >= ins.expiry) {
+            revert Vault_InstrumentExpired(fill.instrument, ins.expiry);
+        }
+        Params memory p = riskParams.params();
+        int256 size = int256(uint256(fill.size));
+        _applySide(fill.buyer, fill, ins.kind, size, fill.buyerFee, buyerProof, p);
+        _applySide(fill.seller, fill, ins.kind, -size, fill.sellerFee, sellerProof, p);
+        uint256 fees = uint256(fill.buyerFee) + fill.sellerFee;
+        if (fees != 0) {
+            _accounts[feeCollector].cash += int128(int256(fees));
+            emit FeesCollected(feeCollector, fees);
+        }
+        if (ins.kind == Kind.PERP) instruments.recordTrade(fill.instrument, fill.price);
+        emit TradeApplied(fill.instrument, fill.buyer, fill.seller, fill.size, fill.price);
+    }
+
+    function _applySide(
+        address account,
+        Fill calldata fill,
+        Kind kind,
+        int256 delta,
+        uint256 fee,
+        MarginProof calldata proof,
+        Params memory p
+    ) internal {
+        _requireTradeMargin(account, fill, delta, fee, proof);
+        AccountData storage a = _accounts[account];
+        Position storage pos = _positions[account][fill.instrument];
+        int256 old = pos.size;
+        if (kind == Kind.PERP) _settleFunding(account, fill.instrument, pos);
+        int256 cashDelta = _trade(pos, kind, old, delta, fill.price) - int256(fee);
+        a.cash += int128(cashDelta);
+        _updateList(account, a, pos, fill.instrument, old, p);
+        _bumpNonce(account, a);
+        emit PositionChanged(account, fill.instrument, pos.size, pos.costBasis, cashDelta);
+    }
+
+    /// @dev A side that only reduces its position needs maintenance margin after the fill, any
+    /// other initial margin; only the latter is blocked while paused.
+    function _requireTradeMargin(address account, Fill calldata fill, int256 delta, uint256 fee, MarginProof calldata proof)
+        internal
+        view
+    {
+        AccountData storage a = _accounts[account];
+        int256 old = _positions[account][fill.instrument].size;
+        bool reducing = old != 0 && (old > 0) != (delta > 0) && SignedMath.abs(delta) <= SignedMath.abs(old);
+        if (!reducing && paused) revert Vault_Paused();
+        bytes32 action = ActionHash.trade(account, fill.instrument, delta, fill.price, fee);
+        oracle.requireMargin(proof, account, a.riskNonce, action, a.depositCredit, !reducing);
+    }
+
+    /// @dev Moves the position by `delta` at `price`; returns the cash change before fees.
+    /// For every side, cashDelta - costBasisDelta = -delta * price exactly (zero-sum across sides).
+    function _trade(Position storage pos, Kind kind, int256 old, int256 delta, uint256 price)
+        internal
+        returns (int256 cashDelta)
+    {
+        int256 v = SignedMath.value(delta, price);
+        pos.size = int128(old + delta);
+        if (kind == Kind.CALL || kind == Kind.PUT) return -v; // premium-settled
+        int256 cost = pos.costBasis;
+        if (old == 0 || (old > 0) == (delta > 0)) {
+            pos.costBasis = int128(cost + v);
+            return 0;
+        }
+        uint256 absOld = SignedMath.abs(old);
+        uint256 absDelta = SignedMath.abs(delta);
+        if (absDelta <= absOld) {
+            // Removed cost rounds towards +inf: realised cash rounds against the account.
+            int256 removed = SignedMath.mulDivCeil(cost, absDelta, absOld);
+            pos.costBasis = int128(cost - removed);
+            return -v - removed;
+        }
+        int256 vClose = SignedMath.value(-old, price);
+        pos.costBasis = int128(v - vClose);
+        return -vClose - cost;
+    }
+
+    /// @dev Enforces the minimum size and the position cap, and keeps the id list in step.
+    function _updateList(address account, AccountData storage a, Position storage pos, uint32 id, int256 old, Params memory p)
+        internal
+    {
+        int256 size = pos.size;
+        if (size != 0 && SignedMath.abs(size) < p.minPositionSize) revert Vault_PositionTooSmall(size, p.minPositionSize);
+        if (old == 0 && size != 0) {
+            if (a.ids.length >= p.maxPositions) revert Vault_TooManyPositions(p.maxPositions);
+            a.ids.push(id);
+            pos.slot = uint8(a.ids.length);
+        } else if (old != 0 && size == 0) {
+            _removeFromList(account, a, pos);
+        }
+    }
+
+    function _removeFromList(address account, AccountData storage a, Position storage pos) internal {
+        uint256 idx = pos.slot - 1;
+        uint256 last = a.ids.length - 1;
+        if (idx != last) {
+            uint32 moved = a.ids[last];
+            a.ids[idx] = moved;
+            _positions[account][moved].slot = uint8(idx + 1);
+        }
+        a.ids.pop();
+        pos.slot = 0;
+        pos.costBasis = 0;
+        pos.fundingSnapshot = 0;
+    }
+
+    function _bumpNonce(address account, AccountData storage a) internal {
+        uint64 n = a.riskNonce + 1;
+        a.riskNonce = n;
+        emit RiskNonceBumped(account, n);
+    }
+
+    // ---------------------------------------------------------------- funding and settlement
+    /// @inheritdoc IVault
+    function settleFunding(address account, uint32 instrument) external {
+        if (instruments.get(instrument).kind != Kind.PERP) revert Vault_NotPerp(instrument);
+        Position storage pos = _positions[account][instrument];
+        if (pos.size == 0) revert Vault_NoPosition(account, instrument);
+        _settleFunding(account, instrument, pos);
+    }
+
+    /// @dev Pays funding accrued since the position's snapshot; exact because both the size (LOT)
+    /// and the index (TICK) sit on their grids. Longs pay when the index rises.
+    function _settleFunding(address account, uint32 instrument, Position storage pos) internal {
+        int256 cumulative = instruments.cumulativeFunding(instrument);
+        int256 snapshot = pos.fundingSnapshot;
+        if (cumulative == snapshot) return;
+        pos.fundingSnapshot = int128(cumulative);
+        int256 size = pos.size;
+        if (size == 0) return;
+        int256 payment = (size * (cumulative - snapshot)) / int256(Constants.VALUE_DIVISOR);
+        _accounts[account].cash -= int128(payment);
+        emit FundingSettled(account, instrument, payment, cumulative);
+    }
+
+    /// @inheritdoc IVault
+    function settleExpired(address account, uint32 instrument) external {
+        Instrument memory ins = instruments.get(instrument);
+        if (ins.kind == Kind.PERP || block.timestamp < ins.expiry) revert Vault_NotExpired(instrument, ins.expiry);
+        Position storage pos = _positions[account][instrument];
+        int256 size = pos.size;
+        if (size == 0) revert Vault_NoPosition(account, instrument);
+        uint256 price = instruments.settlementPrice(ins.underlying, ins.expiry);
+        int256 payoff = _payoff(ins, size, price, pos.costBasis);
+        AccountData storage a = _accounts[account];
+        a.cash += int128(payoff);
+        pos.size = 0;
+        _removeFromList(account, a, pos);
+        emit PositionSettled(account, instrument, size, price, payoff);
+    }
+
+    function _payoff(Instrument memory ins, int256 size, uint256 price, int256 costBasis) internal pure returns (int256) {
+        if (ins.kind == Kind.FUTURE) return SignedMath.value(size, price) - costBasis;
+        uint256 k = ins.strike;
+        uint256 intrinsic;
+        if (ins.kind == Kind.CALL) intrinsic = price > k ? price - k : 0;
+        else intrinsic = k > price ? k - price : 0;
+        return SignedMath.value(size, intrinsic);
+    }
+
+    // ---------------------------------------------------------------- views
+    /// @inheritdoc IVault
+    function getAccount(address account) external view returns (AccountView memory v) {
+        AccountData storage a = _accounts[account];
+        v.cash = a.cash;
+        v.riskNonce = a.riskNonce;
+        v.depositCredit = a.depositCredit;
+        Collateral[] memory cs = riskParams.collaterals();
+        v.collateralTokens = new address[](cs.length);
+        v.collateralBalances = new uint256[](cs.length);
+        for (uint256 i; i < cs.length; ++i) {
+            v.collateralTokens[i] = cs[i].token;
+            v.collateralBalances[i] = collateralOf[account][cs[i].token];
+        }
+        uint256 n = a.ids.length;
+        v.positions = new PositionView[](n);
+        for (uint256 i; i < n; ++i) {
+            uint32 id = a.ids[i];
+            Position storage pos = _positions[account][id];
+            v.positions[i] = PositionView(id, pos.size, pos.costBasis, pos.fundingSnapshot);
+        }
+    }
+
+    /// @inheritdoc IVault
+    function riskNonce(address account) external view returns (uint64) {
+        return _accounts[account].riskNonce;
+    }
+
+    /// @inheritdoc IVault
+    function depositCredit(address account) external view returns (uint256) {
+        return _accounts[account].depositCredit;
+    }
+
+    /// @inheritdoc IVault
+    function cashOf(address account) external view returns (int256) {
+        return _accounts[account].cash;
+    }
+
+    /// @inheritdoc IVault
+    function positionCount(address account) external view returns (uint256) {
+        return _accounts[account].ids.length;
+    }
+
+    /// @inheritdoc IVault
+    function quote() external view returns (address) {
+        return address(quoteToken);
+    }
+}

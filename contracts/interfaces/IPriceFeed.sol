@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.28;
+
+/// @title PriceFeed: signed index prices for every underlying, in numbered rounds.
+/// @notice A round carries one price per underlying (PRICE_SCALE) and the time it was observed.
+/// A round needs `quorum` signatures; a round in which any price moves more than `maxMove` from
+/// the previous round needs every registered signer, so a real crash is never frozen out.
+interface IPriceFeed {
+    error PriceFeed_WrongLength(uint256 given, uint256 expected);
+    error PriceFeed_ZeroPrice(uint256 underlying);
+    error PriceFeed_PriceTooLarge(uint256 underlying);
+    /// @notice The round is not newer than the latest one.
+    error PriceFeed_NotNewer(uint64 timestamp, uint64 latest);
+    error PriceFeed_FutureTimestamp(uint64 timestamp, uint256 now_);
+    /// @notice The observation is older than `maxDelay` when posted.
+    error PriceFeed_StaleUpdate(uint64 timestamp, uint256 now_);
+    /// @notice A move beyond `maxMove` needs every signer.
+    error PriceFeed_MoveNeedsAllSigners(uint256 underlying);
+    /// @notice The latest price is older than the heartbeat.
+    error PriceFeed_Stale(uint64 timestamp, uint256 now_);
+    error PriceFeed_UnknownRound(uint256 round);
+    error PriceFeed_UnknownUnderlying(uint256 underlying);
+    error PriceFeed_BadConfig();
+
+    event PricesPosted(uint256 indexed round, uint64 timestamp, uint256[] prices);
+    event ConfigSet(uint64 heartbeat, uint64 maxDelay, uint64 maxMove);
+
+    /// @notice Posts the next round. `sigs` are 65-byte signatures of the EIP-712 `PriceRound`,
+    /// signers in increasing address order.
+    function post(uint64 timestamp, uint256[] calldata prices, bytes calldata sigs) external;
+
+    /// @notice Sets the heartbeat (max age of a usable price), the max delay of an update when posted
+    /// and the per-round move that needs every signer (WAD fraction). Owner only, within hard bounds.
+    function setConfig(uint64 heartbeat, uint64 maxDelay, uint64 maxMove) external;
+
+    function numUnderlyings() external view returns (uint256);
+    function latestRound() external view returns (uint64 round, uint64 timestamp);
+    /// @notice Price of `underlying` at `round` (reverts for unknown rounds).
+    function priceAt(uint256 round, uint256 underlying) external view returns (uint256);
+    function roundTimestamp(uint256 round) external view returns (uint64);
+    /// @notice Latest price, reverting with PriceFeed_Stale past the heartbeat.
+    function latestPrice(uint256 underlying) external view returns (uint256 price, uint64 round);
+    /// @notice The largest relative move (WAD) of any underlying between `round` and the latest round.
+    function moveSince(uint256 round) external view returns (uint256 maxMoveWad);
+    /// @notice The EIP-712 digest of a round, as signers sign it.
+    function roundDigest(uint64 round, uint64 timestamp, uint256[] calldata prices) external view returns (bytes32);
+}

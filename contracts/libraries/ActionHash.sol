@@ -1,0 +1,22 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.28;
+
+/// @title Hashes of the actions an attestation can authorise.
+/// @dev The engine computes the same hashes (offchain/chain/actions.py) for the state after the action.
+library ActionHash {
+    bytes32 internal constant TRADE_TAG = keccak256("pmsim.action.trade");
+    bytes32 internal constant WITHDRAW_TAG = keccak256("pmsim.action.withdraw");
+
+    /// @param sizeDelta the signed change of the account's position (+ buys, - sells)
+    function trade(address account, uint32 instrument, int256 sizeDelta, uint256 price, uint256 fee)
+        internal
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(TRADE_TAG, account, instrument, sizeDelta, price, fee));
+    }
+
+    function withdraw(address account, address token, uint256 amount) internal pure returns (bytes32) {
+        return keccak256(abi.encode(WITHDRAW_TAG, account, token, amount));
+    }
+}

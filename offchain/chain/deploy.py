@@ -1,0 +1,132 @@
+"""Deploy the whole protocol (with mock tokens) to any RPC endpoint and write a deployment file."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from web3 import Web3
+from web3.contract import Contract
+
+from offchain.chain.build import ROOT, Artifact, load_artifacts
+from offchain.chain.client import CORE, Deployment, Protocol, TokenInfo
+from offchain.chain.params import WAD, OnchainParams
+from offchain.chain.units import Kind
+from offchain.errors import ChainError
+
+DEFAULT_DEPLOYMENT = ROOT / "deployments" / "local.json"
+UNDERLYINGS = ("BTC", "ETH")
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    heartbeat: int = 3600
+    max_delay: int = 600
+    max_move: int = WAD // 10  # a 10 % move in one round needs every signer
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """Everything a deployment needs; defaults give a working devnet."""
+
+    risk_signers: Sequence[str]  # addresses
+    price_signers: Sequence[str]
+    risk_quorum: int = 1
+    price_quorum: int = 1
+    params: OnchainParams = field(default_factory=OnchainParams)
+    engine_config_hash: bytes = b"\x00" * 32
+    haircuts: dict[str, int] = field(default_factory=lambda: {"WETH": WAD // 10, "WBTC": WAD // 10})
+    feed: FeedConfig = field(default_factory=FeedConfig)
+    fee_collector: str | None = None
+
+
+def _deploy(w3: Web3, art: Artifact, key: str, *args: Any) -> Contract:
+    acct = Account.from_key(key)
+    factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+    tx = factory.constructor(*args).build_transaction(
+        {"from": acct.address, "nonce": w3.eth.get_transaction_count(acct.address, "pending")}
+    )
+    tx_hash = w3.eth.send_raw_transaction(acct.sign_transaction(tx).raw_transaction)
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
+    if receipt["status"] != 1 or not receipt["contractAddress"]:
+        raise ChainError(f"deployment of {art.name} failed")
+    return w3.eth.contract(address=receipt["contractAddress"], abi=art.abi)
+
+
+def deploy_protocol(w3: Web3, deployer_key: str, cfg: DeployConfig, rpc_url: str = "") -> Protocol:
+    """Deploy tokens and the six core contracts, wire them, register signers; return handles."""
+    arts = load_artifacts()
+    owner = Account.from_key(deployer_key).address
+    start_block = w3.eth.block_number
+    tokens = {
+        "USDC": _deploy(w3, arts["MockERC20"], deployer_key, "USD Coin (mock)", "USDC", 6),
+        "WBTC": _deploy(w3, arts["MockERC20"], deployer_key, "Wrapped BTC (mock)", "WBTC", 8),
+        "WETH": _deploy(w3, arts["MockERC20"], deployer_key, "Wrapped Ether (mock)", "WETH", 18),
+    }
+    params = _deploy(w3, arts["RiskParams"], deployer_key, owner, cfg.params.as_tuple(), cfg.engine_config_hash)
+    f = cfg.feed
+    feed = _deploy(w3, arts["PriceFeed"], deployer_key, owner, len(UNDERLYINGS), f.heartbeat, f.max_delay, f.max_move)
+    oracle = _deploy(w3, arts["RiskOracle"], deployer_key, owner, feed.address, params.address)
+    instruments = _deploy(w3, arts["Instruments"], deployer_key, owner, feed.address, params.address)
+    collector = cfg.fee_collector or owner
+    vault = _deploy(
+        w3, arts["Vault"], deployer_key, owner, tokens["USDC"].address, instruments.address,
+        params.address, oracle.address, feed.address, collector,
+    )  # fmt: skip
+    exchange = _deploy(w3, arts["Exchange"], deployer_key, vault.address, params.address)
+    contracts = {"RiskParams": params, "PriceFeed": feed, "RiskOracle": oracle, "Instruments": instruments,
+                 "Vault": vault, "Exchange": exchange}  # fmt: skip
+    token_info = {
+        "USDC": TokenInfo("USDC", tokens["USDC"].address, 6, None),
+        "WBTC": TokenInfo("WBTC", tokens["WBTC"].address, 8, UNDERLYINGS.index("BTC")),
+        "WETH": TokenInfo("WETH", tokens["WETH"].address, 18, UNDERLYINGS.index("ETH")),
+    }
+    dep = Deployment(
+        chain_id=w3.eth.chain_id, rpc_url=rpc_url, deploy_block=start_block,
+        contracts={n: contracts[n].address for n in CORE}, tokens=token_info,
+        underlyings=list(UNDERLYINGS), fee_collector=collector,
+    )  # fmt: skip
+    proto = Protocol(w3, dep, arts)
+    _wire(proto, deployer_key, cfg)
+    return proto
+
+
+def _wire(p: Protocol, key: str, cfg: DeployConfig) -> None:
+    p.send(p.params.functions.setOracle(p.oracle.address), key)
+    for sym in ("WBTC", "WETH"):
+        t = p.deployment.tokens[sym]
+        assert t.underlying is not None
+        p.send(p.params.functions.setCollateral(t.address, t.underlying, cfg.haircuts[sym]), key)
+    p.send(p.instruments.functions.setVault(p.vault.address), key)
+    p.send(p.vault.functions.setExchange(p.exchange.address), key)
+    for contract, signers, quorum in ((p.oracle, cfg.risk_signers, cfg.risk_quorum),
+                                      (p.feed, cfg.price_signers, cfg.price_quorum)):  # fmt: skip
+        for s in signers:
+            p.send(contract.functions.addSigner(s), key)
+        p.send(contract.functions.setQuorum(quorum), key)
+
+
+@dataclass(frozen=True)
+class InstrumentSpec:
+    kind: Kind
+    underlying: int
+    expiry: int = 0
+    strike: int = 0  # 1e18
+
+
+def list_instruments(p: Protocol, key: str, specs: Sequence[InstrumentSpec]) -> list[int]:
+    """List instruments; returns their on-chain ids in order."""
+    ids = []
+    for s in specs:
+        receipt = p.send(p.instruments.functions.list(int(s.kind), s.underlying, s.expiry, s.strike), key)
+        ev = p.instruments.events.InstrumentListed().process_receipt(receipt)
+        ids.append(int(ev[0]["args"]["id"]))
+    return ids
+
+
+def write_deployment(p: Protocol, path: Path = DEFAULT_DEPLOYMENT) -> Path:
+    p.deployment.save(path)
+    return path

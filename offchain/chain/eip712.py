@@ -1,0 +1,180 @@
+"""EIP-712 digests and signatures that byte-match the contracts.
+
+The struct hashes are computed directly (``keccak256(abi.encode(typehash, fields))``) for speed;
+tests check them against eth-account's generic ``encode_typed_data`` and against the contracts'
+own digest views. Signatures are low-s (coincurve through eth-keys) and 65 bytes ``r || s || v``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import astuple, dataclass
+from typing import Any
+
+from eth_abi import encode
+from eth_keys import keys
+from eth_utils import keccak, to_checksum_address
+
+from offchain.errors import SigningError
+
+DOMAIN_TYPE = "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+ORDER_TYPE = (
+    "Order(address account,uint32 instrument,bool isBuy,uint128 size,uint128 limitPrice,uint64 nonce,uint64 deadline)"
+)
+PRICE_ROUND_TYPE = "PriceRound(uint64 round,uint64 timestamp,uint256[] prices)"
+ATTESTATION_TYPE = (
+    "Attestation(address account,uint64 riskNonce,bytes32 actionHash,int256 marginEquity,int256 mtmEquity,"
+    "uint256 initialMargin,uint256 maintenanceMargin,uint256 creditCheckpoint,bytes32 paramsHash,"
+    "uint64 priceRound,uint64 issuedAt,uint64 expiry)"
+)
+DOMAIN_TYPEHASH = keccak(text=DOMAIN_TYPE)
+ORDER_TYPEHASH = keccak(text=ORDER_TYPE)
+PRICE_ROUND_TYPEHASH = keccak(text=PRICE_ROUND_TYPE)
+ATTESTATION_TYPEHASH = keccak(text=ATTESTATION_TYPE)
+
+ORDER_ABI = ["address", "uint32", "bool", "uint128", "uint128", "uint64", "uint64"]
+ATTESTATION_ABI = [
+    "address", "uint64", "bytes32", "int256", "int256", "uint256", "uint256", "uint256", "bytes32",
+    "uint64", "uint64", "uint64",
+]  # fmt: skip
+
+EXCHANGE_DOMAIN = ("pmsim Exchange", "1")
+PRICE_FEED_DOMAIN = ("pmsim PriceFeed", "1")
+RISK_ORACLE_DOMAIN = ("pmsim RiskOracle", "1")
+
+
+@dataclass(frozen=True)
+class Domain:
+    """An EIP-712 domain: (name, version, chain id, verifying contract)."""
+
+    name: str
+    version: str
+    chain_id: int
+    verifying_contract: str
+
+    def separator(self) -> bytes:
+        return keccak(
+            encode(
+                ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+                [
+                    DOMAIN_TYPEHASH,
+                    keccak(text=self.name),
+                    keccak(text=self.version),
+                    self.chain_id,
+                    self.verifying_contract,
+                ],
+            )
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "chainId": self.chain_id,
+            "verifyingContract": to_checksum_address(self.verifying_contract),
+        }
+
+
+@dataclass(frozen=True)
+class Order:
+    """A signed order (see ``IExchange``). Sizes and prices are integers scaled by 1e18."""
+
+    account: str
+    instrument: int
+    is_buy: bool
+    size: int
+    limit_price: int
+    nonce: int
+    deadline: int
+
+    def struct_hash(self) -> bytes:
+        return keccak(encode(["bytes32", *ORDER_ABI], [ORDER_TYPEHASH, *astuple(self)]))
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        return astuple(self)
+
+
+@dataclass(frozen=True)
+class PriceRound:
+    """A price round: one price per underlying (1e18 scale)."""
+
+    round: int
+    timestamp: int
+    prices: tuple[int, ...]
+
+    def struct_hash(self) -> bytes:
+        prices_hash = keccak(b"".join(p.to_bytes(32, "big") for p in self.prices))
+        return keccak(
+            encode(["bytes32", "uint64", "uint64", "bytes32"], [PRICE_ROUND_TYPEHASH, self.round, self.timestamp, prices_hash])
+        )
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """A margin attestation (see ``IRiskOracle``); amounts in quote units (6 decimals)."""
+
+    account: str
+    risk_nonce: int
+    action_hash: bytes
+    margin_equity: int
+    mtm_equity: int
+    initial_margin: int
+    maintenance_margin: int
+    credit_checkpoint: int
+    params_hash: bytes
+    price_round: int
+    issued_at: int
+    expiry: int
+
+    def struct_hash(self) -> bytes:
+        return keccak(encode(["bytes32", *ATTESTATION_ABI], [ATTESTATION_TYPEHASH, *astuple(self)]))
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        return astuple(self)
+
+
+def digest(domain: Domain, struct_hash: bytes) -> bytes:
+    """``keccak256(0x1901 || domainSeparator || structHash)``."""
+    return keccak(b"\x19\x01" + domain.separator() + struct_hash)
+
+
+class Signer:
+    """A secp256k1 key that signs EIP-712 digests (low-s, ``v`` in {27, 28})."""
+
+    def __init__(self, private_key: str | bytes) -> None:
+        try:
+            raw = bytes.fromhex(private_key.removeprefix("0x")) if isinstance(private_key, str) else private_key
+            self._key = keys.PrivateKey(raw)
+        except (ValueError, TypeError) as exc:
+            raise SigningError(f"private_key: not a valid secp256k1 key ({exc})") from exc
+        self.address: str = self._key.public_key.to_checksum_address()
+
+    def sign(self, message_hash: bytes) -> bytes:
+        if len(message_hash) != 32:
+            raise SigningError("message_hash: must be 32 bytes")
+        sig = self._key.sign_msg_hash(message_hash)
+        return sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big") + bytes([sig.v + 27])
+
+    def __repr__(self) -> str:
+        return f"Signer({self.address})"
+
+
+def quorum_signatures(message_hash: bytes, signers: Iterable[Signer]) -> bytes:
+    """Signatures of every signer, concatenated in strictly increasing address order."""
+    ordered = sorted(signers, key=lambda s: int(s.address, 16))
+    addresses = [s.address for s in ordered]
+    if len(set(addresses)) != len(addresses):
+        raise SigningError("signers: duplicate signer")
+    return b"".join(s.sign(message_hash) for s in ordered)
+
+
+def sign_order(domain: Domain, order: Order, signer: Signer) -> bytes:
+    return signer.sign(digest(domain, order.struct_hash()))
+
+
+def sign_price_round(domain: Domain, pr: PriceRound, signers: Sequence[Signer]) -> bytes:
+    return quorum_signatures(digest(domain, pr.struct_hash()), signers)
+
+
+def sign_attestation(domain: Domain, att: Attestation, signers: Sequence[Signer]) -> bytes:
+    return quorum_signatures(digest(domain, att.struct_hash()), signers)
