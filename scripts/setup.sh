@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Idempotent set-up from the package registries only (npm, PyPI): Anvil, solc-js and OpenZeppelin
+# from npm; a `solc` command for py-solc-x and ape-solidity (a native solc 0.8.37 if one is
+# installed, else a shim over solc-js); a Python 3.11 virtual environment with the locked set.
+# Re-running is cheap: each step is skipped while its inputs are unchanged.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+SOLC_VERSION=0.8.37
+say() { printf '[setup] %s\n' "$*" >&2; }
+fingerprint() { cat "$@" | sha256sum | cut -c1-16; }
+
+# 1. npm packages (exact pins in package.json and package-lock.json)
+command -v npm >/dev/null || { say "npm is required (Node.js 18+)"; exit 1; }
+want=$(fingerprint package.json package-lock.json)
+if [ "$(cat node_modules/.pmsim-stamp 2>/dev/null)" != "$want" ]; then
+  say "installing npm packages (anvil, solc-js, openzeppelin)"
+  npm install --no-audit --no-fund --loglevel=error >&2
+  echo "$want" > node_modules/.pmsim-stamp
+fi
+
+# 2. the compiler command, where py-solc-x and ape-solidity look for it
+mkdir -p .solcx
+target=".solcx/solc-v$SOLC_VERSION"
+native=$(command -v solc || true)
+if [ -n "$native" ] && "$native" --version 2>/dev/null | grep -q "$SOLC_VERSION+" \
+   && ! "$native" --version | grep -q Emscripten; then
+  ln -sf "$native" "$target"
+else
+  printf '#!/bin/sh\nexec node "%s/scripts/solc.js" "$@"\n' "$ROOT" > "$target.tmp"
+  chmod +x "$target.tmp" && mv "$target.tmp" "$target"
+fi
+# ape-solidity only looks in $SOLCX_BINARY_PATH or ~/.solcx: offer ours there unless one exists.
+mkdir -p "$HOME/.solcx"
+[ -e "$HOME/.solcx/solc-v$SOLC_VERSION" ] || ln -s "$ROOT/$target" "$HOME/.solcx/solc-v$SOLC_VERSION"
+
+# 3. Python 3.11 virtual environment with the locked dependency set
+PY=${PMSIM_PYTHON:-}
+if [ -z "$PY" ]; then
+  for cand in python3.11 python3; do
+    if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      PY=$cand; break
+    fi
+  done
+fi
+[ -n "$PY" ] || { say "Python 3.11 is required (set PMSIM_PYTHON)"; exit 1; }
+[ -x .venv/bin/python ] || { say "creating .venv"; "$PY" -m venv .venv; }
+want=$(fingerprint requirements.lock pyproject.toml)
+if [ "$(cat .venv/.pmsim-stamp 2>/dev/null)" != "$want" ]; then
+  say "installing Python packages (about a minute the first time)"
+  .venv/bin/python -m pip install -q --upgrade pip >&2
+  .venv/bin/python -m pip install -q -r requirements.lock >&2
+  .venv/bin/python -m pip install -q --no-deps -e . >&2
+  echo "$want" > .venv/.pmsim-stamp
+fi
