@@ -3,12 +3,12 @@ pragma solidity ^0.8.28;
 
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
-import {IPriceFeed} from "./interfaces/IPriceFeed.sol";
+import {IPriceFeed, IPriceRoundListener} from "./interfaces/IPriceFeed.sol";
 import {SignerQuorum} from "./SignerQuorum.sol";
 import {Constants} from "./libraries/Constants.sol";
 
 /// @title PriceFeed
-contract PriceFeed is IPriceFeed, SignerQuorum, EIP712 {
+contract PriceFeed is IPriceFeed, EIP712, SignerQuorum {
     // ---------------------------------------------------------------- constants
     bytes32 public constant PRICE_ROUND_TYPEHASH =
         keccak256("PriceRound(uint64 round,uint64 timestamp,uint256[] prices)");
@@ -31,6 +31,7 @@ contract PriceFeed is IPriceFeed, SignerQuorum, EIP712 {
     uint64 public maxMove;
     uint64 internal _latestRound;
     mapping(uint256 => Round) internal _rounds;
+    IPriceRoundListener public roundListener;
 
     // ---------------------------------------------------------------- constructor
     constructor(address owner_, uint256 numUnderlyings_, uint64 heartbeat_, uint64 maxDelay_, uint64 maxMove_)
@@ -56,6 +57,13 @@ contract PriceFeed is IPriceFeed, SignerQuorum, EIP712 {
         emit ConfigSet(heartbeat_, maxDelay_, maxMove_);
     }
 
+    /// @inheritdoc IPriceFeed
+    function setRoundListener(IPriceRoundListener listener) external onlyOwner {
+        if (address(roundListener) != address(0) || _latestRound != 0) revert PriceFeed_ListenerAlreadySet();
+        roundListener = listener;
+        emit RoundListenerSet(address(listener));
+    }
+
     // ---------------------------------------------------------------- core
     /// @inheritdoc IPriceFeed
     function post(uint64 timestamp, uint256[] calldata prices, bytes calldata sigs) external {
@@ -66,9 +74,14 @@ contract PriceFeed is IPriceFeed, SignerQuorum, EIP712 {
         if (latest != 0 && timestamp <= prev.timestamp) revert PriceFeed_NotNewer(timestamp, prev.timestamp);
         if (timestamp > block.timestamp) revert PriceFeed_FutureTimestamp(timestamp, block.timestamp);
         if (block.timestamp - timestamp > maxDelay) revert PriceFeed_StaleUpdate(timestamp, block.timestamp);
-        bool bigMove = _checkPrices(prices, prev, latest != 0);
+        uint256 bigMove = _checkPrices(prices, prev, latest != 0);
+        uint256 required = _quorum;
+        if (bigMove != 0) {
+            required = _signerCount;
+            if (sigs.length / 65 < required) revert PriceFeed_MoveNeedsAllSigners(bigMove - 1);
+        }
         uint64 round = latest + 1;
-        _verifyQuorum(_digest(round, timestamp, prices), sigs, bigMove ? signerCount : quorum);
+        _verifyQuorum(_digest(round, timestamp, prices), sigs, required);
         Round storage r = _rounds[round];
         r.timestamp = timestamp;
         for (uint256 i; i < n; ++i) {
@@ -76,15 +89,16 @@ contract PriceFeed is IPriceFeed, SignerQuorum, EIP712 {
         }
         _latestRound = round;
         emit PricesPosted(round, timestamp, prices);
+        if (address(roundListener) != address(0)) roundListener.onPriceRound(round);
     }
 
-    /// @dev Validates the prices and tells whether any moved beyond `maxMove`.
-    function _checkPrices(uint256[] calldata prices, Round storage prev, bool hasPrev) internal view returns (bool big) {
+    /// @dev Validates the prices; returns 1 + the first underlying that moved beyond `maxMove`, or 0.
+    function _checkPrices(uint256[] calldata prices, Round storage prev, bool hasPrev) internal view returns (uint256 big) {
         for (uint256 i; i < prices.length; ++i) {
             uint256 p = prices[i];
             if (p == 0) revert PriceFeed_ZeroPrice(i);
             if (p > Constants.MAX_PRICE) revert PriceFeed_PriceTooLarge(i);
-            if (hasPrev && _relMove(prev.prices[i], p) > maxMove) big = true;
+            if (big == 0 && hasPrev && _relMove(prev.prices[i], p) > maxMove) big = i + 1;
         }
     }
 

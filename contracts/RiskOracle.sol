@@ -2,18 +2,24 @@
 pragma solidity ^0.8.28;
 
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {IRiskOracle} from "./interfaces/IRiskOracle.sol";
 import {IPriceFeed} from "./interfaces/IPriceFeed.sol";
 import {SignerQuorum} from "./SignerQuorum.sol";
-import {Attestation, MarginProof} from "./libraries/Types.sol";
+import {Attestation, MarginProof, StatusRoot, StatusLeaf} from "./libraries/Types.sol";
 
 /// @title RiskOracle
-contract RiskOracle is IRiskOracle, SignerQuorum, EIP712 {
+/// @dev Inherits EIP712 before SignerQuorum so that the quorum (two bytes) and the hot configuration
+/// below share one storage slot: a one-signer check at the latest price round reads three slots.
+contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
     // ---------------------------------------------------------------- constants
     bytes32 public constant ATTESTATION_TYPEHASH = keccak256(
         "Attestation(address account,uint64 riskNonce,bytes32 actionHash,int256 marginEquity,int256 mtmEquity,"
         "uint256 initialMargin,uint256 maintenanceMargin,uint256 creditCheckpoint,bytes32 paramsHash,"
         "uint64 priceRound,uint64 issuedAt,uint64 expiry)"
+    );
+    bytes32 public constant STATUS_ROOT_TYPEHASH = keccak256(
+        "StatusRoot(uint64 round,bytes32 root,uint64 priceRound,uint64 issuedAt,uint64 expiry,bytes32 paramsHash)"
     );
 
     // ---------------------------------------------------------------- immutables
@@ -21,14 +27,22 @@ contract RiskOracle is IRiskOracle, SignerQuorum, EIP712 {
     address public immutable riskParams;
 
     // ---------------------------------------------------------------- storage
-    bytes32 public paramsHash;
+    // slot A (with SignerQuorum's _signerCount and _quorum)
+    uint64 public latestPriceRound;
     uint64 public priceTolerance;
     uint64 public attestationMaxAge;
+    // slot B
+    bytes32 public paramsHash;
+    // slots C, D: the latest status root
+    bytes32 public statusRoot;
+    uint64 public rootRound;
+    uint64 public rootPriceRound;
+    uint64 public rootExpiry;
 
     // ---------------------------------------------------------------- constructor
     constructor(address owner_, IPriceFeed feed_, address riskParams_)
-        SignerQuorum(owner_)
         EIP712("pmsim RiskOracle", "1")
+        SignerQuorum(owner_)
     {
         feed = feed_;
         riskParams = riskParams_;
@@ -40,9 +54,19 @@ contract RiskOracle is IRiskOracle, SignerQuorum, EIP712 {
         if (msg.sender != riskParams) revert RiskOracle_OnlyRiskParams();
         (paramsHash, priceTolerance, attestationMaxAge) = (paramsHash_, priceTolerance_, attestationMaxAge_);
         emit ParamsSynced(paramsHash_, priceTolerance_, attestationMaxAge_);
+        if (statusRoot != bytes32(0)) {
+            statusRoot = bytes32(0);
+            emit RootCleared(rootRound);
+        }
     }
 
-    // ---------------------------------------------------------------- core
+    /// @notice Mirrors the feed's latest round id. Callable by the feed only.
+    function onPriceRound(uint64 round) external {
+        if (msg.sender != address(feed)) revert RiskOracle_OnlyFeed();
+        latestPriceRound = round;
+    }
+
+    // ---------------------------------------------------------------- core: attestations
     /// @inheritdoc IRiskOracle
     function requireMargin(
         MarginProof calldata proof,
@@ -75,32 +99,92 @@ contract RiskOracle is IRiskOracle, SignerQuorum, EIP712 {
         if (a.account != account) revert RiskOracle_WrongAccount(account, a.account);
         if (a.riskNonce != nonce) revert RiskOracle_StaleNonce(nonce, a.riskNonce);
         if (a.actionHash != actionHash) revert RiskOracle_WrongAction(actionHash, a.actionHash);
-        _checkBinding(a);
         if (a.creditCheckpoint > credit) revert RiskOracle_BadCredit(a.creditCheckpoint, credit);
-        _verifyQuorum(_digest(a), proof.signatures, quorum);
+        _checkParams(a.paramsHash);
+        _checkWindow(a.issuedAt, a.expiry);
+        _checkPriceRound(a.priceRound);
+        _verifyQuorum(_attestationDigest(a), proof.signatures, _quorum);
     }
 
-    /// @dev Parameter hash, time window and price tolerance.
-    function _checkBinding(Attestation calldata a) internal view {
+    // ---------------------------------------------------------------- core: status roots
+    /// @inheritdoc IRiskOracle
+    function postRoot(StatusRoot calldata r, bytes calldata sigs) external {
+        if (r.round <= rootRound) revert RiskOracle_StaleRoot(r.round, rootRound);
+        _checkParams(r.paramsHash);
+        _checkWindow(r.issuedAt, r.expiry);
+        _checkPriceRound(r.priceRound);
+        _verifyQuorum(_rootDigest(r), sigs, _quorum);
+        statusRoot = r.root;
+        (rootRound, rootPriceRound, rootExpiry) = (r.round, r.priceRound, r.expiry);
+        emit RootPosted(r.round, r.root, r.priceRound, r.issuedAt, r.expiry);
+    }
+
+    /// @inheritdoc IRiskOracle
+    function verifyStatus(
+        StatusLeaf calldata leaf,
+        bytes32[] calldata proof,
+        address account,
+        uint64 nonce,
+        uint256 credit
+    ) external view returns (int256 equity, uint256 initialMargin, uint256 maintenanceMargin) {
+        bytes32 root = statusRoot;
+        if (root == bytes32(0)) revert RiskOracle_NoRoot();
+        if (rootExpiry < block.timestamp) revert RiskOracle_Expired(rootExpiry, block.timestamp);
+        _checkPriceRound(rootPriceRound);
+        if (leaf.account != account) revert RiskOracle_WrongAccount(account, leaf.account);
+        if (leaf.riskNonce != nonce) revert RiskOracle_StaleNonce(nonce, leaf.riskNonce);
+        if (leaf.creditCheckpoint > credit) revert RiskOracle_BadCredit(leaf.creditCheckpoint, credit);
+        if (!MerkleProof.verifyCalldata(proof, root, _leafHash(leaf))) revert RiskOracle_BadProof();
+        equity = leaf.marginEquity + int256(credit - leaf.creditCheckpoint);
+        return (equity, leaf.initialMargin, leaf.maintenanceMargin);
+    }
+
+    // ---------------------------------------------------------------- internal checks
+    function _checkParams(bytes32 given) internal view {
         bytes32 h = paramsHash;
         if (h == bytes32(0)) revert RiskOracle_ParamsNotSynced();
-        if (a.paramsHash != h) revert RiskOracle_WrongParams(h, a.paramsHash);
-        if (a.issuedAt > block.timestamp) revert RiskOracle_IssuedInFuture(a.issuedAt, block.timestamp);
-        if (a.expiry < block.timestamp) revert RiskOracle_Expired(a.expiry, block.timestamp);
-        if (a.expiry - a.issuedAt > attestationMaxAge) {
-            revert RiskOracle_LifetimeTooLong(a.expiry - a.issuedAt, attestationMaxAge);
-        }
-        uint256 move = feed.moveSince(a.priceRound);
+        if (given != h) revert RiskOracle_WrongParams(h, given);
+    }
+
+    function _checkWindow(uint64 issuedAt, uint64 expiry) internal view {
+        if (issuedAt > block.timestamp) revert RiskOracle_IssuedInFuture(issuedAt, block.timestamp);
+        if (expiry < block.timestamp) revert RiskOracle_Expired(expiry, block.timestamp);
+        if (expiry - issuedAt > attestationMaxAge) revert RiskOracle_LifetimeTooLong(expiry - issuedAt, attestationMaxAge);
+    }
+
+    /// @dev At the latest round nothing has moved; otherwise ask the feed for the largest move
+    /// (which also refuses round 0 and rounds not yet posted).
+    function _checkPriceRound(uint64 round) internal view {
+        if (round != 0 && round == latestPriceRound) return;
+        uint256 move = feed.moveSince(round);
         if (move > priceTolerance) revert RiskOracle_PriceMoved(move, priceTolerance);
     }
 
-    function _digest(Attestation calldata a) internal view returns (bytes32) {
+    function _attestationDigest(Attestation calldata a) internal view returns (bytes32) {
         return _hashTypedDataV4(keccak256(abi.encode(ATTESTATION_TYPEHASH, a)));
+    }
+
+    function _rootDigest(StatusRoot calldata r) internal view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(STATUS_ROOT_TYPEHASH, r)));
+    }
+
+    function _leafHash(StatusLeaf calldata leaf) internal pure returns (bytes32) {
+        return keccak256(bytes.concat(keccak256(abi.encode(leaf))));
     }
 
     // ---------------------------------------------------------------- views
     /// @inheritdoc IRiskOracle
     function attestationDigest(Attestation calldata a) external view returns (bytes32) {
-        return _digest(a);
+        return _attestationDigest(a);
+    }
+
+    /// @inheritdoc IRiskOracle
+    function rootDigest(StatusRoot calldata r) external view returns (bytes32) {
+        return _rootDigest(r);
+    }
+
+    /// @inheritdoc IRiskOracle
+    function leafHash(StatusLeaf calldata leaf) external pure returns (bytes32) {
+        return _leafHash(leaf);
     }
 }

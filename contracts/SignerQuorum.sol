@@ -12,8 +12,9 @@ import {Constants} from "./libraries/Constants.sol";
 abstract contract SignerQuorum is ISignerQuorum, Ownable2Step {
     // ---------------------------------------------------------------- storage
     mapping(address => bool) public isSigner;
-    uint256 public signerCount;
-    uint256 public quorum;
+    /// @dev Two bytes, so that a derived contract can pack its hot configuration into the same slot.
+    uint8 internal _signerCount;
+    uint8 internal _quorum;
 
     // ---------------------------------------------------------------- constructor
     constructor(address owner_) Ownable(owner_) {}
@@ -23,26 +24,37 @@ abstract contract SignerQuorum is ISignerQuorum, Ownable2Step {
     function addSigner(address signer) external onlyOwner {
         if (signer == address(0)) revert SignerQuorum_ZeroAddress();
         if (isSigner[signer]) revert SignerQuorum_AlreadySigner(signer);
-        if (signerCount >= Constants.MAX_SIGNERS) revert SignerQuorum_TooManySigners();
+        if (_signerCount >= Constants.MAX_SIGNERS) revert SignerQuorum_TooManySigners();
         isSigner[signer] = true;
-        signerCount += 1;
+        _signerCount += 1;
         emit SignerAdded(signer);
     }
 
     /// @inheritdoc ISignerQuorum
     function removeSigner(address signer) external onlyOwner {
         if (!isSigner[signer]) revert SignerQuorum_NotSigner(signer);
-        if (signerCount - 1 < quorum) revert SignerQuorum_BadQuorum(quorum, signerCount - 1);
+        if (_signerCount - 1 < _quorum) revert SignerQuorum_BadQuorum(_quorum, _signerCount - 1);
         isSigner[signer] = false;
-        signerCount -= 1;
+        _signerCount -= 1;
         emit SignerRemoved(signer);
     }
 
     /// @inheritdoc ISignerQuorum
     function setQuorum(uint256 quorum_) external onlyOwner {
-        if (quorum_ == 0 || quorum_ > signerCount) revert SignerQuorum_BadQuorum(quorum_, signerCount);
-        quorum = quorum_;
+        if (quorum_ == 0 || quorum_ > _signerCount) revert SignerQuorum_BadQuorum(quorum_, _signerCount);
+        _quorum = uint8(quorum_);
         emit QuorumSet(quorum_);
+    }
+
+    // ---------------------------------------------------------------- views
+    /// @inheritdoc ISignerQuorum
+    function signerCount() external view returns (uint256) {
+        return _signerCount;
+    }
+
+    /// @inheritdoc ISignerQuorum
+    function quorum() external view returns (uint256) {
+        return _quorum;
     }
 
     // ---------------------------------------------------------------- internal

@@ -12,7 +12,7 @@ import {IInstruments} from "./interfaces/IInstruments.sol";
 import {IRiskParams, Params, Collateral} from "./interfaces/IRiskParams.sol";
 import {IRiskOracle} from "./interfaces/IRiskOracle.sol";
 import {IPriceFeed} from "./interfaces/IPriceFeed.sol";
-import {Fill, MarginProof, AccountView, PositionView, Instrument, Kind} from "./libraries/Types.sol";
+import {Fill, MarginProof, AccountView, PositionView, Instrument, Kind, StatusLeaf} from "./libraries/Types.sol";
 import {Constants} from "./libraries/Constants.sol";
 import {SignedMath} from "./libraries/SignedMath.sol";
 import {ActionHash} from "./libraries/ActionHash.sol";
@@ -171,6 +171,24 @@ contract Vault is IVault, Ownable2Step, ReentrancyGuard {
         _bumpNonce(msg.sender, a);
         IERC20(token).safeTransfer(to, amount);
         emit Withdrawn(msg.sender, token, to, amount);
+    }
+
+    /// @inheritdoc IVault
+    function withdrawQuoteWithStatus(uint256 amount, address to, StatusLeaf calldata leaf, bytes32[] calldata proof)
+        external
+        nonReentrant
+    {
+        if (amount == 0) revert Vault_ZeroAmount();
+        if (to == address(0)) revert Vault_ZeroAddress();
+        AccountData storage a = _accounts[msg.sender];
+        if (a.ids.length != 0 && paused) revert Vault_Paused();
+        (int256 equity, uint256 im,) = oracle.verifyStatus(leaf, proof, msg.sender, a.riskNonce, a.depositCredit);
+        if (equity - int256(amount) < int256(im)) revert Vault_InsufficientHeadroom(equity, amount, im);
+        if (a.cash < int256(amount)) revert Vault_InsufficientCash(a.cash, amount);
+        a.cash -= int128(int256(amount));
+        _bumpNonce(msg.sender, a);
+        quoteToken.safeTransfer(to, amount);
+        emit Withdrawn(msg.sender, address(quoteToken), to, amount);
     }
 
     // ---------------------------------------------------------------- trading

@@ -1,6 +1,12 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.28;
 
+/// @title A contract told of every new price round (the RiskOracle keeps the latest round id beside
+/// its own configuration, so that the common attestation check needs no call to the feed).
+interface IPriceRoundListener {
+    function onPriceRound(uint64 round) external;
+}
+
 /// @title PriceFeed: signed index prices for every underlying, in numbered rounds.
 /// @notice A round carries one price per underlying (PRICE_SCALE) and the time it was observed.
 /// A round needs `quorum` signatures; a round in which any price moves more than `maxMove` from
@@ -21,9 +27,14 @@ interface IPriceFeed {
     error PriceFeed_UnknownRound(uint256 round);
     error PriceFeed_UnknownUnderlying(uint256 underlying);
     error PriceFeed_BadConfig();
+    error PriceFeed_ListenerAlreadySet();
 
     event PricesPosted(uint256 indexed round, uint64 timestamp, uint256[] prices);
     event ConfigSet(uint64 heartbeat, uint64 maxDelay, uint64 maxMove);
+    event RoundListenerSet(address listener);
+
+    /// @notice Sets, once and before the first round, the contract told of each new round. Owner only.
+    function setRoundListener(IPriceRoundListener listener) external;
 
     /// @notice Posts the next round. `sigs` are 65-byte signatures of the EIP-712 `PriceRound`,
     /// signers in increasing address order.

@@ -1,15 +1,20 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.28;
 
-import {Attestation, MarginProof} from "../libraries/Types.sol";
+import {Attestation, MarginProof, StatusRoot, StatusLeaf} from "../libraries/Types.sol";
+import {IPriceRoundListener} from "./IPriceFeed.sol";
 
-/// @title RiskOracle: verifies margin attestations signed by a quorum of risk-engine signers.
-/// @notice An attestation is accepted only if it is for this account, its current risk nonce and the
-/// exact action, bound to the current parameter hash, issued in the past, unexpired, no longer-lived
-/// than `attestationMaxAge`, computed at a price round from which no underlying has moved more than
-/// `priceTolerance`, and signed by `quorum` distinct registered signers over this contract's EIP-712
-/// domain (name "pmsim RiskOracle", version "1", chain id, this address).
-interface IRiskOracle {
+/// @title RiskOracle: verifies margin results signed by a quorum of risk-engine signers.
+/// @notice Two forms are accepted, under this contract's EIP-712 domain (name "pmsim RiskOracle",
+/// version "1", chain id, this address):
+/// - an Attestation, for one account, its current risk nonce and one exact action (or none): it
+///   must be bound to the current parameter hash, issued in the past, unexpired, no longer-lived
+///   than `attestationMaxAge`, computed at a price round from which no underlying has moved more
+///   than `priceTolerance`, and signed by `quorum` distinct registered signers;
+/// - a StatusLeaf with a Merkle proof against the latest StatusRoot, for checks a status result is
+///   enough for (liquidation, headroom). Only the latest root is kept; a parameter change clears it.
+/// Deposits made since the engine's snapshot are credited: equity = marginEquity + credit - checkpoint.
+interface IRiskOracle is IPriceRoundListener {
     error RiskOracle_WrongAccount(address expected, address given);
     error RiskOracle_StaleNonce(uint64 expected, uint64 given);
     error RiskOracle_WrongAction(bytes32 expected, bytes32 given);
@@ -21,16 +26,25 @@ interface IRiskOracle {
     error RiskOracle_BadCredit(uint256 checkpoint, uint256 current);
     error RiskOracle_InsufficientMargin(int256 equity, uint256 required);
     error RiskOracle_OnlyRiskParams();
+    error RiskOracle_OnlyFeed();
     error RiskOracle_ParamsNotSynced();
+    error RiskOracle_StaleRoot(uint64 round, uint64 latest);
+    error RiskOracle_NoRoot();
+    error RiskOracle_BadProof();
 
     event ParamsSynced(bytes32 paramsHash, uint64 priceTolerance, uint64 attestationMaxAge);
+    event RootPosted(uint64 indexed round, bytes32 root, uint64 priceRound, uint64 issuedAt, uint64 expiry);
+    event RootCleared(uint64 round);
 
-    /// @notice Receives the parameter hash and the limits it sets. Callable by RiskParams only.
+    /// @notice Receives the parameter hash and the limits it sets, and clears the status root.
+    /// Callable by RiskParams only.
     function syncParams(bytes32 paramsHash, uint64 priceTolerance, uint64 attestationMaxAge) external;
 
-    /// @notice Verifies `proof` for `account` at `nonce` and `actionHash` and that the margin equity
-    /// plus deposits credited since (`credit - creditCheckpoint`) covers the initial margin
-    /// (`useInitial`) or the maintenance margin. Reverts with the reason otherwise.
+    /// @notice Posts the status root of an engine round; rounds only increase. Anyone may relay it.
+    function postRoot(StatusRoot calldata root, bytes calldata sigs) external;
+
+    /// @notice Verifies `proof` for `account` at `nonce` and `actionHash` and that the credited
+    /// margin equity covers the initial (`useInitial`) or maintenance margin.
     /// @return equity the credited margin equity
     function requireMargin(
         MarginProof calldata proof,
@@ -46,8 +60,24 @@ interface IRiskOracle {
         external
         view;
 
-    /// @notice The EIP-712 digest the signers sign.
+    /// @notice Verifies a status leaf against the latest root and returns its credited figures.
+    function verifyStatus(
+        StatusLeaf calldata leaf,
+        bytes32[] calldata proof,
+        address account,
+        uint64 nonce,
+        uint256 credit
+    ) external view returns (int256 equity, uint256 initialMargin, uint256 maintenanceMargin);
+
+    /// @notice The EIP-712 digest of an attestation, as the signers sign it.
     function attestationDigest(Attestation calldata a) external view returns (bytes32);
 
+    /// @notice The EIP-712 digest of a status root, as the signers sign it.
+    function rootDigest(StatusRoot calldata r) external view returns (bytes32);
+
+    /// @notice keccak256(bytes.concat(keccak256(abi.encode(leaf)))): the StandardMerkleTree leaf hash.
+    function leafHash(StatusLeaf calldata leaf) external pure returns (bytes32);
+
     function paramsHash() external view returns (bytes32);
+    function statusRoot() external view returns (bytes32);
 }

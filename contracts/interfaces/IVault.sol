@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.28;
 
-import {Fill, MarginProof, AccountView} from "../libraries/Types.sol";
+import {Fill, MarginProof, AccountView, StatusLeaf} from "../libraries/Types.sol";
 
 /// @title Vault: collateral, cash and positions of every account.
 /// @notice Each account holds a signed cash balance in quote units (6 decimals: realised P&L,
@@ -35,6 +35,7 @@ interface IVault {
     error Vault_SizeTooLarge(uint256 size);
     error Vault_SelfTrade(address account);
     error Vault_BadQuoteToken();
+    error Vault_InsufficientHeadroom(int256 equity, uint256 amount, uint256 initialMargin);
 
     event Deposited(address indexed account, address indexed token, address from, uint256 amount, uint256 credit);
     event Withdrawn(address indexed account, address indexed token, address to, uint256 amount);
@@ -62,6 +63,12 @@ interface IVault {
     /// positions or negative cash needs an attestation of its state after the withdrawal
     /// (action hash ActionHash.withdraw) whose margin equity covers the initial margin.
     function withdraw(address token, uint256 amount, address to, MarginProof calldata proof) external;
+
+    /// @notice Withdraws quote with a status leaf of the latest root instead of an attestation: the
+    /// withdrawal lowers margin equity by exactly `amount` and leaves the initial margin unchanged, so
+    /// it is allowed when equity + credit since the leaf - amount covers the leaf's initial margin.
+    function withdrawQuoteWithStatus(uint256 amount, address to, StatusLeaf calldata leaf, bytes32[] calldata proof)
+        external;
 
     /// @notice Applies a matched fill. Exchange only. Each side needs an attestation of its state
     /// after the fill (action hash ActionHash.trade): initial margin for a trade that adds risk,

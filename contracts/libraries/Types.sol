@@ -42,6 +42,29 @@ struct MarginProof {
     bytes signatures;
 }
 
+/// @notice One engine round's status results, as a Merkle root signed by the quorum (EIP-712 type
+/// `StatusRoot`). Leaves are StatusLeaf values, hashed as OpenZeppelin's StandardMerkleTree does:
+/// keccak256(bytes.concat(keccak256(abi.encode(leaf)))).
+struct StatusRoot {
+    uint64 round;
+    bytes32 root;
+    uint64 priceRound;
+    uint64 issuedAt;
+    uint64 expiry;
+    bytes32 paramsHash;
+}
+
+/// @notice An account's status result: its margin figures with no action bound.
+struct StatusLeaf {
+    address account;
+    uint64 riskNonce;
+    int256 marginEquity;
+    int256 mtmEquity;
+    uint256 initialMargin;
+    uint256 maintenanceMargin;
+    uint256 creditCheckpoint;
+}
+
 /// @notice A signed order (EIP-712 type `Order`).
 struct Order {
     address account;

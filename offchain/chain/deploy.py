@@ -96,6 +96,7 @@ def deploy_protocol(w3: Web3, deployer_key: str, cfg: DeployConfig, rpc_url: str
 
 def _wire(p: Protocol, key: str, cfg: DeployConfig) -> None:
     p.send(p.params.functions.setOracle(p.oracle.address), key)
+    p.send(p.feed.functions.setRoundListener(p.oracle.address), key)
     for sym in ("WBTC", "WETH"):
         t = p.deployment.tokens[sym]
         assert t.underlying is not None
