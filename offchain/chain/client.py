@@ -16,7 +16,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
-from web3.types import TxReceipt
+from web3.types import Nonce, TxParams, TxReceipt
 
 from offchain.chain.build import Artifact, load_artifacts
 from offchain.chain.eip712 import EXCHANGE_DOMAIN, PRICE_FEED_DOMAIN, RISK_ORACLE_DOMAIN, Domain
@@ -183,8 +183,10 @@ class Protocol:
     def _send_once(self, fn: ContractFunction, account: Any, sender: str, gas: int) -> TxReceipt:
         nonce = self._nonces.get(sender)
         if nonce is None:
-            nonce = self.w3.eth.get_transaction_count(sender, "pending")
-        tx = fn.build_transaction({"from": sender, "nonce": nonce, "gas": gas, "chainId": self.chain_id})
+            nonce = self.w3.eth.get_transaction_count(to_checksum_address(sender), "pending")
+        params: TxParams = {"from": to_checksum_address(sender), "nonce": Nonce(nonce), "gas": gas,
+                            "chainId": self.chain_id}  # fmt: skip
+        tx = fn.build_transaction(params)
         signed = account.sign_transaction(tx)
         tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
         self._nonces[sender] = nonce + 1

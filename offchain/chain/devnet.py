@@ -55,7 +55,8 @@ class Devnet:
         ts = timestamp if timestamp is not None else p.now()
         rnd = int(p.feed.functions.latestRound().call()[0]) + 1
         quorum = int(p.feed.functions.quorum().call())
-        sigs = sign_price_round(p.domain("PriceFeed"), PriceRound(rnd, ts, prices), signers or self.price_signers[:quorum])
+        chosen = signers or self.price_signers[:quorum]
+        sigs = sign_price_round(p.domain("PriceFeed"), PriceRound(rnd, ts, prices), chosen)
         p.send(p.feed.functions.post(ts, list(prices), sigs), self.deployer)
         return rnd
 

@@ -104,9 +104,8 @@ class PriceRound:
 
     def struct_hash(self) -> bytes:
         prices_hash = keccak(b"".join(p.to_bytes(32, "big") for p in self.prices))
-        return keccak(
-            encode(["bytes32", "uint64", "uint64", "bytes32"], [PRICE_ROUND_TYPEHASH, self.round, self.timestamp, prices_hash])
-        )
+        fields = [PRICE_ROUND_TYPEHASH, self.round, self.timestamp, prices_hash]
+        return keccak(encode(["bytes32", "uint64", "uint64", "bytes32"], fields))
 
 
 @dataclass(frozen=True)
@@ -147,13 +146,14 @@ class Signer:
             self._key = keys.PrivateKey(raw)
         except (ValueError, TypeError) as exc:
             raise SigningError(f"private_key: not a valid secp256k1 key ({exc})") from exc
-        self.address: str = self._key.public_key.to_checksum_address()
+        self.address: str = str(self._key.public_key.to_checksum_address())
 
     def sign(self, message_hash: bytes) -> bytes:
         if len(message_hash) != 32:
             raise SigningError("message_hash: must be 32 bytes")
         sig = self._key.sign_msg_hash(message_hash)
-        return sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big") + bytes([sig.v + 27])
+        r, s, v = int(sig.r), int(sig.s), int(sig.v)
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([v + 27])
 
     def __repr__(self) -> str:
         return f"Signer({self.address})"

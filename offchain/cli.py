@@ -1,0 +1,66 @@
+"""``pmsim``: one command for deployment, the devnet, the risk engine and the simulator."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from offchain.errors import PmsimError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_DEPLOYMENT = Path("deployments/local.json")
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print a one-line error and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@app.command()
+def deploy(
+    rpc: Annotated[str, typer.Option(help="RPC URL of a running chain")] = "http://127.0.0.1:8545",
+    key: Annotated[
+        str | None, typer.Option(help="deployer private key (default: Anvil account 0)", envvar="PMSIM_DEPLOYER_KEY")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="deployment file to write")] = DEFAULT_DEPLOYMENT,
+) -> None:
+    """Deploy the protocol with mock tokens, default instruments and a first price round."""
+    from offchain.chain.anvil import DEFAULT_KEYS
+    from offchain.chain.client import connect
+    from offchain.chain.devnet import bootstrap
+
+    try:
+        dev = bootstrap(connect(rpc), key or DEFAULT_KEYS[0], rpc_url=rpc)
+    except PmsimError as exc:
+        raise fail(str(exc)) from None
+    dev.protocol.deployment.save(out)
+    console.print(f"deployed to {rpc} (chain {dev.protocol.chain_id}); wrote {out}")
+    for name, address in dev.protocol.deployment.contracts.items():
+        console.print(f"  {name:12s} {address}")
+
+
+def _mount_subcommands() -> None:
+    """Mount the command groups that live beside their subsystems."""
+    from offchain import cli_demo
+
+    app.command("demo")(cli_demo.demo)
+
+
+_mount_subcommands()
+
+
+def main() -> None:
+    """Console-script entry point: typed errors become one-line messages, never tracebacks."""
+    try:
+        app()
+    except PmsimError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)

@@ -1,0 +1,85 @@
+"""The price service: posts signed rounds from a source to the PriceFeed with its own quorum.
+
+Protocol time is the chain's: each round's timestamp is the latest block's timestamp (on a devnet
+the service can advance the chain's clock to the source's schedule with ``warp=True``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from offchain.chain.client import Protocol
+from offchain.chain.eip712 import PriceRound, Signer, sign_price_round
+from offchain.chain.units import price_to_tick
+from offchain.errors import ChainError, InputError
+from offchain.feeds.sources import PriceStep
+
+log = logging.getLogger("pmsim.prices")
+
+
+@dataclass
+class PriceService:
+    """Signs and posts price rounds. ``signers`` hold this service's own keys."""
+
+    protocol: Protocol
+    signers: Sequence[Signer]
+    relayer_key: str
+
+    def post(self, prices: Sequence[float], timestamp: int | None = None) -> int:
+        """Post one round at ``timestamp`` (default: the latest block's); returns its round id.
+
+        A round moving any price beyond the feed's per-round bound is signed by every signer this
+        service holds; otherwise by the quorum.
+        """
+        p = self.protocol
+        n = len(p.deployment.underlyings)
+        if len(prices) != n:
+            raise InputError("prices", f"expected {n} prices, got {len(prices)}")
+        if any(not x > 0 for x in prices):
+            raise InputError("prices", "every price must be positive")
+        ticks = tuple(price_to_tick(x) for x in prices)
+        ts = timestamp if timestamp is not None else p.now()
+        rnd = int(p.call(p.feed.functions.latestRound())[0]) + 1
+        signers = self._signers_for(ticks)
+        sigs = sign_price_round(p.domain("PriceFeed"), PriceRound(rnd, ts, ticks), signers)
+        p.send(p.feed.functions.post(ts, list(ticks), sigs), self.relayer_key)
+        log.info("posted price round %d at %d: %s", rnd, ts, ", ".join(f"{x:,.2f}" for x in prices))
+        return rnd
+
+    def _signers_for(self, ticks: tuple[int, ...]) -> list[Signer]:
+        p = self.protocol
+        quorum = int(p.call(p.feed.functions.quorum()))
+        if len(self.signers) < quorum:
+            raise ChainError(f"price service holds {len(self.signers)} keys, below the feed quorum {quorum}")
+        latest = int(p.call(p.feed.functions.latestRound())[0])
+        if latest == 0:
+            return list(self.signers[:quorum])
+        max_move = int(p.call(p.feed.functions.maxMove()))
+        for i, t in enumerate(ticks):
+            prev = int(p.call(p.feed.functions.priceAt(latest, i)))
+            if abs(t - prev) * 10**18 > max_move * prev:
+                return list(self.signers)  # a big move needs every signer
+        return list(self.signers[:quorum])
+
+    def run(self, steps: Iterable[PriceStep], *, interval: float = 0.0, warp: bool = False,
+            limit: int | None = None) -> int:  # fmt: skip
+        """Post a round per step. ``warp`` moves the devnet clock to the step's offset (Anvil only);
+        otherwise ``interval`` seconds of real time pass between posts. Returns the rounds posted."""
+        start = self.protocol.now() + (1 if warp else 0)
+        posted = 0
+        for step in steps:
+            if limit is not None and posted >= limit:
+                break
+            if warp:
+                target = start + step.offset
+                if target > self.protocol.now():
+                    self.protocol.w3.provider.make_request("evm_setNextBlockTimestamp", [target])  # type: ignore[arg-type]
+                    self.protocol.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+            self.post(step.prices)
+            posted += 1
+            if interval and not warp:
+                time.sleep(interval)
+        return posted
