@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+import pytest
 from eth_account import Account
 from eth_utils import keccak
+from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from offchain.chain.actions import STATUS, trade_action, withdraw_action
@@ -20,9 +25,13 @@ from offchain.chain.eip712 import (
     sign_order,
     sign_price_round,
 )
-from offchain.chain.units import PRICE_SCALE, value
+from offchain.chain.units import PRICE_SCALE, Kind, value
+from offchain.errors import ContractRevertError
 
 USDC = 10**6
+ZERO32 = b"\x00" * 32
+ZERO_ADDRESS = "0x" + "00" * 20
+_ORDER_NONCES = itertools.count(1_000)
 
 
 def signer_from_seed(seed: str) -> Signer:
@@ -125,7 +134,169 @@ class Harness:
         fn = self.p.exchange.functions.trade(self.signed(maker, maker_key), self.signed(taker, taker_key), size, mp, tp)
         return self.p.send(fn, relayer or self.deployer)
 
+    # ------------------------------------------------------------------ suite helpers (chain tests)
+    def snapshot(self) -> str:
+        return str(self.p.w3.provider.make_request("evm_snapshot", [])["result"])  # type: ignore[arg-type]
+
+    def revert_to(self, snap: str) -> None:
+        ok = self.p.w3.provider.make_request("evm_revert", [snap])["result"]  # type: ignore[arg-type]
+        assert ok, f"evm_revert({snap}) failed"
+        self.p.reset_nonces()
+
+    @contextmanager
+    def isolated(self) -> Iterator[Harness]:
+        """Run a block against a snapshot that is reverted afterwards (one hypothesis example)."""
+        snap = self.snapshot()
+        try:
+            yield self
+        finally:
+            self.revert_to(snap)
+
+    def send(self, fn: Any, key: str | None = None) -> TxReceipt:
+        return self.p.send(fn, key or self.deployer)
+
+    def post_raw(self, prices: tuple[int, ...], signers: list[Signer] | None = None, timestamp: int | None = None,
+                 round_: int | None = None) -> TxReceipt:  # fmt: skip
+        """Post integer prices (1e18); ``round_`` overrides the round number that is signed."""
+        ts = timestamp if timestamp is not None else self.now()
+        pr = PriceRound(round_ if round_ is not None else self.latest_round() + 1, ts, prices)
+        sigs = sign_price_round(self.p.domain("PriceFeed"), pr, signers or self.price_signers[:2])
+        return self.p.send(self.p.feed.functions.post(ts, list(prices), sigs), self.deployer)
+
+    def latest_prices(self) -> tuple[int, ...]:
+        rnd = self.latest_round()
+        n = int(self.p.feed.functions.numUnderlyings().call())
+        return tuple(int(self.p.feed.functions.priceAt(rnd, i).call()) for i in range(n))
+
+    def refresh_prices(self) -> TxReceipt:
+        """Re-post the latest prices at the current time (after a warp the feed is stale)."""
+        return self.post_raw(self.latest_prices())
+
+    def cash(self, account: str) -> int:
+        return int(self.p.vault.functions.cashOf(account).call())
+
+    def nonce(self, account: str) -> int:
+        return int(self.p.vault.functions.riskNonce(account).call())
+
+    def positions(self, account: str) -> dict[int, tuple[int, int, int]]:
+        """instrument id -> (size, costBasis, fundingSnapshot)."""
+        view = self.p.vault.functions.getAccount(account).call()
+        return {int(p[0]): (int(p[1]), int(p[2]), int(p[3])) for p in view[5]}
+
+    def fill(self, maker_key: str, taker_key: str, instrument: int, size: int, price: int, *,
+             maker_buys: bool = True, relayer: str | None = None) -> TxReceipt:  # fmt: skip
+        """A matched trade from fresh orders at one price, with permissive attestations: the maker
+        buys (``maker_buys``) or sells ``size`` at ``price``."""
+        maker = self.order(maker_key, instrument, maker_buys, size, price, nonce=next_nonce())
+        taker = self.order(taker_key, instrument, not maker_buys, size, price, nonce=next_nonce())
+        return self.trade(maker_key, maker, taker_key, taker, size, relayer=relayer)
+
+    def events(self, contract: Any, event: str, receipt: TxReceipt) -> list[dict[str, Any]]:
+        logs = getattr(contract.events, event)().process_receipt(receipt, errors=DISCARD)
+        return [dict(e["args"]) for e in logs]
+
+    def known_accounts(self) -> set[str]:
+        """Every account the Vault ever credited or moved (from its events), plus the fee collector."""
+        v = self.p.vault
+        start = self.p.deployment.deploy_block
+        found = {str(v.functions.feeCollector().call())}
+        for ev, name in (("Deposited", "account"), ("Withdrawn", "account"), ("PositionChanged", "account"),
+                         ("FeesCollected", "collector")):  # fmt: skip
+            found.update(str(log["args"][name]) for log in getattr(v.events, ev)().get_logs(from_block=start))
+        return found
+
+    def settlement_or_none(self, underlying: int, expiry: int) -> int | None:
+        try:
+            return int(self.p.call(self.p.instruments.functions.settlementPrice(underlying, expiry)))
+        except ContractRevertError as exc:
+            assert exc.error_name == "Instruments_SettlementNotFixed", exc
+            return None
+
+    def check_conservation(self) -> dict[str, int]:
+        """Check invariants I-1, I-2, I-3 and I-17 exactly over every known account.
+
+        I-1: ``USDC.balanceOf(vault) == Σ cash − Σ costBasis − Σ unsettled funding + Σ unsettled
+        payoffs of expired positions at fixed settlement prices``; the last two terms are zero once
+        every holder has settled, leaving ``balance == Σ cash − Σ costBasis``.
+        """
+        v, ins = self.p.vault.functions, self.p.instruments.functions
+        now = self.now()
+        meta: dict[int, tuple[int, int, int, int]] = {}
+        cum: dict[int, int] = {}
+        net: dict[int, int] = {}
+        held: dict[str, int] = {}
+        t = {"cash": 0, "cost": 0, "pending_funding": 0, "pending_payoff": 0}
+        for a in sorted(self.known_accounts()):
+            view = v.getAccount(a).call()
+            t["cash"] += int(view[0])
+            for tok, bal in zip(view[3], view[4], strict=True):
+                held[str(tok)] = held.get(str(tok), 0) + int(bal)
+            assert int(v.positionCount(a).call()) == len(view[5]), f"I-17: position count of {a}"
+            for iid, size, cost, snap in view[5]:
+                assert size != 0, f"I-17: listed position {iid} of {a} has size 0"
+                if iid not in meta:
+                    meta[iid] = tuple(int(x) for x in ins.get(iid).call())  # type: ignore[assignment]
+                kind, und, expiry, strike = meta[iid]
+                t["cost"] += cost
+                net[iid] = net.get(iid, 0) + size
+                if kind == Kind.PERP:
+                    cum.setdefault(iid, int(ins.cumulativeFunding(iid).call()))
+                    assert (size * (cum[iid] - snap)) % 10**30 == 0, "I-5: funding payment not exact"
+                    t["pending_funding"] += value(size, cum[iid] - snap)
+                elif expiry <= now and (price := self.settlement_or_none(und, expiry)) is not None:
+                    t["pending_payoff"] += value(size, price) if kind == Kind.FUTURE else value(
+                        size, max(price - strike, 0) if kind == Kind.CALL else max(strike - price, 0))  # fmt: skip
+        for iid, n in net.items():
+            assert n == 0, f"I-3: net open size of instrument {iid} is {n}"
+        t["balance"] = int(self.token("USDC").functions.balanceOf(self.p.vault.address).call())
+        books = t["cash"] - t["cost"] - t["pending_funding"] + t["pending_payoff"]
+        assert t["balance"] == books, f"I-1: vault holds {t['balance']} quote units, books say {books}: {t}"
+        for sym in ("WBTC", "WETH"):
+            tok = self.token(sym)
+            bal = int(tok.functions.balanceOf(self.p.vault.address).call())
+            assert bal == held.get(str(tok.address), 0), f"I-2: vault holds {bal} {sym}, Σ collateralOf differs"
+        return t
+
+    def check_settled_conservation(self) -> None:
+        """I-1 in its plain form (nothing pending): balance == Σ cash − Σ costBasis, exactly."""
+        t = self.check_conservation()
+        assert t["pending_funding"] == 0 and t["pending_payoff"] == 0, t
+        assert t["balance"] == t["cash"] - t["cost"], t
+
 
 def usd(x: float) -> int:
     """USD to a 1e18 price on the tick grid."""
     return int(round(x * 1000)) * 10**15 if x * PRICE_SCALE % 10**15 else int(x * 1000) * 10**15
+
+
+# ---------------------------------------------------------------------- suite helpers (chain tests)
+def key_addr(key: str) -> str:
+    return str(Account.from_key(key).address)
+
+
+def next_nonce() -> int:
+    """A fresh order nonce: orders with equal fields hash equal, so scenarios use distinct nonces."""
+    return next(_ORDER_NONCES)
+
+
+@contextmanager
+def reverts(name: str, *args: Any) -> Iterator[Any]:
+    """Expect the decoded custom error ``name`` (with exactly ``args`` when given)."""
+    with pytest.raises(ContractRevertError) as info:
+        yield info
+    err = info.value
+    assert err.error_name == name, f"expected {name}{args or ''}, got {err.error_name}{err.error_args}"
+    if args:
+        got, want = tuple(map(_norm, err.error_args)), tuple(map(_norm, args))
+        assert got == want, f"{name}: args {err.error_args} != {args}"
+
+
+def _norm(x: Any) -> Any:
+    """Addresses compare case-insensitively (eth-abi decodes them in lower case)."""
+    return x.lower() if isinstance(x, str) and x.startswith("0x") and len(x) == 42 else x
+
+
+def empty_proof() -> tuple[Any, bytes]:
+    """A MarginProof without signatures: what a caller passes when it has no attestation."""
+    att = Attestation(ZERO_ADDRESS, 0, ZERO32, 0, 0, 0, 0, 0, ZERO32, 0, 0, 0)
+    return (att.as_tuple(), b"")
