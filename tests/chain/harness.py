@@ -300,3 +300,32 @@ def empty_proof() -> tuple[Any, bytes]:
     """A MarginProof without signatures: what a caller passes when it has no attestation."""
     att = Attestation(ZERO_ADDRESS, 0, ZERO32, 0, 0, 0, 0, 0, ZERO32, 0, 0, 0)
     return (att.as_tuple(), b"")
+
+
+# ======================================================================
+# Status roots and the event indexer (tests/chain/test_merkle.py, tests/chain/test_indexer.py).
+# Additive block: only module-level helpers over ``Harness``.
+# ======================================================================
+from offchain.chain.merkle import StatusLeaf, StatusRoot, sign_status_root  # noqa: E402
+
+
+def status_leaf(h: Harness, account: str, *, equity: int = 10**12, im: int = 0, mm: int = 0,
+                **over: Any) -> StatusLeaf:  # fmt: skip
+    """A status leaf for ``account`` at its current risk nonce and deposit credit."""
+    v = h.p.vault.functions
+    leaf = StatusLeaf(account, int(v.riskNonce(account).call()), equity, equity, im, mm,
+                      int(v.depositCredit(account).call()))  # fmt: skip
+    return replace(leaf, **over) if over else leaf
+
+
+def status_root(h: Harness, root: bytes, round_: int = 1, **over: Any) -> StatusRoot:
+    """A status root at the latest price round and parameter hash, valid for two minutes."""
+    now = h.now()
+    r = StatusRoot(round_, root, h.latest_round(), now, now + 120, bytes(h.p.params.functions.paramsHash().call()))
+    return replace(r, **over) if over else r
+
+
+def post_status_root(h: Harness, root: StatusRoot, signers: list[Signer] | None = None) -> TxReceipt:
+    """Sign ``root`` with ``signers`` (default: a quorum of two risk signers) and post it."""
+    sigs = sign_status_root(h.p.domain("RiskOracle"), root, signers or h.risk_signers[:2])
+    return h.p.send(h.p.oracle.functions.postRoot(root.as_tuple(), sigs), h.deployer)
