@@ -157,7 +157,12 @@ class Harness:
 
     def post_raw(self, prices: tuple[int, ...], signers: list[Signer] | None = None, timestamp: int | None = None,
                  round_: int | None = None) -> TxReceipt:  # fmt: skip
-        """Post integer prices (1e18); ``round_`` overrides the round number that is signed."""
+        """Post integer prices (1e18); ``round_`` overrides the round number that is signed.
+
+        Without ``timestamp`` the round is stamped now, after a warp of a few seconds if the
+        latest round already carries this time (tests start at the snapshot's timestamp)."""
+        if timestamp is None and self.now() <= (last := self.p.feed.functions.latestRound().call()[1]):
+            self.warp(last - self.now() + 1)
         ts = timestamp if timestamp is not None else self.now()
         pr = PriceRound(round_ if round_ is not None else self.latest_round() + 1, ts, prices)
         sigs = sign_price_round(self.p.domain("PriceFeed"), pr, signers or self.price_signers[:2])
