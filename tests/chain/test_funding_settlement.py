@@ -1,0 +1,301 @@
+"""Perpetual funding (accrual formula, lazy settlement, zero sum) and expiry settlement (first round
+at or after expiry, payoffs of futures, calls and puts, zero sum), neither bumping risk nonces."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from offchain.chain.params import OnchainParams
+from offchain.chain.units import FUNDING_PERIOD, TICK, value
+from tests.chain.conftest import ALICE, BOB, CAROL, RELAYER, addr
+from tests.chain.harness import ANY, USDC, Harness, reverts
+
+U = 10**18
+INDEX = 55_000 * U
+CAP = INDEX * 75 // 100_000  # maxFundingRate 0.075 % of the index per 8 h: 41.25 USD
+
+
+def trunc_div(a: int, b: int) -> int:
+    """Solidity's signed division (towards zero)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def expected_delta(premium: int, elapsed: int) -> int:
+    p = max(-CAP, min(CAP, premium))
+    d = trunc_div(p * elapsed, FUNDING_PERIOD)
+    return d - (abs(d) % TICK) * (1 if d >= 0 else -1)
+
+
+def block_ts(h: Harness, rc: dict) -> int:
+    return int(h.p.w3.eth.get_block(rc["blockNumber"])["timestamp"])
+
+
+def fund_all(h: Harness) -> None:
+    for key in (ALICE, BOB, CAROL):
+        h.deposit(key, "USDC", 500_000 * USDC)
+
+
+def start_funding_clock(h: Harness, perp: int) -> int:
+    """Accrue (nothing, before any trade) so that the next interval starts at a known time."""
+    rc = h.send(h.p.instruments.functions.updateFunding(perp), CAROL)
+    assert h.p.instruments.functions.cumulativeFunding(perp).call() == 0
+    return block_ts(h, rc)
+
+
+def update_funding(h: Harness, perp: int) -> tuple[dict, int]:
+    rc = h.send(h.p.instruments.functions.updateFunding(perp), CAROL)
+    return rc, block_ts(h, rc)
+
+
+# ---------------------------------------------------------------------- funding
+@pytest.mark.parametrize("offset_usd", [1_000, -1_000, 10, -7.5], ids=["cap+", "cap-", "free+", "free-"])
+def test_funding_accrues_by_formula_and_sums_to_zero(h: Harness, offset_usd: float) -> None:
+    """I-5, I-7: after a warp, updateFunding adds clamp(mark − index, ±maxFundingRate·index) ·
+    elapsed / 8 h, on TICK towards zero; settleFunding by anyone pays it from longs to shorts (or
+    back), exactly zero-sum, without touching risk nonces; I-1 holds before and after."""
+    fund_all(h)
+    perp, a, b = h.ids["BTC-PERP"], addr(ALICE), addr(BOB)
+    t0 = start_funding_clock(h, perp)
+    mark = INDEX + int(offset_usd * 1000) * 10**15
+    h.fill(ALICE, BOB, perp, 3 * U, mark)  # Alice long 3, Bob short 3 at the mark
+    h.warp(FUNDING_PERIOD)
+    h.refresh_prices()
+    rc, t1 = update_funding(h, perp)
+    cum = expected_delta(mark - INDEX, t1 - t0)
+    assert cum != 0
+    [ev] = h.events(h.p.instruments, "FundingUpdated", rc)
+    assert (ev["cumulativeFunding"], ev["indexPrice"], ev["markPrice"]) == (cum, INDEX, mark)
+    assert h.p.instruments.functions.cumulativeFunding(perp).call() == cum
+    h.check_conservation()  # with the funding still owed
+    nonces = (h.nonce(a), h.nonce(b))
+    cash = (h.cash(a), h.cash(b))
+    pa = h.events(h.p.vault, "FundingSettled", h.send(h.p.vault.functions.settleFunding(a, perp), RELAYER))
+    pb = h.events(h.p.vault, "FundingSettled", h.send(h.p.vault.functions.settleFunding(b, perp), RELAYER))
+    assert [e["payment"] for e in pa] == [value(3 * U, cum)]
+    assert [e["payment"] for e in pb] == [value(-3 * U, cum)]
+    assert pa[0]["payment"] + pb[0]["payment"] == 0
+    assert (h.cash(a) - cash[0], h.cash(b) - cash[1]) == (-value(3 * U, cum), value(3 * U, cum))
+    assert (h.nonce(a), h.nonce(b)) == nonces
+    assert (offset_usd > 0) == (h.cash(a) < cash[0]), "longs pay when the mark is above the index"
+    assert h.positions(a)[perp][2] == cum  # snapshot moved to the index
+    # settling again pays nothing
+    assert h.events(h.p.vault, "FundingSettled", h.send(h.p.vault.functions.settleFunding(a, perp))) == []
+    h.check_settled_conservation()
+
+
+def test_funding_settles_on_the_next_trade(h: Harness) -> None:
+    """I-5: a trade settles each side's funding before moving the position."""
+    fund_all(h)
+    perp, a, b = h.ids["BTC-PERP"], addr(ALICE), addr(BOB)
+    h.fill(ALICE, BOB, perp, U, INDEX + 500 * U)
+    h.warp(FUNDING_PERIOD // 2)
+    h.refresh_prices()
+    update_funding(h, perp)
+    cum = h.p.instruments.functions.cumulativeFunding(perp).call()
+    cash_a = h.cash(a)
+    rc = h.fill(ALICE, BOB, perp, U, INDEX)  # Alice adds another unit
+    settled = {e["account"]: e["payment"] for e in h.events(h.p.vault, "FundingSettled", rc)}
+    assert settled == {a: value(U, cum), b: value(-U, cum)}
+    assert h.cash(a) - cash_a == -value(U, cum) - h.fees(U, INDEX)[0]
+    assert h.positions(a)[perp][2] == cum == h.positions(b)[perp][2]
+    h.check_settled_conservation()
+
+
+def test_funding_over_many_holders_and_trades_sums_to_zero(h: Harness) -> None:
+    """I-5, I-1: three holders, size changes between several funding updates: once everyone has
+    settled, every FundingSettled payment ever made sums to exactly zero."""
+    fund_all(h)
+    perp = h.ids["ETH-PERP"]
+    eth = 2_800 * U
+    h.fill(ALICE, BOB, perp, 2 * U, eth + 3 * U)
+    h.fill(ALICE, CAROL, perp, 500 * 10**15, eth + 1 * U)
+    for step, (maker, taker, size, px, buys) in enumerate([
+        (CAROL, BOB, 700 * 10**15, eth - 2 * U, True),
+        (BOB, ALICE, 1_300 * 10**15, eth + 4 * U, False),
+        (CAROL, ALICE, 100 * 10**15, eth - 1 * U, False),
+    ]):  # fmt: skip
+        h.warp(3_000 + 977 * step)
+        h.refresh_prices()
+        update_funding(h, perp)
+        h.fill(maker, taker, perp, size, px, maker_buys=buys)
+        h.check_conservation()
+    h.warp(3_333)
+    h.refresh_prices()
+    update_funding(h, perp)
+    for key in (ALICE, BOB, CAROL):
+        if perp in h.positions(addr(key)):
+            h.send(h.p.vault.functions.settleFunding(addr(key), perp), RELAYER)
+    logs = h.p.vault.events.FundingSettled().get_logs(from_block=h.p.deployment.deploy_block)
+    payments = [int(e["args"]["payment"]) for e in logs]
+    assert len(payments) >= 6 and any(payments)
+    assert sum(payments) == 0
+    h.check_settled_conservation()
+
+
+def test_funding_rate_cap_follows_params(h: Harness) -> None:
+    """With maxFundingRate = 0 no funding accrues, whatever the premium."""
+    fund_all(h)
+    perp = h.ids["BTC-PERP"]
+    h.send(h.p.params.functions.setParams(replace(OnchainParams(), max_funding_rate=0).as_tuple()))
+    h.fill(ALICE, BOB, perp, U, INDEX + 5_000 * U)
+    h.warp(FUNDING_PERIOD)
+    h.refresh_prices()
+    update_funding(h, perp)
+    assert h.p.instruments.functions.cumulativeFunding(perp).call() == 0
+
+
+def test_funding_inputs(h: Harness) -> None:
+    """updateFunding needs a perp and a fresh index; only the Vault records trades."""
+    ins = h.p.instruments.functions
+    with reverts("Instruments_NotPerp", h.ids["BTC-FUT"]):
+        h.send(ins.updateFunding(h.ids["BTC-FUT"]), CAROL)
+    with reverts("Instruments_UnknownInstrument", 0):
+        h.send(ins.updateFunding(0), CAROL)
+    with reverts("Instruments_OnlyVault"):
+        h.send(ins.recordTrade(h.ids["BTC-PERP"], INDEX), CAROL)
+    h.warp(3_601)
+    with reverts("PriceFeed_Stale"):
+        h.send(ins.updateFunding(h.ids["BTC-PERP"]), CAROL)
+
+
+def test_funding_and_settlement_keep_attestations_valid(h: Harness) -> None:
+    """I-7: an attestation issued before funding is accrued and settled still authorises the
+    withdrawal it was signed for."""
+    fund_all(h)
+    perp, a = h.ids["BTC-PERP"], addr(ALICE)
+    h.fill(ALICE, BOB, perp, U, INDEX + 100 * U)
+    h.warp(FUNDING_PERIOD)
+    h.refresh_prices()
+    usdc = h.token("USDC").address
+    proof = h.withdraw_proof(a, usdc, 1_000 * USDC)
+    update_funding(h, perp)
+    h.send(h.p.vault.functions.settleFunding(a, perp), RELAYER)
+    h.send(h.p.vault.functions.withdraw(usdc, 1_000 * USDC, a, proof), ALICE)
+    h.check_conservation()
+
+
+# ---------------------------------------------------------------------- settlement
+def expiry_of(h: Harness, name: str) -> int:
+    return int(h.p.instruments.functions.get(h.ids[name]).call()[2])
+
+
+def test_fix_settlement_needs_first_round_at_or_after_expiry(h: Harness) -> None:
+    """The settlement price comes from the first round at or after expiry, rounded down to TICK;
+    earlier or later rounds are refused; fixing is idempotent."""
+    ins = h.p.instruments.functions
+    expiry = expiry_of(h, "BTC-C60K")
+    h.warp(expiry - h.now() - 100)
+    h.post_raw((56_000 * U, 2_800 * U))
+    before = h.latest_round()
+    with reverts("Instruments_NotExpired", expiry):
+        h.send(ins.fixSettlement(0, expiry, before), CAROL)
+    h.warp(200)
+    h.post_raw((61_234_567_891_234 * 10**9, 2_800 * U), h.price_signers)  # off the tick grid
+    first = h.latest_round()
+    h.post_raw((61_000 * U, 2_800 * U))
+    later = h.latest_round()
+    for wrong in (before, later):
+        with reverts("Instruments_NotFirstRoundAfterExpiry", wrong):
+            h.send(ins.fixSettlement(0, expiry, wrong), CAROL)
+    with reverts("PriceFeed_UnknownRound", later + 1):
+        h.send(ins.fixSettlement(0, expiry, later + 1), CAROL)
+    with reverts("Instruments_SettlementNotFixed", 0, expiry):
+        h.p.call(ins.settlementPrice(0, expiry))
+    rc = h.send(ins.fixSettlement(0, expiry, first), CAROL)
+    price = 61_234_567 * 10**15
+    assert h.events(h.p.instruments, "SettlementFixed", rc) == [
+        {"underlying": 0, "expiry": expiry, "round": first, "price": price}]  # fmt: skip
+    assert ins.settlementPrice(0, expiry).call() == price
+    h.send(ins.fixSettlement(0, expiry, later), CAROL)  # idempotent: already fixed
+    assert ins.settlementPrice(0, expiry).call() == price
+    with reverts("Instruments_SettlementNotFixed", 1, expiry):  # per underlying
+        h.p.call(ins.settlementPrice(1, expiry))
+
+
+def test_round_exactly_at_expiry_is_first(h: Harness) -> None:
+    """A round stamped exactly at the expiry is at or after it."""
+    expiry = expiry_of(h, "BTC-C60K")
+    h.warp(expiry - h.now() + 5)
+    h.post_raw((57_000 * U, 2_800 * U), timestamp=expiry)
+    h.send(h.p.instruments.functions.fixSettlement(0, expiry, h.latest_round()), CAROL)
+    assert h.p.instruments.functions.settlementPrice(0, expiry).call() == 57_000 * U
+
+
+@pytest.mark.parametrize(("btc", "eth"), [(62_000, 3_100), (45_000, 2_500), (55_000, 2_800)],
+                         ids=["calls-itm", "puts-itm", "all-otm"])  # fmt: skip
+def test_settle_expired_options_and_future(h: Harness, btc: int, eth: int) -> None:
+    """I-6, I-7, I-1: anyone settles expired positions at the fixed price: calls pay (S−K)+, puts
+    (K−S)+, futures S·size − cost basis; payoffs over all holders sum to exactly zero; positions
+    are removed; risk nonces are untouched; I-1 holds mid-way and in its plain form at the end."""
+    fund_all(h)
+    ids = h.ids
+    h.fill(ALICE, BOB, ids["BTC-C60K"], 2 * U, 1_250 * U)  # Alice long 2 calls
+    h.fill(CAROL, BOB, ids["BTC-P50K"], 1_500 * 10**15, 800 * U)  # Carol long 1.5 puts
+    h.fill(BOB, CAROL, ids["ETH-C3K"], U, 100 * U)  # Bob long an ETH call
+    h.fill(ALICE, CAROL, ids["BTC-FUT"], U, 56_000 * U)  # Alice long a future
+    nonces = {k: h.nonce(addr(k)) for k in (ALICE, BOB, CAROL)}
+    expiry = expiry_of(h, "BTC-C60K")
+    h.warp(expiry - h.now())
+    h.post_raw((btc * U, eth * U), h.price_signers)  # a big move needs every signer
+    rnd = h.latest_round()
+    for und in (0, 1):
+        h.send(h.p.instruments.functions.fixSettlement(und, expiry, rnd), RELAYER)
+    want = {
+        (ALICE, "BTC-C60K"): value(2 * U, max(btc - 60_000, 0) * U),
+        (BOB, "BTC-C60K"): value(-2 * U, max(btc - 60_000, 0) * U),
+        (CAROL, "BTC-P50K"): value(1_500 * 10**15, max(50_000 - btc, 0) * U),
+        (BOB, "BTC-P50K"): value(-1_500 * 10**15, max(50_000 - btc, 0) * U),
+        (BOB, "ETH-C3K"): value(U, max(eth - 3_000, 0) * U),
+        (CAROL, "ETH-C3K"): value(-U, max(eth - 3_000, 0) * U),
+    }
+    paid = 0
+    for (key, name), payoff in want.items():
+        cash = h.cash(addr(key))
+        rc = h.send(h.p.vault.functions.settleExpired(addr(key), ids[name]), RELAYER)
+        [ev] = h.events(h.p.vault, "PositionSettled", rc)
+        assert (ev["payoff"], ev["price"]) == (payoff, (btc if name.startswith("BTC") else eth) * U)
+        assert h.cash(addr(key)) - cash == payoff
+        assert ids[name] not in h.positions(addr(key))
+        paid += payoff
+        h.check_conservation()  # some holders settled, others not yet
+        with reverts("Vault_NoPosition", addr(key), ids[name]):
+            h.send(h.p.vault.functions.settleExpired(addr(key), ids[name]), RELAYER)
+    assert paid == 0
+    assert {k: h.nonce(addr(k)) for k in (ALICE, BOB, CAROL)} == nonces
+    # the future, 30 days out
+    fut_expiry = expiry_of(h, "BTC-FUT")
+    h.warp(fut_expiry - h.now() + 30)
+    h.post_raw((48_000 * U, eth * U), h.price_signers)
+    with reverts("Instruments_SettlementNotFixed", 0, fut_expiry):
+        h.send(h.p.vault.functions.settleExpired(addr(ALICE), ids["BTC-FUT"]), RELAYER)
+    h.send(h.p.instruments.functions.fixSettlement(0, fut_expiry, h.latest_round()), RELAYER)
+    payoffs = []
+    for key in (ALICE, CAROL):
+        rc = h.send(h.p.vault.functions.settleExpired(addr(key), ids["BTC-FUT"]), RELAYER)
+        payoffs.append(h.events(h.p.vault, "PositionSettled", rc)[0]["payoff"])
+    assert payoffs == [-8_000 * USDC, 8_000 * USDC]
+    for key in (ALICE, BOB, CAROL):
+        assert h.positions(addr(key)) == {}
+    h.check_settled_conservation()
+
+
+def test_settlement_keeps_attestations_valid(h: Harness) -> None:
+    """I-7: settling an expired position does not bump the nonce, so an attestation issued before
+    it still authorises a withdrawal."""
+    fund_all(h)
+    call, perp, a = h.ids["BTC-C60K"], h.ids["BTC-PERP"], addr(ALICE)
+    h.fill(ALICE, BOB, call, U, 1_000 * U)
+    h.fill(ALICE, BOB, perp, U, INDEX)  # keeps a position after the settlement
+    expiry = expiry_of(h, "BTC-C60K")
+    h.warp(expiry - h.now())
+    h.refresh_prices()
+    usdc = h.token("USDC").address
+    proof = h.withdraw_proof(a, usdc, 10 * USDC)
+    h.send(h.p.instruments.functions.fixSettlement(0, expiry, h.latest_round()), RELAYER)
+    h.send(h.p.vault.functions.settleExpired(a, call), RELAYER)
+    h.send(h.p.vault.functions.withdraw(usdc, 10 * USDC, a, proof), ALICE)
+    with reverts("RiskOracle_StaleNonce", ANY, ANY):
+        h.send(h.p.vault.functions.withdraw(usdc, 10 * USDC, a, proof), ALICE)
