@@ -1,0 +1,653 @@
+"""The event indexer: every account's state rebuilt from contract events alone.
+
+The indexer reads the logs of the Vault, Instruments, PriceFeed, RiskOracle and RiskParams in
+bounded block ranges, applies them in ``(block, logIndex)`` order to plain dataclasses, and writes a
+JSON checkpoint (atomically) so that a restart resumes where it stopped. It indexes only blocks
+``confirmations`` deep; if the last indexed block is no longer on the chain (a reorganisation deeper
+than that), it rebuilds from the deployment block. Protocol time is the block timestamp.
+
+Examples
+--------
+>>> ix = Indexer(protocol, confirmations=2, checkpoint=Path("state/index.json"))  # doctest: +SKIP
+>>> ix.sync()  # doctest: +SKIP
+1234
+>>> ix.state.accounts[alice].positions  # doctest: +SKIP
+{1: PositionState(size=..., cost_basis=..., funding_snapshot=...)}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import types
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from eth_abi import decode
+from eth_typing import ChecksumAddress
+from eth_utils import keccak, to_checksum_address
+from web3.exceptions import BlockNotFound, Web3RPCError
+from web3.types import FilterParams, LogReceipt
+
+from offchain.chain.client import Protocol, _abi_type
+from offchain.chain.params import OnchainParams
+from offchain.chain.units import Kind
+from offchain.errors import ChainError, InputError
+
+__all__ = [
+    "AccountState",
+    "CollateralState",
+    "Event",
+    "Indexer",
+    "InstrumentState",
+    "PositionState",
+    "PriceState",
+    "ProtocolState",
+    "RootState",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CHECKPOINT_FORMAT = "pmsim-indexer-v1"
+INDEXED_CONTRACTS = ("Vault", "Instruments", "PriceFeed", "RiskOracle", "RiskParams")
+TRANSIENT_ERRORS = (ConnectionError, TimeoutError, OSError)
+ZERO32 = b"\x00" * 32
+
+
+# ---------------------------------------------------------------------- state
+@dataclass(frozen=True)
+class PositionState:
+    """An open position (``Vault`` ``Position``): size and cost basis (1e18), funding snapshot."""
+
+    size: int
+    cost_basis: int = 0
+    funding_snapshot: int = 0
+
+
+@dataclass
+class AccountState:
+    """One account: cash and deposit credit (quote units), risk nonce, collateral, positions."""
+
+    cash: int = 0
+    deposit_credit: int = 0
+    risk_nonce: int = 0
+    collateral: dict[str, int] = field(default_factory=dict)  # token -> balance (token units)
+    positions: dict[int, PositionState] = field(default_factory=dict)  # instrument id -> position
+    operators: set[str] = field(default_factory=set)
+
+    def copy(self) -> AccountState:
+        """A copy sharing nothing mutable (positions are immutable values)."""
+        return replace(self, collateral=dict(self.collateral), positions=dict(self.positions),
+                       operators=set(self.operators))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class InstrumentState:
+    """A listed instrument with its funding state (perpetuals).
+
+    ``funding_updated_at`` is the block timestamp of the last accrual (or of the listing) and
+    ``mark_price`` the last traded price, the mark the next accrual uses (0 before any trade).
+    """
+
+    id: int
+    kind: Kind
+    underlying: int
+    expiry: int
+    strike: int
+    cumulative_funding: int = 0
+    funding_updated_at: int = 0
+    mark_price: int = 0
+
+
+@dataclass(frozen=True)
+class PriceState:
+    """The latest price round: id, observation time and one price per underlying (1e18)."""
+
+    round: int = 0
+    timestamp: int = 0
+    prices: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class RootState:
+    """The latest posted status root; ``cleared`` once a parameter change has voided it."""
+
+    round: int
+    root: bytes
+    price_round: int
+    issued_at: int
+    expiry: int
+    cleared: bool = False
+
+
+@dataclass(frozen=True)
+class CollateralState:
+    """A listed volatile collateral: the feed underlying that prices it and its haircut (WAD)."""
+
+    token: str
+    underlying: int
+    haircut: int
+
+
+@dataclass
+class ProtocolState:
+    """Everything the indexer rebuilds, as of block ``block`` (hash ``block_hash``, time ``timestamp``).
+
+    Attributes
+    ----------
+    accounts : dict of str to AccountState
+        Every account an event touched, by checksummed address.
+    instruments : dict of int to InstrumentState
+        Listed instruments by id.
+    settlements : dict of (int, int) to int
+        Fixed settlement prices by ``(underlying, expiry)``.
+    collaterals : dict of str to CollateralState
+        Volatile collaterals in listing order (the order ``Vault.getAccount`` reports them in).
+    """
+
+    quote: str
+    block: int
+    block_hash: str = ""
+    timestamp: int = 0
+    accounts: dict[str, AccountState] = field(default_factory=dict)
+    instruments: dict[int, InstrumentState] = field(default_factory=dict)
+    settlements: dict[tuple[int, int], int] = field(default_factory=dict)
+    prices: PriceState = field(default_factory=PriceState)
+    collaterals: dict[str, CollateralState] = field(default_factory=dict)
+    params: OnchainParams | None = None
+    params_hash: bytes = ZERO32
+    engine_config_hash: bytes = ZERO32
+    root: RootState | None = None
+    paused: bool = False
+    fee_collector: str = ""
+
+    def account(self, address: str) -> AccountState:
+        """The account's state, created empty on first use."""
+        acct = self.accounts.get(address)
+        if acct is None:
+            acct = self.accounts[address] = AccountState()
+        return acct
+
+    def settlement_price(self, instrument: int) -> int | None:
+        """The fixed settlement price of a future or option, None while not fixed."""
+        ins = self.instruments[instrument]
+        return self.settlements.get((ins.underlying, ins.expiry))
+
+    def copy(self) -> ProtocolState:
+        """A copy sharing only immutable values (cheap: one dict per account)."""
+        return replace(
+            self, accounts={a: s.copy() for a, s in self.accounts.items()}, instruments=dict(self.instruments),
+            settlements=dict(self.settlements), collaterals=dict(self.collaterals),
+        )  # fmt: skip
+
+
+# ---------------------------------------------------------------------- events
+@dataclass(frozen=True)
+class Event:
+    """A decoded log. ``timestamp`` is the block's, filled for the events that need time."""
+
+    name: str
+    args: dict[str, Any]
+    block: int
+    log_index: int
+    timestamp: int = 0
+
+
+@lru_cache(maxsize=1 << 20)
+def _checksum(address: str) -> ChecksumAddress:
+    return to_checksum_address(address)
+
+
+def _normalise(typ: str, value: Any) -> Any:
+    if typ == "address":
+        return _checksum(value)
+    if typ == "address[]":
+        return [_checksum(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class _EventSpec:
+    """Decoder for one event of one contract ABI."""
+
+    name: str
+    topic: bytes
+    indexed: tuple[tuple[str, str], ...]  # (name, type) from topics 1..3
+    data: tuple[tuple[str, str], ...]  # (name, type) from the data
+
+    @classmethod
+    def of(cls, item: dict[str, Any]) -> _EventSpec:
+        inputs = [(i["name"], _abi_type(i), bool(i["indexed"])) for i in item["inputs"]]
+        signature = f"{item['name']}({','.join(t for _, t, _ in inputs)})"
+        return cls(
+            item["name"], keccak(text=signature),
+            tuple((n, t) for n, t, ix in inputs if ix), tuple((n, t) for n, t, ix in inputs if not ix),
+        )  # fmt: skip
+
+    def decode(self, log: LogReceipt) -> dict[str, Any]:
+        args: dict[str, Any] = {}
+        for (name, typ), topic in zip(self.indexed, log["topics"][1:], strict=True):
+            args[name] = _normalise(typ, decode([typ], bytes(topic))[0])
+        values = decode([t for _, t in self.data], bytes(log["data"]))
+        for (name, typ), value in zip(self.data, values, strict=True):
+            args[name] = _normalise(typ, value)
+        return args
+
+
+# ---------------------------------------------------------------------- handlers
+Handler = Callable[[ProtocolState, Event], None]
+
+
+def _on_deposited(s: ProtocolState, e: Event) -> None:
+    acct, a = s.account(e.args["account"]), e.args
+    if a["token"] == s.quote:
+        acct.cash += a["amount"]
+    else:
+        acct.collateral[a["token"]] = acct.collateral.get(a["token"], 0) + a["amount"]
+    acct.deposit_credit += a["credit"]
+
+
+def _on_withdrawn(s: ProtocolState, e: Event) -> None:
+    acct, a = s.account(e.args["account"]), e.args
+    if a["token"] == s.quote:
+        acct.cash -= a["amount"]
+    else:
+        acct.collateral[a["token"]] -= a["amount"]
+
+
+def _on_position_changed(s: ProtocolState, e: Event) -> None:
+    """Size and cost basis after the fill; a perp opened from zero snapshots the current index
+    (``Vault._settleFunding`` sets it without an event when the old size is zero)."""
+    acct, a = s.account(e.args["account"]), e.args
+    iid = a["instrument"]
+    acct.cash += a["cashDelta"]
+    old = acct.positions.pop(iid, None)
+    if a["size"] == 0:
+        return
+    ins = s.instruments.get(iid)
+    snapshot = old.funding_snapshot if old else (ins.cumulative_funding if ins else 0)
+    acct.positions[iid] = PositionState(a["size"], a["costBasis"], snapshot)
+
+
+def _on_funding_settled(s: ProtocolState, e: Event) -> None:
+    acct, a = s.account(e.args["account"]), e.args
+    acct.cash -= a["payment"]
+    pos = acct.positions[a["instrument"]]
+    acct.positions[a["instrument"]] = replace(pos, funding_snapshot=a["cumulative"])
+
+
+def _on_position_settled(s: ProtocolState, e: Event) -> None:
+    acct = s.account(e.args["account"])
+    acct.cash += e.args["payoff"]
+    acct.positions.pop(e.args["instrument"], None)
+
+
+def _on_fees_collected(s: ProtocolState, e: Event) -> None:
+    s.account(e.args["collector"]).cash += e.args["amount"]
+
+
+def _on_risk_nonce_bumped(s: ProtocolState, e: Event) -> None:
+    s.account(e.args["account"]).risk_nonce = e.args["nonce"]
+
+
+def _on_operator_set(s: ProtocolState, e: Event) -> None:
+    ops = s.account(e.args["account"]).operators
+    if e.args["allowed"]:
+        ops.add(e.args["operator"])
+    else:
+        ops.discard(e.args["operator"])
+
+
+def _on_trade_applied(s: ProtocolState, e: Event) -> None:
+    """A perp trade sets the funding mark (``Instruments.recordTrade`` emits nothing itself)."""
+    ins = s.instruments.get(e.args["instrument"])
+    if ins is not None and ins.kind == Kind.PERP:
+        s.instruments[ins.id] = replace(ins, mark_price=e.args["price"])
+
+
+def _on_instrument_listed(s: ProtocolState, e: Event) -> None:
+    a = e.args
+    kind = Kind(a["kind"])
+    updated = e.timestamp if kind == Kind.PERP else 0
+    s.instruments[a["id"]] = InstrumentState(a["id"], kind, a["underlying"], a["expiry"], a["strike"],
+                                             funding_updated_at=updated)  # fmt: skip
+
+
+def _on_funding_updated(s: ProtocolState, e: Event) -> None:
+    ins = s.instruments[e.args["id"]]
+    s.instruments[ins.id] = replace(ins, cumulative_funding=e.args["cumulativeFunding"], funding_updated_at=e.timestamp)
+
+
+def _on_settlement_fixed(s: ProtocolState, e: Event) -> None:
+    s.settlements[(e.args["underlying"], e.args["expiry"])] = e.args["price"]
+
+
+def _on_prices_posted(s: ProtocolState, e: Event) -> None:
+    s.prices = PriceState(e.args["round"], e.args["timestamp"], tuple(e.args["prices"]))
+
+
+def _on_root_posted(s: ProtocolState, e: Event) -> None:
+    a = e.args
+    s.root = RootState(a["round"], a["root"], a["priceRound"], a["issuedAt"], a["expiry"])
+
+
+def _on_root_cleared(s: ProtocolState, e: Event) -> None:
+    if s.root is not None:
+        s.root = replace(s.root, cleared=True)
+
+
+def _on_collateral_set(s: ProtocolState, e: Event) -> None:
+    token = e.args["token"]
+    s.collaterals[token] = CollateralState(token, e.args["underlying"], e.args["haircut"])
+
+
+def _on_params_set(s: ProtocolState, e: Event) -> None:
+    s.params = OnchainParams(*e.args["params"])
+
+
+def _on_params_hash_changed(s: ProtocolState, e: Event) -> None:
+    s.params_hash = e.args["paramsHash"]
+
+
+def _on_engine_config_hash_set(s: ProtocolState, e: Event) -> None:
+    s.engine_config_hash = e.args["engineConfigHash"]
+
+
+def _on_paused_set(s: ProtocolState, e: Event) -> None:
+    s.paused = e.args["paused"]
+
+
+def _on_fee_collector_set(s: ProtocolState, e: Event) -> None:
+    s.fee_collector = e.args["collector"]
+
+
+HANDLERS: dict[str, Handler] = {
+    "Deposited": _on_deposited,
+    "Withdrawn": _on_withdrawn,
+    "PositionChanged": _on_position_changed,
+    "FundingSettled": _on_funding_settled,
+    "PositionSettled": _on_position_settled,
+    "FeesCollected": _on_fees_collected,
+    "RiskNonceBumped": _on_risk_nonce_bumped,
+    "OperatorSet": _on_operator_set,
+    "TradeApplied": _on_trade_applied,
+    "PausedSet": _on_paused_set,
+    "FeeCollectorSet": _on_fee_collector_set,
+    "InstrumentListed": _on_instrument_listed,
+    "FundingUpdated": _on_funding_updated,
+    "SettlementFixed": _on_settlement_fixed,
+    "PricesPosted": _on_prices_posted,
+    "RootPosted": _on_root_posted,
+    "RootCleared": _on_root_cleared,
+    "CollateralSet": _on_collateral_set,
+    "ParamsSet": _on_params_set,
+    "ParamsHashChanged": _on_params_hash_changed,
+    "EngineConfigHashSet": _on_engine_config_hash_set,
+}
+TIMED_EVENTS = frozenset({"InstrumentListed", "FundingUpdated"})  # handlers that read e.timestamp
+
+
+# ---------------------------------------------------------------------- JSON (checkpoints)
+def to_jsonable(x: Any) -> Any:
+    """Dataclasses to JSON values: bytes as 0x-hex, dicts as [key, value] pairs, sets sorted."""
+    if is_dataclass(x) and not isinstance(x, type):
+        return {f.name: to_jsonable(getattr(x, f.name)) for f in fields(x)}
+    if isinstance(x, bytes):
+        return "0x" + x.hex()
+    if isinstance(x, dict):
+        return [[to_jsonable(k), to_jsonable(v)] for k, v in x.items()]
+    if isinstance(x, set | frozenset):
+        return sorted(to_jsonable(v) for v in x)
+    if isinstance(x, list | tuple):
+        return [to_jsonable(v) for v in x]
+    return x
+
+
+def from_jsonable(tp: Any, x: Any) -> Any:
+    """The inverse of :func:`to_jsonable`, driven by the type annotations of ``tp``."""
+    origin, args = get_origin(tp), get_args(tp)
+    if isinstance(tp, type) and is_dataclass(tp):
+        hints = get_type_hints(tp)
+        return tp(**{k: from_jsonable(hints[k], v) for k, v in x.items()})
+    if origin in (Union, types.UnionType):
+        return None if x is None else from_jsonable(next(a for a in args if a is not type(None)), x)
+    if origin is dict:
+        return {from_jsonable(args[0], k): from_jsonable(args[1], v) for k, v in x}
+    if origin is set:
+        return {from_jsonable(args[0], v) for v in x}
+    if origin is tuple:
+        item_types = [args[0]] * len(x) if args[-1] is Ellipsis else list(args)
+        return tuple(from_jsonable(t, v) for t, v in zip(item_types, x, strict=True))
+    if tp is bytes:
+        return bytes.fromhex(x.removeprefix("0x"))
+    if isinstance(tp, type) and issubclass(tp, int):
+        return tp(x)
+    return x
+
+
+# ---------------------------------------------------------------------- the indexer
+@dataclass(frozen=True)
+class _Block:
+    number: int
+    hash: str
+    timestamp: int
+
+
+class _Reorganised(Exception):
+    """The chain changed under a batch; the sync restarts."""
+
+
+class Indexer:
+    """Rebuilds :class:`ProtocolState` from the protocol's events; resumable and reorg-safe.
+
+    Parameters
+    ----------
+    protocol : Protocol
+        Handles on the deployed contracts (addresses, ABIs, deployment block).
+    confirmations : int
+        Index only up to ``head - confirmations``.
+    checkpoint : Path or None
+        JSON checkpoint: loaded when it exists, written (atomically) after every sync.
+    batch_size : int
+        Blocks per ``eth_getLogs`` request (a range the node refuses is split in halves).
+    save_every : int
+        During a long sync, also write the checkpoint after every ``save_every`` batches.
+    retries, backoff : int, float
+        Attempts after a transport error, with ``backoff * 2**attempt`` seconds between them.
+    """
+
+    def __init__(self, protocol: Protocol, confirmations: int = 0, checkpoint: Path | None = None, *,
+                 batch_size: int = 2_000, save_every: int = 50, retries: int = 4,
+                 backoff: float = 0.2) -> None:  # fmt: skip
+        if confirmations < 0 or retries < 0 or min(batch_size, save_every) < 1:
+            raise InputError("indexer", "confirmations and retries must be >= 0, batch_size and save_every >= 1")
+        self.protocol = protocol
+        self.confirmations, self.checkpoint = confirmations, checkpoint
+        self.batch_size, self.save_every = batch_size, save_every
+        self.retries, self.backoff = retries, backoff
+        self.reorgs = 0
+        self.applied: Counter[str] = Counter()  # events applied, by name (re-indexing counts again)
+        self._specs = self._event_specs()
+        self.state = self._load_checkpoint() or self._genesis()
+
+    # ------------------------------------------------------------------ public
+    def sync(self, to_block: int | None = None) -> int:
+        """Index every confirmed block (up to ``to_block`` if given); returns the last one indexed."""
+        for _ in range(self.retries + 1):
+            try:
+                block = self._sync_once(to_block)
+            except _Reorganised:
+                continue
+            self.save()
+            return block
+        raise ChainError("the chain kept reorganising during the sync")
+
+    def save(self) -> None:
+        """Write the checkpoint (temporary file, fsync, rename): a crash leaves the old one whole."""
+        if self.checkpoint is None:
+            return
+        payload = {"format": CHECKPOINT_FORMAT, "chain_id": self.protocol.chain_id,
+                   "vault": self.protocol.vault.address, "state": to_jsonable(self.state)}  # fmt: skip
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
+        with tmp.open("w") as fh:
+            json.dump(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(self.checkpoint)
+
+    # ------------------------------------------------------------------ sync
+    def _sync_once(self, to_block: int | None) -> int:
+        head = self._rpc(lambda: int(self.protocol.w3.eth.block_number))
+        target = head - self.confirmations if to_block is None else min(to_block, head - self.confirmations)
+        self._rollback_if_reorganised()
+        batches = 0
+        while self.state.block < target:
+            self._index_range(self.state.block + 1, min(self.state.block + self.batch_size, target))
+            batches += 1
+            if batches % self.save_every == 0:
+                self.save()  # a long first sync resumes from here after a crash
+        return self.state.block
+
+    def _rollback_if_reorganised(self) -> None:
+        s = self.state
+        if not s.block_hash:
+            return
+        block = self._block(s.block)
+        if block is None or block.hash != s.block_hash:
+            self.reorgs += 1
+            log.warning("block %d (%s) left the chain: re-indexing from the deployment", s.block, s.block_hash)
+            self.state = self._genesis()
+
+    def _index_range(self, start: int, end: int) -> None:
+        anchor = self._block(end)
+        if anchor is None:
+            raise _Reorganised
+        logs = self._get_logs(start, end)
+        self._check_unchanged(start, anchor, logs)
+        events = self._decode(logs, anchor)
+        for event in events:
+            HANDLERS[event.name](self.state, event)
+            self.applied[event.name] += 1
+        self.state.block, self.state.block_hash, self.state.timestamp = end, anchor.hash, anchor.timestamp
+
+    def _check_unchanged(self, start: int, anchor: _Block, logs: Sequence[LogReceipt]) -> None:
+        """The logs come from the chain that ends at ``anchor`` and extends the indexed state."""
+        again = self._block(anchor.number)
+        if again is None or again.hash != anchor.hash:
+            raise _Reorganised
+        if self.state.block_hash:
+            parent = self._block(start - 1)
+            if parent is None or parent.hash != self.state.block_hash:
+                raise _Reorganised
+        for entry in logs:
+            moved = entry["blockNumber"] == anchor.number and _hex(entry["blockHash"]) != anchor.hash
+            if moved or entry.get("removed"):
+                raise _Reorganised
+
+    def _decode(self, logs: Sequence[LogReceipt], anchor: _Block) -> list[Event]:
+        ordered = sorted(logs, key=lambda e: (e["blockNumber"], e["logIndex"]))
+        times: dict[int, int] = {anchor.number: anchor.timestamp}
+        events = []
+        for entry in ordered:
+            spec = self._specs.get((entry["address"].lower(), bytes(entry["topics"][0])))
+            if spec is None:
+                continue
+            number = entry["blockNumber"]
+            ts = self._timestamp(number, times) if spec.name in TIMED_EVENTS else 0
+            events.append(Event(spec.name, spec.decode(entry), number, entry["logIndex"], ts))
+        return events
+
+    def _timestamp(self, number: int, cache: dict[int, int]) -> int:
+        if number not in cache:
+            block = self._block(number)
+            if block is None:
+                raise _Reorganised
+            cache[number] = block.timestamp
+        return cache[number]
+
+    # ------------------------------------------------------------------ RPC
+    def _rpc(self, thunk: Callable[[], T]) -> T:
+        """Run ``thunk``, retrying transport errors with exponential backoff."""
+        for attempt in range(self.retries + 1):
+            try:
+                return thunk()
+            except TRANSIENT_ERRORS as exc:
+                if attempt == self.retries:
+                    raise ChainError(f"RPC failed after {self.retries + 1} attempts: {exc}") from exc
+                time.sleep(self.backoff * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _block(self, number: int) -> _Block | None:
+        """The block header, None when there is no such block (the chain is shorter)."""
+        if number < 0:
+            return None
+        try:
+            b = self._rpc(lambda: self.protocol.w3.eth.get_block(number))
+        except BlockNotFound:
+            return None
+        return _Block(number, _hex(b["hash"]), int(b["timestamp"]))
+
+    def _get_logs(self, start: int, end: int) -> list[LogReceipt]:
+        """Logs of the indexed events in ``[start, end]``; a range the node refuses is halved."""
+        query: FilterParams = {
+            "fromBlock": start, "toBlock": end, "address": list(self._addresses),
+            "topics": [list(self._topics)],
+        }  # fmt: skip
+        try:
+            return list(self._rpc(lambda: self.protocol.w3.eth.get_logs(query)))
+        except Web3RPCError as exc:
+            if start == end:
+                raise ChainError(f"eth_getLogs refused block {start}: {exc}") from exc
+            mid = (start + end) // 2
+            return self._get_logs(start, mid) + self._get_logs(mid + 1, end)
+
+    # ------------------------------------------------------------------ set-up
+    def _event_specs(self) -> dict[tuple[str, bytes], _EventSpec]:
+        specs: dict[tuple[str, bytes], _EventSpec] = {}
+        for name in INDEXED_CONTRACTS:
+            address = self.protocol.deployment.contracts[name].lower()
+            for item in self.protocol.artifacts[name].abi:
+                if item.get("type") == "event" and item["name"] in HANDLERS:
+                    spec = _EventSpec.of(item)
+                    specs[(address, spec.topic)] = spec
+        return specs
+
+    @property
+    def _addresses(self) -> list[ChecksumAddress]:
+        return [_checksum(self.protocol.deployment.contracts[n]) for n in INDEXED_CONTRACTS]
+
+    @property
+    def _topics(self) -> list[str]:
+        return sorted({"0x" + topic.hex() for _, topic in self._specs})
+
+    def _genesis(self) -> ProtocolState:
+        tokens = self.protocol.deployment.tokens.values()
+        quote = next(t.address for t in tokens if t.underlying is None)
+        return ProtocolState(quote=_checksum(quote), block=self.protocol.deployment.deploy_block - 1)
+
+    def _load_checkpoint(self) -> ProtocolState | None:
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return None
+        try:
+            raw = json.loads(self.checkpoint.read_text())
+            same = (raw["format"], raw["chain_id"], raw["vault"].lower()) == (
+                CHECKPOINT_FORMAT, self.protocol.chain_id, self.protocol.vault.address.lower())  # fmt: skip
+            state = from_jsonable(ProtocolState, raw["state"]) if same else None
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ChainError(f"checkpoint {self.checkpoint} is unreadable: {exc}") from exc
+        if state is None:
+            raise ChainError(f"checkpoint {self.checkpoint} belongs to another deployment or format")
+        assert isinstance(state, ProtocolState)
+        return state
+
+
+def _hex(value: Any) -> str:
+    return "0x" + bytes(value).hex()
