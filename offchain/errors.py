@@ -39,6 +39,13 @@ class PricingError(PmsimError, ValueError):
     """A price, volatility or time input that makes a valuation meaningless (non-positive, NaN)."""
 
 
+class PricingInputError(InputError, PricingError):
+    """A pricing input (price, strike, volatility, time) is non-positive, negative or NaN.
+
+    Both an :class:`InputError` (``field`` names the offending entry) and a :class:`PricingError`.
+    """
+
+
 class SettlementMissingError(InputError):
     """An option or future past expiry has no settlement price to value it at."""
 

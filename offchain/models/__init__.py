@@ -1,1 +1,13 @@
-"""pmsim.models"""
+"""Pricing models: Black-76 prices and Greeks, SVI volatility surfaces, scalar references."""
+
+from offchain.models.black76 import Greeks, black76_greeks, black76_price, price_unchecked
+from offchain.models.vol_surface import SviSlice, VolSurface
+
+__all__ = [
+    "Greeks",
+    "SviSlice",
+    "VolSurface",
+    "black76_greeks",
+    "black76_price",
+    "price_unchecked",
+]

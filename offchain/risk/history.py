@@ -1,0 +1,98 @@
+"""Joint daily close history of the underlyings, turned into 1-day historical return scenarios.
+
+Input files follow ``data/market/SOURCES.md``: CSV with a header holding ``timestamp`` (ISO 8601,
+UTC, candle open) and ``close``. The scenarios are the simple returns
+``close[d] / close[d - 1] - 1`` over every pair of consecutive calendar days ``(d - 1, d)`` on
+which *every* underlying has a close; a pair spanning a gap in the joint dates is skipped rather
+than treated as one day.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from eth_utils import keccak
+
+from offchain._typing import Float64Array
+from offchain.errors import ConfigError
+
+
+@dataclass(frozen=True, eq=False)
+class HistoricalReturns:
+    """One-day joint returns: ``returns[i, u]`` is underlying ``u``'s return on ``dates[i]``.
+
+    ``dates`` are ISO dates (the day the return ends on), ascending. The arrays are read-only.
+    """
+
+    dates: tuple[str, ...]
+    returns: Float64Array
+
+    def __post_init__(self) -> None:
+        returns = np.array(self.returns, dtype=np.float64, order="C")
+        if returns.ndim != 2 or returns.shape[0] != len(self.dates):
+            raise ConfigError("history", "returns must be a (dates x underlyings) matrix")
+        if not np.all(np.isfinite(returns)) or np.any(returns <= -1.0):
+            raise ConfigError("history", "returns must be finite and > -100 %")
+        returns.setflags(write=False)
+        object.__setattr__(self, "returns", returns)
+
+    def digest(self) -> str:
+        """Hex keccak256 of the dates and the little-endian float64 returns (binds the data)."""
+        payload = ",".join(self.dates).encode() + self.returns.astype("<f8").tobytes()
+        return "0x" + keccak(payload).hex()
+
+    def window(self, days: int) -> HistoricalReturns:
+        """The most recent ``days`` returns (all of them for ``days == 0``)."""
+        if days == 0 or days >= len(self.dates):
+            return self
+        return HistoricalReturns(self.dates[-days:], self.returns[-days:])
+
+
+def read_closes(path: Path, field: str) -> dict[dt.date, float]:
+    """Daily closes of one CSV file keyed by date; errors name ``field`` and the line."""
+    try:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            closes = {}
+            for line, row in enumerate(reader, start=2):
+                closes[_parse_date(row, path, line, field)] = _parse_close(row, path, line, field)
+    except OSError as exc:
+        raise ConfigError(field, f"cannot read {path}: {exc.strerror}") from None
+    if not closes:
+        raise ConfigError(field, f"{path} holds no rows")
+    return closes
+
+
+def _parse_date(row: dict[str, str], path: Path, line: int, field: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(row["timestamp"][:10])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(field, f"{path}:{line}: bad or missing timestamp") from None
+
+
+def _parse_close(row: dict[str, str], path: Path, line: int, field: str) -> float:
+    try:
+        close = float(row["close"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(field, f"{path}:{line}: bad or missing close") from None
+    if not math.isfinite(close) or close <= 0.0:
+        raise ConfigError(field, f"{path}:{line}: close must be finite and > 0")
+    return close
+
+
+def joint_returns(series: Sequence[dict[dt.date, float]]) -> HistoricalReturns:
+    """Joint 1-day simple returns of several close series (see module notes)."""
+    common = sorted(set.intersection(*(set(s) for s in series)))
+    one_day = dt.timedelta(days=1)
+    ends = [d for prev, d in itertools.pairwise(common) if d - prev == one_day]
+    if not ends:
+        raise ConfigError("history", "the close series share no two consecutive days")
+    returns = np.array([[s[d] / s[d - one_day] - 1.0 for s in series] for d in ends])
+    return HistoricalReturns(tuple(d.isoformat() for d in ends), returns)
