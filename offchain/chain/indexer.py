@@ -466,8 +466,10 @@ class Indexer:
     def __init__(self, protocol: Protocol, confirmations: int = 0, checkpoint: Path | None = None, *,
                  batch_size: int = 2_000, save_every: int = 50, retries: int = 4,
                  backoff: float = 0.2) -> None:  # fmt: skip
-        if confirmations < 0 or retries < 0 or min(batch_size, save_every) < 1:
-            raise InputError("indexer", "confirmations and retries must be >= 0, batch_size and save_every >= 1")
+        for name, value, least in (("confirmations", confirmations, 0), ("retries", retries, 0),
+                                   ("batch_size", batch_size, 1), ("save_every", save_every, 1)):  # fmt: skip
+            if value < least:
+                raise InputError(name, f"{value} is below {least}")
         self.protocol = protocol
         self.confirmations, self.checkpoint = confirmations, checkpoint
         self.batch_size, self.save_every = batch_size, save_every
@@ -575,10 +577,15 @@ class Indexer:
 
     # ------------------------------------------------------------------ RPC
     def _rpc(self, thunk: Callable[[], T]) -> T:
-        """Run ``thunk``, retrying transport errors with exponential backoff."""
+        """Run ``thunk``, retrying transport errors with exponential backoff; a JSON-RPC error
+        answer is final (a :class:`ChainError` caused by the ``Web3RPCError``)."""
         for attempt in range(self.retries + 1):
             try:
                 return thunk()
+            except BlockNotFound:
+                raise
+            except Web3RPCError as exc:
+                raise ChainError(f"the node refused the request: {exc}") from exc
             except TRANSIENT_ERRORS as exc:
                 if attempt == self.retries:
                     raise ChainError(f"RPC failed after {self.retries + 1} attempts: {exc}") from exc
@@ -603,9 +610,9 @@ class Indexer:
         }  # fmt: skip
         try:
             return list(self._rpc(lambda: self.protocol.w3.eth.get_logs(query)))
-        except Web3RPCError as exc:
-            if start == end:
-                raise ChainError(f"eth_getLogs refused block {start}: {exc}") from exc
+        except ChainError as exc:
+            if start == end or not isinstance(exc.__cause__, Web3RPCError):
+                raise
             mid = (start + end) // 2
             return self._get_logs(start, mid) + self._get_logs(mid + 1, end)
 
