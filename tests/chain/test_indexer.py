@@ -129,11 +129,11 @@ def open_books(h: Harness, act: Activity) -> None:
 def full_history(h: Harness, seed: int) -> Activity:
     act = Activity(h, seed)
     open_books(h, act)
-    act.run(25)
+    act.run(18)
     act.expire("BTC-C60K", settle_share=0.6)  # the three 7-day options share one expiry
-    act.run(10)
-    act.expire("BTC-FUT", settle_share=0.5)
     act.run(8)
+    act.expire("BTC-FUT", settle_share=0.5)
+    act.run(5)
     return act
 
 
@@ -221,7 +221,8 @@ def test_indexed_state_equals_the_contracts_after_random_activity(h: Harness) ->
     flips, partial = position_moves(h)
     assert flips and partial, "the scenario must flip and partially close positions"
     accts = ix.state.accounts
-    assert any(p.funding_snapshot for a in accts.values() for p in a.positions.values())  # the silent snapshot path
+    # The silent snapshot path (a perp opened after funding accrued) must be exercised: seed-dependent.
+    assert any(p.funding_snapshot for a in accts.values() for p in a.positions.values())
     assert any(a.operators for a in accts.values()) and ix.state.settlements and ix.state.root is not None
 
 
