@@ -128,7 +128,7 @@ class Section:
         items = as_list(self.raw(key), path, self._error)
         return [Section(item, join(path, i), self._error) for i, item in enumerate(items)]
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         """All keys of the table, in file order (each marked as read)."""
         self._seen.update(self._data)
         return list(self._data)

@@ -37,17 +37,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 import numpy as np
 
 from offchain._typing import Float64Array, Int64Array
 from offchain.errors import InputError, PricingError, SettlementMissingError
+from offchain.models.black76 import Greeks
 from offchain.risk.accounts import AccountBook, AccountState
 from offchain.risk.config import RiskConfig, TailMethod, tail_count
 from offchain.risk.instruments import InstrumentTable
 from offchain.risk.kernel import margin_all, margin_one
 from offchain.risk.market import MarketState
-from offchain.risk.pricing import Valuation, scenario_pnl, value_instruments
+from offchain.risk.pricing import Valuation, instrument_greeks, scenario_pnl, value_instruments
 from offchain.risk.rules import position_rules
 from offchain.risk.scenarios import ScenarioBlock, build_grid, build_tail, describe
 
@@ -387,6 +389,11 @@ class MarginEngine:
         return WhatIf(new, self.account(new))
 
     # ----------------------------------------------------------------------- describe
+
+    @cached_property
+    def greeks(self) -> Greeks:
+        """Per-unit value and Greeks of every instrument at the current market."""
+        return instrument_greeks(self.instruments, self.valuation, self.config)
 
     def describe_scenario(self, index: int) -> str:
         """Human description of grid scenario ``index`` (as in ``worst_scenario``)."""

@@ -1,0 +1,360 @@
+"""Positions files for ``pmsim margin``: JSON (market + instruments + accounts) or CSV + flags.
+
+JSON layout (every money amount in USD, sizes in units of underlying)::
+
+    {
+      "now": 1735689600, "round": 7,
+      "spot": {"BTC": 60000, "ETH": 3000},
+      "vol": {"BTC": 0.55,
+              "ETH": {"svi": [{"expiry": 1738281600, "a": 0.04, "b": 0.1, "rho": -0.3,
+                               "m": 0.0, "sigma": 0.2}]}},
+      "settlements": [{"underlying": "BTC", "expiry": 1735000000, "price": 59000}],
+      "instruments": [{"id": 1, "kind": "PERP", "underlying": "BTC"},
+                      {"id": 2, "kind": "CALL", "underlying": "BTC", "strike": 65000,
+                       "expiry": 1738281600}],
+      "accounts": [{"id": "alice", "cash": 10000, "funding_owed": 0,
+                    "collateral": {"WETH": 2.0},
+                    "positions": [{"instrument": 1, "size": 1.0, "entry_price": 58000}]}]
+    }
+
+``round``, ``settlements``, ``funding_owed``, ``collateral`` and an option's ``entry_price`` are
+optional; ``kind`` is ``PERP|FUTURE|CALL|PUT`` or the on-chain number 0-3; ``vol`` is a flat
+volatility or SVI pillars by expiry. A linear position's ``entry_price`` builds the account's
+cost basis (Σ size × entry price); option premiums are assumed already in ``cash``.
+
+CSV layout: one row per position with header
+``account,instrument,kind,underlying,strike,expiry,size,entry_price``; rows of kind ``CASH`` and
+``FUNDING`` (amount in ``size``) and ``COLLATERAL`` (token in ``underlying``, amount in
+``size``) set balances. The market comes from :class:`MarketFlags` (``--now``, ``--spot``,
+``--vol`` on the command line).
+
+Every error is an :class:`~offchain.errors.InputError` whose field names the place
+(``accounts[0].positions[2].size``, ``line 7.strike``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from offchain.errors import InputError, PmsimError
+from offchain.models.vol_surface import SviSlice, VolSurface
+from offchain.risk._reader import Section, as_int, as_number, as_str, join
+from offchain.risk.accounts import AccountBook
+from offchain.risk.config import RiskConfig
+from offchain.risk.instruments import InstrumentTable, Kind
+from offchain.risk.market import SECONDS_PER_YEAR, MarketState
+
+
+@dataclass(frozen=True, eq=False)
+class PositionsInput:
+    """Everything the engine needs, read from one positions file."""
+
+    instruments: InstrumentTable
+    market: MarketState
+    book: AccountBook
+    account_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MarketFlags:
+    """Market given on the command line (CSV files): chain time, spots, flat vols."""
+
+    now: int | None = None
+    round_id: int = 0
+    spot: Mapping[str, float] = field(default_factory=dict)
+    vol: Mapping[str, float] = field(default_factory=dict)
+
+
+class _Accounts:
+    """Accumulates accounts (positions, balances) while a file is read."""
+
+    def __init__(self, config: RiskConfig) -> None:
+        self.config = config
+        self.ids: list[str] = []
+        self.rows: list[tuple[int, int, float]] = []  # (account, instrument id, size)
+        self.cash: list[float] = []
+        self.cost_basis: list[float] = []
+        self.funding: list[float] = []
+        self.collateral: list[list[float]] = []
+
+    def add(self, account_id: str, path: str) -> int:
+        if account_id in self.ids:
+            raise InputError(path, f"duplicate account {account_id!r}")
+        self.ids.append(account_id)
+        for column in (self.cash, self.cost_basis, self.funding):
+            column.append(0.0)
+        self.collateral.append([0.0] * len(self.config.collateral))
+        return len(self.ids) - 1
+
+    def index(self, account_id: str) -> int:
+        return self.ids.index(account_id) if account_id in self.ids else self.add(account_id, "account")
+
+    def set_collateral(self, a: int, token: str, amount: float, path: str) -> None:
+        symbols = [c.symbol for c in self.config.collateral]
+        if token not in symbols:
+            raise InputError(path, f"unknown collateral token {token!r} (known: {', '.join(symbols)})")
+        if amount < 0.0:
+            raise InputError(path, "collateral amounts must be >= 0")
+        self.collateral[a][symbols.index(token)] += amount
+
+    def book(self, instruments: InstrumentTable) -> AccountBook:
+        n = len(self.ids)
+        if not self.rows:
+            positions = sp.csr_matrix((n, len(instruments)))
+        else:
+            acc, ids, sizes = (np.array(c) for c in zip(*self.rows, strict=True))
+            cols = instruments.index_of(ids)
+            positions = sp.csr_matrix((sizes, (acc, cols)), shape=(n, len(instruments)))
+        return AccountBook(
+            positions,
+            np.array(self.cash),
+            np.array(self.cost_basis),
+            np.array(self.funding),
+            np.array(self.collateral).reshape(n, len(self.config.collateral)),
+        )
+
+
+def _kind(value: object, path: str) -> Kind:
+    if isinstance(value, str) and value.upper() in Kind.__members__:
+        return Kind[value.upper()]
+    if isinstance(value, int) and not isinstance(value, bool) and value in set(Kind):
+        return Kind(value)
+    raise InputError(path, f"unknown kind {value!r} (PERP, FUTURE, CALL, PUT or 0-3)")
+
+
+def _underlying(value: object, config: RiskConfig, path: str) -> int:
+    if isinstance(value, str) and value in config.symbols:
+        return config.symbols.index(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(config.symbols):
+        return value
+    raise InputError(path, f"unknown underlying {value!r} (known: {', '.join(config.symbols)})")
+
+
+def _relabel(exc: InputError, field: str) -> InputError:
+    """The same error (same class) re-attached to ``field``."""
+    return type(exc)(field, str(exc).removeprefix(f"{exc.field}: "))
+
+
+def _pillar(p: Section, now: int) -> SviSlice:
+    expiry = p.integer("expiry")
+    if expiry <= now:
+        raise p.error("expiry", "an SVI pillar must expire after 'now'")
+    params = {k: p.number(k) for k in ("a", "b", "rho", "m", "sigma")}
+    p.finish()
+    try:
+        return SviSlice(t=(expiry - now) / SECONDS_PER_YEAR, **params)
+    except InputError as exc:
+        raise _relabel(exc, join(p.path, exc.field)) from None
+
+
+def _surface(value: object, now: int, path: str) -> VolSurface:
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return VolSurface.flat(float(value))
+        table = Section(value, path, InputError)
+        pillars = tuple(_pillar(p, now) for p in table.tables("svi"))
+        table.finish()
+        return VolSurface(pillars)
+    except InputError as exc:
+        if exc.field.startswith(path):
+            raise
+        raise _relabel(exc, path if exc.field == "vol" else join(path, exc.field)) from None
+
+
+def _market(root: Section, config: RiskConfig) -> MarketState:
+    now = root.integer("now")
+    spot_table, vol_table = root.table("spot"), root.table("vol")
+    spot = [spot_table.number(s) for s in config.symbols]
+    vols = tuple(_surface(vol_table.raw(s), now, join(vol_table.path, s)) for s in config.symbols)
+    spot_table.finish()
+    vol_table.finish()
+    settlements = {}
+    for entry in root.tables("settlements") if root.has("settlements") else []:
+        u = _underlying(entry.raw("underlying"), config, join(entry.path, "underlying"))
+        settlements[(u, entry.integer("expiry"))] = entry.number("price")
+        entry.finish()
+    root.raw("settlements", required=False)
+    return MarketState(np.array(spot), now, vols, root.integer("round", 0), settlements)
+
+
+def _instruments(root: Section, config: RiskConfig) -> InstrumentTable:
+    records = []
+    for t in root.tables("instruments"):
+        kind = _kind(t.raw("kind"), join(t.path, "kind"))
+        dated = kind != Kind.PERP
+        records.append(
+            {
+                "instrument_id": t.integer("id"),
+                "kind": int(kind),
+                "underlying": _underlying(t.raw("underlying"), config, join(t.path, "underlying")),
+                "strike": t.number("strike") if kind >= Kind.CALL else 0.0,
+                "expiry": t.integer("expiry") if dated else 0,
+            }
+        )
+        t.finish()
+    return InstrumentTable.from_records(records)
+
+
+def _json_accounts(root: Section, config: RiskConfig, instruments: InstrumentTable) -> _Accounts:
+    accounts = _Accounts(config)
+    for t in root.tables("accounts"):
+        a = accounts.add(as_str(t.raw("id"), join(t.path, "id"), InputError), join(t.path, "id"))
+        accounts.cash[a] = t.number("cash")
+        accounts.funding[a] = t.number("funding_owed", 0.0)
+        coll = t.table("collateral", required=False)
+        for token in coll.names():
+            accounts.set_collateral(a, token, coll.number(token), join(coll.path, token))
+        for p in t.tables("positions"):
+            _position(accounts, instruments, a, p)
+        t.finish()
+    return accounts
+
+
+def _position(accounts: _Accounts, instruments: InstrumentTable, a: int, p: Section) -> None:
+    instrument_id = p.integer("instrument")
+    row = int(_index(instruments, instrument_id, join(p.path, "instrument")))
+    size = p.number("size")
+    if not instruments.is_option[row]:
+        accounts.cost_basis[a] += size * p.number("entry_price")
+    else:
+        p.raw("entry_price", required=False)
+    accounts.rows.append((a, instrument_id, size))
+    p.finish()
+
+
+def _index(instruments: InstrumentTable, instrument_id: int, path: str) -> int:
+    try:
+        return int(instruments.index_of([instrument_id])[0])
+    except InputError as exc:
+        raise _relabel(exc, path) from None
+
+
+def load_positions_json(path: Path, config: RiskConfig) -> PositionsInput:
+    """Read a JSON positions file (see module notes)."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(str(path), f"invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    root = Section(data, "", InputError)
+    market = _market(root, config)
+    instruments = _instruments(root, config)
+    accounts = _json_accounts(root, config, instruments)
+    root.finish()
+    return PositionsInput(instruments, market, accounts.book(instruments), tuple(accounts.ids))
+
+
+CSV_COLUMNS = ("account", "instrument", "kind", "underlying", "strike", "expiry", "size", "entry_price")
+
+
+def _cell_number(row: Mapping[str, str], key: str, path: str) -> float:
+    text = (row.get(key) or "").strip()
+    try:
+        return as_number(float(text), join(path, key), InputError)
+    except ValueError:
+        raise InputError(join(path, key), f"expected a number, got {text!r}") from None
+
+
+def _cell_int(row: Mapping[str, str], key: str, path: str) -> int:
+    text = (row.get(key) or "").strip()
+    try:
+        return as_int(int(text), join(path, key), InputError)
+    except ValueError:
+        raise InputError(join(path, key), f"expected an integer, got {text!r}") from None
+
+
+def _flags_market(flags: MarketFlags, config: RiskConfig) -> MarketState:
+    if flags.now is None:
+        raise InputError("--now", "a CSV positions file needs the chain time (--now)")
+    for name, table in (("--spot", flags.spot), ("--vol", flags.vol)):
+        missing = [s for s in config.symbols if s not in table]
+        if missing:
+            raise InputError(name, f"missing for {', '.join(missing)} (e.g. {name} {missing[0]}=...)")
+        extra = [s for s in table if s not in config.symbols]
+        if extra:
+            raise InputError(name, f"unknown underlying {extra[0]!r}")
+    vols = tuple(VolSurface.flat(flags.vol[s]) for s in config.symbols)
+    spot = np.array([flags.spot[s] for s in config.symbols])
+    return MarketState(spot, flags.now, vols, flags.round_id)
+
+
+def _csv_instrument(row: Mapping[str, str], kind: Kind, config: RiskConfig, path: str) -> dict[str, int | float]:
+    dated = kind != Kind.PERP
+    return {
+        "instrument_id": _cell_int(row, "instrument", path),
+        "kind": int(kind),
+        "underlying": _underlying((row.get("underlying") or "").strip(), config, join(path, "underlying")),
+        "strike": _cell_number(row, "strike", path) if kind >= Kind.CALL else 0.0,
+        "expiry": _cell_int(row, "expiry", path) if dated else 0,
+    }
+
+
+def _csv_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    try:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            header = tuple(reader.fieldnames or ())
+            if header != CSV_COLUMNS:
+                raise InputError("line 1", f"header must be {','.join(CSV_COLUMNS)}")
+            return list(enumerate(reader, start=2))
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read: {exc.strerror}") from None
+
+
+def load_positions_csv(path: Path, config: RiskConfig, flags: MarketFlags) -> PositionsInput:
+    """Read a CSV positions file with the market from ``flags`` (see module notes)."""
+    market = _flags_market(flags, config)
+    accounts = _Accounts(config)
+    specs: dict[int, dict[str, int | float]] = {}
+    legs: list[tuple[int, int, float, float]] = []
+    for line, row in _csv_rows(path):
+        where = f"line {line}"
+        a = accounts.index(as_str((row.get("account") or "").strip(), join(where, "account"), InputError))
+        kind_text = (row.get("kind") or "").strip().upper()
+        size = _cell_number(row, "size", where)
+        if kind_text == "CASH":
+            accounts.cash[a] += size
+        elif kind_text == "FUNDING":
+            accounts.funding[a] += size
+        elif kind_text == "COLLATERAL":
+            accounts.set_collateral(a, (row.get("underlying") or "").strip(), size, join(where, "underlying"))
+        else:
+            kind = _kind(kind_text, join(where, "kind"))
+            spec = _csv_instrument(row, kind, config, where)
+            iid = int(spec["instrument_id"])
+            if specs.setdefault(iid, spec) != spec:
+                raise InputError(join(where, "instrument"), f"instrument {iid} is defined differently above")
+            entry = _cell_number(row, "entry_price", where) if kind < Kind.CALL else 0.0
+            legs.append((a, iid, size, entry))
+    instruments = InstrumentTable.from_records(specs.values())
+    for a, iid, size, entry in legs:
+        accounts.cost_basis[a] += size * entry
+        accounts.rows.append((a, iid, size))
+    return PositionsInput(instruments, market, accounts.book(instruments), tuple(accounts.ids))
+
+
+def load_positions(path: Path, config: RiskConfig, flags: MarketFlags | None = None) -> PositionsInput:
+    """Read a positions file: ``.csv`` with market flags, anything else as JSON.
+
+    Raises
+    ------
+    InputError
+        Any malformed entry; ``field`` names it. Also raised for instrument, market or account
+        validation errors, re-labelled with the file's location where possible.
+    """
+    try:
+        if path.suffix.lower() == ".csv":
+            return load_positions_csv(path, config, flags or MarketFlags())
+        return load_positions_json(path, config)
+    except InputError:
+        raise
+    except PmsimError as exc:
+        raise InputError(str(path), str(exc)) from None
