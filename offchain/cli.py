@@ -52,6 +52,9 @@ def _mount_subcommands() -> None:
     from offchain import cli_demo
 
     app.command("demo")(cli_demo.demo)
+    from offchain import cli_margin  # the risk engine's report command
+
+    app.command("margin")(cli_margin.margin)
 
 
 _mount_subcommands()
