@@ -65,10 +65,15 @@ contract Instruments is IInstruments, Ownable2Step {
     function updateFunding(uint32 id) public returns (int256) {
         Instrument memory ins = get(id);
         if (ins.kind != Kind.PERP) revert Instruments_NotPerp(id);
+        (uint256 index,) = feed.latestPrice(ins.underlying);
+        return _accrue(id, index);
+    }
+
+    /// @dev Accrues funding up to now at the prevailing mark, then stamps the time.
+    function _accrue(uint32 id, uint256 index) internal returns (int256) {
         Funding storage f = _funding[id];
         uint256 elapsed = block.timestamp - f.lastUpdate;
         if (elapsed == 0) return f.cumulative;
-        (uint256 index,) = feed.latestPrice(ins.underlying);
         uint256 mark = f.mark == 0 ? index : f.mark;
         int256 premium = int256(mark) - int256(index);
         int256 cap = int256((index * riskParams.params().maxFundingRate) / Constants.WAD);
@@ -85,6 +90,11 @@ contract Instruments is IInstruments, Ownable2Step {
     /// @inheritdoc IInstruments
     function recordTrade(uint32 id, uint256 price) external {
         if (msg.sender != vault) revert Instruments_OnlyVault();
+        // The old mark governs the time up to this trade: accrue it first. A stale feed never
+        // blocks a trade; the period then accrues at the next update.
+        try feed.latestPrice(_instruments[id - 1].underlying) returns (uint256 index, uint64) {
+            _accrue(id, index);
+        } catch {}
         _funding[id].mark = uint128(price);
     }
 

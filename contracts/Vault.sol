@@ -207,6 +207,8 @@ contract Vault is IVault, Ownable2Step, ReentrancyGuard {
             revert Vault_InstrumentExpired(fill.instrument, ins.expiry);
         }
         Params memory p = riskParams.params();
+        // Accrue funding at the old mark up to now before either side settles, then take the new mark.
+        if (ins.kind == Kind.PERP) instruments.recordTrade(fill.instrument, fill.price);
         int256 size = int256(uint256(fill.size));
         _applySide(fill.buyer, fill, ins.kind, size, fill.buyerFee, buyerProof, p);
         _applySide(fill.seller, fill, ins.kind, -size, fill.sellerFee, sellerProof, p);
@@ -215,7 +217,6 @@ contract Vault is IVault, Ownable2Step, ReentrancyGuard {
             _accounts[feeCollector].cash += int128(int256(fees));
             emit FeesCollected(feeCollector, fees);
         }
-        if (ins.kind == Kind.PERP) instruments.recordTrade(fill.instrument, fill.price);
         emit TradeApplied(fill.instrument, fill.buyer, fill.seller, fill.size, fill.price);
     }
 

@@ -34,7 +34,8 @@ interface IInstruments {
     /// @notice Accrues funding of perpetual `id` up to now. Anyone.
     function updateFunding(uint32 id) external returns (int256 cumulativeFunding);
 
-    /// @notice Records the last traded price of a perpetual (its mark for funding). Vault only.
+    /// @notice Accrues funding at the previous mark, then records the last traded price of a
+    /// perpetual as its new mark. Vault only.
     function recordTrade(uint32 id, uint256 price) external;
 
     /// @notice Fixes the settlement price of (`underlying`, `expiry`) from `round`, which must be the

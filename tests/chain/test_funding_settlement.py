@@ -94,13 +94,39 @@ def test_funding_settles_on_the_next_trade(h: Harness) -> None:
     h.warp(FUNDING_PERIOD // 2)
     h.refresh_prices()
     update_funding(h, perp)
-    cum = h.p.instruments.functions.cumulativeFunding(perp).call()
+    before = h.p.instruments.functions.cumulativeFunding(perp).call()
     cash_a = h.cash(a)
     rc = h.fill(ALICE, BOB, perp, U, INDEX)  # Alice adds another unit
+    # the trade first accrues the seconds since the update at the old mark, then settles both sides
+    cum = h.p.instruments.functions.cumulativeFunding(perp).call()
+    # (no accrual when the trade lands in the same second as the update)
+    assert [e["cumulativeFunding"] for e in h.events(h.p.instruments, "FundingUpdated", rc)] in ([], [cum])
+    assert abs(cum) >= abs(before)
     settled = {e["account"]: e["payment"] for e in h.events(h.p.vault, "FundingSettled", rc)}
     assert settled == {a: value(U, cum), b: value(-U, cum)}
     assert h.cash(a) - cash_a == -value(U, cum) - h.fees(U, INDEX)[0]
     assert h.positions(a)[perp][2] == cum == h.positions(b)[perp][2]
+    h.check_settled_conservation()
+
+
+def test_a_new_trade_mark_never_applies_to_the_time_before_it(h: Harness) -> None:
+    """I-5: a perp trade first accrues funding at the previous mark up to its own time; only then
+    does its price become the mark (the period before a trade is never repriced by it)."""
+    fund_all(h)
+    perp = h.ids["BTC-PERP"]
+    h.fill(ALICE, BOB, perp, U, INDEX + 5 * U)  # mark 5 USD above the index
+    _, t0 = update_funding(h, perp)
+    start = h.p.instruments.functions.cumulativeFunding(perp).call()
+    h.warp(FUNDING_PERIOD // 4)
+    h.refresh_prices()
+    rc = h.fill(ALICE, BOB, perp, U, INDEX)  # a trade at the index: zero premium from now on
+    elapsed = block_ts(h, rc) - t0
+    after = h.p.instruments.functions.cumulativeFunding(perp).call()
+    assert after - start == expected_delta(5 * U, elapsed) != 0
+    h.warp(FUNDING_PERIOD // 4)
+    h.refresh_prices()
+    update_funding(h, perp)
+    assert h.p.instruments.functions.cumulativeFunding(perp).call() == after  # the new mark adds nothing
     h.check_settled_conservation()
 
 
