@@ -14,12 +14,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eth_account import Account  # noqa: E402
+from eth_account import Account
 
-from offchain.chain.anvil import DEFAULT_KEYS, start_anvil  # noqa: E402
-from offchain.chain.client import connect  # noqa: E402
-from offchain.chain.devnet import bootstrap  # noqa: E402
-from tests.chain.harness import USDC, Harness  # noqa: E402
+from offchain.chain.anvil import DEFAULT_KEYS, start_anvil
+from offchain.chain.client import connect
+from offchain.chain.devnet import bootstrap
+from tests.chain.harness import USDC, Harness
 
 DEPLOYER, ALICE, BOB = DEFAULT_KEYS[:3]
 GENESIS = 1_767_225_600
@@ -40,7 +40,8 @@ def measure() -> dict[str, int]:
         gas["deposit_weth"] = h.deposit(ALICE, "WETH", 10**18)["gasUsed"]
         h.deposit(BOB, "USDC", 100_000 * USDC)
         usdc = p.tokens["USDC"].address
-        gas["withdraw_no_positions"] = p.send(p.vault.functions.withdraw(usdc, 10 * USDC, alice, _empty()), ALICE)["gasUsed"]
+        withdraw = p.vault.functions.withdraw(usdc, 10 * USDC, alice, _empty())
+        gas["withdraw_no_positions"] = p.send(withdraw, ALICE)["gasUsed"]
         call = h.ids["BTC-C60K"]
         size, price = 10**18, 1_250 * 10**18
         maker, taker = h.order(ALICE, call, False, 5 * size, price), h.order(BOB, call, True, 5 * size, price)

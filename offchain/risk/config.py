@@ -22,7 +22,8 @@ import numpy as np
 from eth_utils import keccak
 
 from offchain._typing import Float64Array
-from offchain.errors import ConfigError
+from offchain.errors import ConfigError, PricingInputError
+from offchain.models.vol_surface import SviSlice, VolSurface
 from offchain.risk._reader import Section
 from offchain.risk.history import HistoricalReturns, joint_returns, read_closes
 
@@ -52,6 +53,11 @@ class UnderlyingConfig:
         Standard margin of a perp or future, fraction of notional.
     standard_short_rate, standard_short_floor : float
         Standard margin of a short option: ``max(rate·S − OTM, floor·S) + premium`` per unit.
+    vol : tuple of SviSlice
+        The engine's implied-volatility surface: raw SVI pillars by time to expiry in years
+        (``vol = [[t, a, b, rho, m, sigma], ...]``), linear in total variance between pillars. It
+        is part of the configuration, hence of the parameter hash, so independent signers value
+        options identically; changing it is a parameter change.
     """
 
     symbol: str
@@ -62,6 +68,7 @@ class UnderlyingConfig:
     standard_linear_rate: float
     standard_short_rate: float
     standard_short_floor: float
+    vol: tuple[SviSlice, ...]
 
 
 @dataclass(frozen=True)
@@ -158,6 +165,14 @@ class RiskConfig:
     def symbols(self) -> tuple[str, ...]:
         """Underlying symbols in index order."""
         return tuple(u.symbol for u in self.underlyings)
+
+    def vol_surfaces(self) -> tuple[VolSurface, ...]:
+        """One volatility surface per underlying, in index order (built once)."""
+        return self._surfaces
+
+    @cached_property
+    def _surfaces(self) -> tuple[VolSurface, ...]:
+        return tuple(VolSurface(u.vol) for u in self.underlyings)
 
     def correlation_array(self) -> Float64Array:
         """The correlation matrix as a float64 array."""
@@ -387,7 +402,25 @@ def _read_underlying(t: Section) -> UnderlyingConfig:
         standard_linear_rate=t.number("standard_linear_rate"),
         standard_short_rate=t.number("standard_short_rate"),
         standard_short_floor=t.number("standard_short_floor"),
+        vol=_read_vol(t),
     )
+
+
+def _read_vol(t: Section) -> tuple[SviSlice, ...]:
+    rows = t.matrix("vol")
+    pillars = []
+    for j, row in enumerate(rows):
+        if len(row) != 6:
+            raise t.error("vol", f"pillar {j} needs 6 numbers [t, a, b, rho, m, sigma], got {len(row)}")
+        try:
+            pillars.append(SviSlice(*row))
+        except PricingInputError as exc:
+            raise t.error("vol", f"pillar {j}: {exc}") from None
+    try:
+        VolSurface(tuple(pillars))
+    except PricingInputError as exc:
+        raise t.error("vol", str(exc)) from None
+    return tuple(pillars)
 
 
 def _read_collateral(t: Section) -> CollateralConfig:
