@@ -181,7 +181,8 @@ def black76_greeks(
     price = price_unchecked(f, k, tt, v, calls, disc)
     step = sign * (sign * (f - k) > 0.0)
     delta = np.where(live, disc * sign * ndtr(sign * d1), step)
-    density = disc * _INV_SQRT_2PI * np.exp(-0.5 * d1 * d1)
+    d1_bounded = np.clip(d1, -40.0, 40.0)  # φ(±40) underflows to 0 anyway; avoids d1² overflow
+    density = disc * _INV_SQRT_2PI * np.exp(-0.5 * d1_bounded * d1_bounded)
     safe_sqrt_t = np.where(live, sqrt_t, 1.0)
     gamma = np.where(live, density / (f * v * safe_sqrt_t), 0.0)
     vega = np.where(live, f * density * sqrt_t, 0.0)

@@ -173,8 +173,8 @@ class MarginEngine:
         self.valuation: Valuation = value_instruments(instruments, market, config)
         self.grid: ScenarioBlock = build_grid(config)
         self.tail: ScenarioBlock | None = build_tail(config, market, tail_method or config.es.method)
-        self.pnl = self._price_scenarios()
-        self._unit = self._unit_matrix()
+        self.pnl = _finite_readonly("scenario P&L", self._price_scenarios(), instruments)
+        self._unit = _finite_readonly("position rules", self._unit_matrix(), instruments)
         n_tail = self.tail.size if self.tail is not None else 0
         self._ti, self._tf = _tail_parameters(n_tail, config)
         self._collateral_prices = self._collateral_price_vector()
@@ -407,6 +407,16 @@ def _add_position(state: AccountState, row: int, delta: float) -> tuple[Int64Arr
         sizes[at] += delta
         return state.rows.copy(), sizes
     return np.insert(state.rows, at, row), np.insert(state.sizes, at, delta)
+
+
+def _finite_readonly(what: str, values: Float64Array, instruments: InstrumentTable) -> Float64Array:
+    """Freeze a per-instrument matrix after checking it is finite (max-reductions skip NaN)."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise PricingError(f"{what}: non-finite value for instrument {instruments.instrument_id[row]} (column {col})")
+    values.setflags(write=False)
+    return values
 
 
 def _check_finite(result: MarginResult) -> None:

@@ -219,7 +219,7 @@ def _pct(x: float) -> str:
 
 
 def describe(block: ScenarioBlock, s: int, symbols: tuple[str, ...]) -> str:
-    """Human description, e.g. ``BTC -15.0 %, ETH -10.5 %, vol +30.0 % (extreme, weight 35 %)``."""
+    """Human description, e.g. ``BTC -30.0 %, ETH -40.0 %, vol 0 % (extreme, weight 35 %)``."""
     moves = ", ".join(f"{sym} {_pct(float(block.spot_mult[u, s]) - 1.0)}" for u, sym in enumerate(symbols))
     text = f"{moves}, vol {_pct(float(block.vol_mult[s]) - 1.0)}"
     kind = ScenarioKind(int(block.kind[s]))
