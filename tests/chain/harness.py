@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from eth_account import Account
-from eth_utils import keccak
+from eth_utils import event_abi_to_log_topic, keccak, to_checksum_address
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
@@ -32,6 +32,7 @@ USDC = 10**6
 ZERO32 = b"\x00" * 32
 ZERO_ADDRESS = "0x" + "00" * 20
 _ORDER_NONCES = itertools.count(1_000)
+_ACCOUNT_EVENTS = ("Deposited", "Withdrawn", "PositionChanged", "FeesCollected")
 ANY: Any = type("_Any", (), {"__repr__": lambda self: "ANY"})()  # matches any error argument
 
 
@@ -202,13 +203,17 @@ class Harness:
         return [dict(e["args"]) for e in logs]
 
     def known_accounts(self) -> set[str]:
-        """Every account the Vault ever credited or moved (from its events), plus the fee collector."""
+        """Every account the Vault ever credited or moved, from its events (Deposited, Withdrawn,
+        PositionChanged, FeesCollected: each indexes the account first), plus the fee collector."""
         v = self.p.vault
-        start = self.p.deployment.deploy_block
-        found = {str(v.functions.feeCollector().call())}
-        for ev, name in (("Deposited", "account"), ("Withdrawn", "account"), ("PositionChanged", "account"),
-                         ("FeesCollected", "collector")):  # fmt: skip
-            found.update(str(log["args"][name]) for log in getattr(v.events, ev)().get_logs(from_block=start))
+        topics = {event_abi_to_log_topic(e) for e in v.abi
+                  if e.get("type") == "event" and e["name"] in _ACCOUNT_EVENTS}  # fmt: skip
+        with self.p.w3.batch_requests() as batch:
+            batch.add(v.functions.feeCollector())
+            batch.add(self.p.w3.eth.get_logs({"address": v.address, "fromBlock": self.p.deployment.deploy_block}))
+            collector, logs = batch.execute()
+        found = {str(collector)}
+        found.update(to_checksum_address(log["topics"][1][-20:]) for log in logs if log["topics"][0] in topics)
         return found
 
     def settlement_or_none(self, underlying: int, expiry: int) -> int | None:
@@ -225,29 +230,43 @@ class Harness:
         payoffs of expired positions at fixed settlement prices``; the last two terms are zero once
         every holder has settled, leaving ``balance == Σ cash − Σ costBasis``.
         """
-        v, ins = self.p.vault.functions, self.p.instruments.functions
-        now = self.now()
-        meta: dict[int, tuple[int, int, int, int]] = {}
-        cum: dict[int, int] = {}
+        w3, v, ins = self.p.w3, self.p.vault.functions, self.p.instruments.functions
+        accounts = sorted(self.known_accounts())
+        syms = ("USDC", "WBTC", "WETH")
+        with w3.batch_requests() as batch:
+            for a in accounts:
+                batch.add(v.getAccount(a))
+                batch.add(v.positionCount(a))
+            for sym in syms:
+                batch.add(self.token(sym).functions.balanceOf(self.p.vault.address))
+            batch.add(w3.eth.get_block("latest"))
+            out = batch.execute()
+        views, counts = out[0 : 2 * len(accounts) : 2], out[1 : 2 * len(accounts) : 2]
+        balances = dict(zip(syms, out[2 * len(accounts) : -1], strict=True))
+        now = int(out[-1]["timestamp"])
+        ids = sorted({int(p[0]) for view in views for p in view[5]})
+        with w3.batch_requests() as batch:
+            for iid in ids:
+                batch.add(ins.get(iid))
+                batch.add(ins.cumulativeFunding(iid))
+            out = batch.execute() if ids else []
+        meta = {iid: tuple(int(x) for x in out[2 * k]) for k, iid in enumerate(ids)}
+        cum = {iid: int(out[2 * k + 1]) for k, iid in enumerate(ids)}
         net: dict[int, int] = {}
         settling: set[int] = set()  # expired, price fixed: holders leave one by one
         held: dict[str, int] = {}
         t = {"cash": 0, "cost": 0, "pending_funding": 0, "pending_payoff": 0}
-        for a in sorted(self.known_accounts()):
-            view = v.getAccount(a).call()
+        for a, view, count in zip(accounts, views, counts, strict=True):
             t["cash"] += int(view[0])
             for tok, bal in zip(view[3], view[4], strict=True):
                 held[str(tok)] = held.get(str(tok), 0) + int(bal)
-            assert int(v.positionCount(a).call()) == len(view[5]), f"I-17: position count of {a}"
+            assert int(count) == len(view[5]), f"I-17: position count of {a}"
             for iid, size, cost, snap in view[5]:
                 assert size != 0, f"I-17: listed position {iid} of {a} has size 0"
-                if iid not in meta:
-                    meta[iid] = tuple(int(x) for x in ins.get(iid).call())  # type: ignore[assignment]
                 kind, und, expiry, strike = meta[iid]
                 t["cost"] += cost
                 net[iid] = net.get(iid, 0) + size
                 if kind == Kind.PERP:
-                    cum.setdefault(iid, int(ins.cumulativeFunding(iid).call()))
                     assert (size * (cum[iid] - snap)) % 10**30 == 0, "I-5: funding payment not exact"
                     t["pending_funding"] += value(size, cum[iid] - snap)
                 elif expiry <= now and (price := self.settlement_or_none(und, expiry)) is not None:
@@ -256,13 +275,12 @@ class Harness:
                         size, max(price - strike, 0) if kind == Kind.CALL else max(strike - price, 0))  # fmt: skip
         for iid, n in net.items():
             assert n == 0 or iid in settling, f"I-3: net open size of instrument {iid} is {n}"
-        t["balance"] = int(self.token("USDC").functions.balanceOf(self.p.vault.address).call())
+        t["balance"] = int(balances["USDC"])
         books = t["cash"] - t["cost"] - t["pending_funding"] + t["pending_payoff"]
         assert t["balance"] == books, f"I-1: vault holds {t['balance']} quote units, books say {books}: {t}"
-        for sym in ("WBTC", "WETH"):
-            tok = self.token(sym)
-            bal = int(tok.functions.balanceOf(self.p.vault.address).call())
-            assert bal == held.get(str(tok.address), 0), f"I-2: vault holds {bal} {sym}, Σ collateralOf differs"
+        for sym in syms[1:]:
+            bal = int(balances[sym])
+            assert bal == held.get(str(self.token(sym).address), 0), f"I-2: vault holds {bal} {sym}, Σ collateralOf differs"
         return t
 
     def check_settled_conservation(self) -> None:

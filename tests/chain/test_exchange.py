@@ -24,6 +24,11 @@ def funded(h: Harness) -> Harness:
     return h
 
 
+def funding_paid(h: Harness, rc: dict, account: str) -> int:
+    """Funding ``account`` paid inside a trade (a perp fill settles accrued funding first)."""
+    return sum(e["payment"] for e in h.events(h.p.vault, "FundingSettled", rc) if e["account"] == account)
+
+
 def orders(h: Harness, instrument: int, size: int, price: int, taker_price: int | None = None,
            maker_buys: bool = True) -> tuple:  # fmt: skip
     """A maker order of Alice and a crossing taker order of Bob."""
@@ -127,11 +132,12 @@ def test_linear_position_accounting(funded: Harness) -> None:
     for delta, price in steps:
         before_cash = h.cash(a)
         before = h.positions(a).get(perp, (0, 0, 0))
-        h.fill(ALICE, BOB, perp, abs(delta), price, maker_buys=delta > 0)
+        rc = h.fill(ALICE, BOB, perp, abs(delta), price, maker_buys=delta > 0)
         after = h.positions(a).get(perp, (0, 0, 0))
         fee = h.fees(abs(delta), price)[0]
         assert after[0] == before[0] + delta
-        assert (h.cash(a) - before_cash) - (after[1] - before[1]) == -value(delta, price) - fee
+        cash_delta = h.cash(a) - before_cash + funding_paid(h, rc, a)
+        assert cash_delta - (after[1] - before[1]) == -value(delta, price) - fee
     # after the flip the cost basis is the new short at the last price
     size, cost, _ = h.positions(a)[perp]
     assert cost == value(size, 54_321 * U)
@@ -146,18 +152,19 @@ def test_reduce_rounds_realised_pnl_against_the_account(funded: Harness) -> None
     _, cost, _ = h.positions(a)[perp]
     assert cost == 1_650_000_030
     cash = h.cash(a)
-    h.fill(ALICE, BOB, perp, 10**16, 55_000_001 * 10**15, maker_buys=False)
+    rc = h.fill(ALICE, BOB, perp, 10**16, 55_000_001 * 10**15, maker_buys=False)
     removed = cost // 3  # divisible: nothing to round
     assert h.positions(a)[perp][1] == cost - removed
-    assert h.cash(a) - cash == value(10**16, 55_000_001 * 10**15) - removed - h.fees(10**16, 55_000_001 * 10**15)[0]
+    realised = h.cash(a) - cash + funding_paid(h, rc, a)
+    assert realised == value(10**16, 55_000_001 * 10**15) - removed - h.fees(10**16, 55_000_001 * 10**15)[0]
     h.fill(ALICE, BOB, perp, 10**16, 55_000_002 * 10**15)  # cost now odd
     size, cost, _ = h.positions(a)[perp]
     assert cost % 3 != 0 and size == 3 * 10**16
     cash = h.cash(a)
-    h.fill(ALICE, BOB, perp, 10**16, BTC, maker_buys=False)
+    rc = h.fill(ALICE, BOB, perp, 10**16, BTC, maker_buys=False)
     removed = -(-cost // 3)
     assert h.positions(a)[perp][1] == cost - removed
-    assert h.cash(a) - cash == value(10**16, BTC) - removed - h.fees(10**16, BTC)[0]
+    assert h.cash(a) - cash + funding_paid(h, rc, a) == value(10**16, BTC) - removed - h.fees(10**16, BTC)[0]
     h.check_settled_conservation()
 
 

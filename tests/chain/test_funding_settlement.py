@@ -23,9 +23,10 @@ def trunc_div(a: int, b: int) -> int:
     return q if (a >= 0) == (b > 0) else -q
 
 
-def expected_delta(premium: int, elapsed: int) -> int:
-    p = max(-CAP, min(CAP, premium))
-    d = trunc_div(p * elapsed, FUNDING_PERIOD)
+def expected_delta(premium: int, elapsed: int, index: int = INDEX, rate: int = 75 * 10**13) -> int:
+    """clamp(premium, ±rate·index) · elapsed / FUNDING_PERIOD, towards zero, then onto TICK."""
+    cap = index * rate // 10**18
+    d = trunc_div(max(-cap, min(cap, premium)) * elapsed, FUNDING_PERIOD)
     return d - (abs(d) % TICK) * (1 if d >= 0 else -1)
 
 
@@ -38,46 +39,63 @@ def fund_all(h: Harness) -> None:
         h.deposit(key, "USDC", 500_000 * USDC)
 
 
-def start_funding_clock(h: Harness, perp: int) -> int:
-    """Accrue (nothing, before any trade) so that the next interval starts at a known time."""
-    rc = h.send(h.p.instruments.functions.updateFunding(perp), CAROL)
-    assert h.p.instruments.functions.cumulativeFunding(perp).call() == 0
-    return block_ts(h, rc)
+def update_funding(h: Harness, perp: int) -> dict:
+    return h.send(h.p.instruments.functions.updateFunding(perp), CAROL)
 
 
-def update_funding(h: Harness, perp: int) -> tuple[dict, int]:
-    rc = h.send(h.p.instruments.functions.updateFunding(perp), CAROL)
-    return rc, block_ts(h, rc)
+def funding_paid(h: Harness, rc: dict, account: str) -> int:
+    """What ``account`` paid in funding within a transaction (FundingSettled.payment)."""
+    return sum(e["payment"] for e in h.events(h.p.vault, "FundingSettled", rc) if e["account"] == account)
+
+
+def check_accruals(h: Harness, perp: int) -> list[dict]:
+    """I-5: every FundingUpdated of ``perp`` since listing added exactly expected_delta(mark −
+    index, time since the previous accrual); returns the accruals with their times."""
+    ins = h.p.instruments
+    start = h.p.deployment.deploy_block
+    [listed] = [e for e in ins.events.InstrumentListed().get_logs(from_block=start) if e["args"]["id"] == perp]
+    prev_t, prev_cum, out = block_ts(h, listed), 0, []
+    for e in ins.events.FundingUpdated().get_logs(from_block=start, argument_filters={"id": perp}):
+        t, ev = block_ts(h, e), e["args"]
+        want = expected_delta(ev["markPrice"] - ev["indexPrice"], t - prev_t, ev["indexPrice"])
+        assert ev["cumulativeFunding"] - prev_cum == want, (ev, t - prev_t)
+        out.append({**ev, "t": t, "elapsed": t - prev_t, "delta": want})
+        prev_t, prev_cum = t, ev["cumulativeFunding"]
+    assert ins.functions.cumulativeFunding(perp).call() == prev_cum
+    return out
 
 
 # ---------------------------------------------------------------------- funding
 @pytest.mark.parametrize("offset_usd", [1_000, -1_000, 10, -7.5], ids=["cap+", "cap-", "free+", "free-"])
 def test_funding_accrues_by_formula_and_sums_to_zero(h: Harness, offset_usd: float) -> None:
     """I-5, I-7: after a warp, updateFunding adds clamp(mark − index, ±maxFundingRate·index) ·
-    elapsed / 8 h, on TICK towards zero; settleFunding by anyone pays it from longs to shorts (or
-    back), exactly zero-sum, without touching risk nonces; I-1 holds before and after."""
+    elapsed / 8 h, on TICK towards zero, with the last traded price as mark; settleFunding by
+    anyone pays it from longs to shorts (or back), exactly zero-sum, without touching risk nonces;
+    I-1 holds before and after."""
     fund_all(h)
     perp, a, b = h.ids["BTC-PERP"], addr(ALICE), addr(BOB)
-    t0 = start_funding_clock(h, perp)
     mark = INDEX + int(offset_usd * 1000) * 10**15
     h.fill(ALICE, BOB, perp, 3 * U, mark)  # Alice long 3, Bob short 3 at the mark
+    snap = h.positions(a)[perp][2]
     h.warp(FUNDING_PERIOD)
     h.refresh_prices()
-    rc, t1 = update_funding(h, perp)
-    cum = expected_delta(mark - INDEX, t1 - t0)
-    assert cum != 0
+    rc = update_funding(h, perp)
+    last = check_accruals(h, perp)[-1]
+    assert (last["markPrice"], last["indexPrice"], last["elapsed"] >= FUNDING_PERIOD) == (mark, INDEX, True)
+    clamped = abs(offset_usd) * U > CAP
+    per_period = (CAP if clamped else abs(mark - INDEX)) * (1 if offset_usd > 0 else -1)
+    assert last["delta"] == expected_delta(per_period, last["elapsed"]) != 0
     [ev] = h.events(h.p.instruments, "FundingUpdated", rc)
-    assert (ev["cumulativeFunding"], ev["indexPrice"], ev["markPrice"]) == (cum, INDEX, mark)
-    assert h.p.instruments.functions.cumulativeFunding(perp).call() == cum
+    cum = ev["cumulativeFunding"]
     h.check_conservation()  # with the funding still owed
     nonces = (h.nonce(a), h.nonce(b))
     cash = (h.cash(a), h.cash(b))
     pa = h.events(h.p.vault, "FundingSettled", h.send(h.p.vault.functions.settleFunding(a, perp), RELAYER))
     pb = h.events(h.p.vault, "FundingSettled", h.send(h.p.vault.functions.settleFunding(b, perp), RELAYER))
-    assert [e["payment"] for e in pa] == [value(3 * U, cum)]
-    assert [e["payment"] for e in pb] == [value(-3 * U, cum)]
+    assert [e["payment"] for e in pa] == [value(3 * U, cum - snap)]
+    assert [e["payment"] for e in pb] == [value(-3 * U, cum - snap)]
     assert pa[0]["payment"] + pb[0]["payment"] == 0
-    assert (h.cash(a) - cash[0], h.cash(b) - cash[1]) == (-value(3 * U, cum), value(3 * U, cum))
+    assert (h.cash(a) - cash[0], h.cash(b) - cash[1]) == (-pa[0]["payment"], pa[0]["payment"])
     assert (h.nonce(a), h.nonce(b)) == nonces
     assert (offset_usd > 0) == (h.cash(a) < cash[0]), "longs pay when the mark is above the index"
     assert h.positions(a)[perp][2] == cum  # snapshot moved to the index
@@ -87,46 +105,23 @@ def test_funding_accrues_by_formula_and_sums_to_zero(h: Harness, offset_usd: flo
 
 
 def test_funding_settles_on_the_next_trade(h: Harness) -> None:
-    """I-5: a trade settles each side's funding before moving the position."""
+    """I-5: a trade settles each side's funding up to the index before moving the position."""
     fund_all(h)
     perp, a, b = h.ids["BTC-PERP"], addr(ALICE), addr(BOB)
     h.fill(ALICE, BOB, perp, U, INDEX + 500 * U)
+    snap = h.positions(a)[perp][2]
     h.warp(FUNDING_PERIOD // 2)
     h.refresh_prices()
     update_funding(h, perp)
-    before = h.p.instruments.functions.cumulativeFunding(perp).call()
+    assert h.p.instruments.functions.cumulativeFunding(perp).call() != snap
     cash_a = h.cash(a)
     rc = h.fill(ALICE, BOB, perp, U, INDEX)  # Alice adds another unit
-    # the trade first accrues the seconds since the update at the old mark, then settles both sides
     cum = h.p.instruments.functions.cumulativeFunding(perp).call()
-    # (no accrual when the trade lands in the same second as the update)
-    assert [e["cumulativeFunding"] for e in h.events(h.p.instruments, "FundingUpdated", rc)] in ([], [cum])
-    assert abs(cum) >= abs(before)
     settled = {e["account"]: e["payment"] for e in h.events(h.p.vault, "FundingSettled", rc)}
-    assert settled == {a: value(U, cum), b: value(-U, cum)}
-    assert h.cash(a) - cash_a == -value(U, cum) - h.fees(U, INDEX)[0]
+    assert settled == {a: value(U, cum - snap), b: value(-U, cum - snap)}
+    assert h.cash(a) - cash_a == -value(U, cum - snap) - h.fees(U, INDEX)[0]
     assert h.positions(a)[perp][2] == cum == h.positions(b)[perp][2]
-    h.check_settled_conservation()
-
-
-def test_a_new_trade_mark_never_applies_to_the_time_before_it(h: Harness) -> None:
-    """I-5: a perp trade first accrues funding at the previous mark up to its own time; only then
-    does its price become the mark (the period before a trade is never repriced by it)."""
-    fund_all(h)
-    perp = h.ids["BTC-PERP"]
-    h.fill(ALICE, BOB, perp, U, INDEX + 5 * U)  # mark 5 USD above the index
-    _, t0 = update_funding(h, perp)
-    start = h.p.instruments.functions.cumulativeFunding(perp).call()
-    h.warp(FUNDING_PERIOD // 4)
-    h.refresh_prices()
-    rc = h.fill(ALICE, BOB, perp, U, INDEX)  # a trade at the index: zero premium from now on
-    elapsed = block_ts(h, rc) - t0
-    after = h.p.instruments.functions.cumulativeFunding(perp).call()
-    assert after - start == expected_delta(5 * U, elapsed) != 0
-    h.warp(FUNDING_PERIOD // 4)
-    h.refresh_prices()
-    update_funding(h, perp)
-    assert h.p.instruments.functions.cumulativeFunding(perp).call() == after  # the new mark adds nothing
+    check_accruals(h, perp)
     h.check_settled_conservation()
 
 
@@ -148,6 +143,7 @@ def test_funding_over_many_holders_and_trades_sums_to_zero(h: Harness) -> None:
         update_funding(h, perp)
         h.fill(maker, taker, perp, size, px, maker_buys=buys)
         h.check_conservation()
+    check_accruals(h, perp)
     h.warp(3_333)
     h.refresh_prices()
     update_funding(h, perp)
