@@ -325,7 +325,7 @@ def test_adding_needs_im_reducing_needs_only_mm(funded: Harness) -> None:
 
 # ---------------------------------------------------------------------- position rules
 def test_position_below_minimum_size(funded: Harness) -> None:
-    """A position (opened or left after a reduction) below minPositionSize is refused."""
+    """I-13: a position (opened or left after a reduction) below minPositionSize is refused."""
     h, perp = funded, funded.ids["BTC-PERP"]
     with reverts("Vault_PositionTooSmall", 5 * 10**15, 10**16):
         h.fill(ALICE, BOB, perp, 5 * 10**15, BTC)

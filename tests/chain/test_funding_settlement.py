@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 
 from offchain.chain.params import OnchainParams
-from offchain.chain.units import FUNDING_PERIOD, TICK, value
-from tests.chain.conftest import ALICE, BOB, CAROL, RELAYER, addr
+from offchain.chain.units import FUNDING_PERIOD, TICK, Kind, value
+from tests.chain.conftest import ALICE, BOB, CAROL, DAY, RELAYER, addr
 from tests.chain.harness import ANY, USDC, Harness, reverts
 
 U = 10**18
@@ -321,3 +321,49 @@ def test_settlement_keeps_attestations_valid(h: Harness) -> None:
     h.send(h.p.vault.functions.withdraw(usdc, 10 * USDC, a, proof), ALICE)
     with reverts("RiskOracle_StaleNonce", ANY, ANY):
         h.send(h.p.vault.functions.withdraw(usdc, 10 * USDC, a, proof), ALICE)
+
+
+# ---------------------------------------------------------------------- listing
+def test_listing_rules(h: Harness) -> None:
+    """Owner-only listing with valid underlyings, expiries and strikes; the Vault is wired once."""
+    ins = h.p.instruments.functions
+    now = h.now()
+    with reverts("OwnableUnauthorizedAccount", addr(CAROL)):
+        h.send(ins.list(int(Kind.PERP), 0, 0, 0), CAROL)
+    bad = [
+        ("Instruments_BadUnderlying", (Kind.PERP, 2, 0, 0), 2),
+        ("Instruments_BadExpiry", (Kind.PERP, 0, now + DAY, 0), now + DAY),
+        ("Instruments_BadExpiry", (Kind.FUTURE, 0, now - 1, 0), now - 1),
+        ("Instruments_BadExpiry", (Kind.CALL, 0, 0, 60_000 * U), 0),
+        ("Instruments_BadStrike", (Kind.CALL, 0, now + DAY, 0), 0),
+        ("Instruments_BadStrike", (Kind.PUT, 1, now + DAY, 3_000 * U + 1), 3_000 * U + 1),
+        ("Instruments_BadStrike", (Kind.PUT, 1, now + DAY, 10**30 + TICK), 10**30 + TICK),
+        ("Instruments_BadStrike", (Kind.FUTURE, 1, now + DAY, TICK), TICK),
+    ]
+    for name, (kind, und, expiry, strike), arg in bad:
+        with reverts(name, arg):
+            h.send(ins.list(int(kind), und, expiry, strike))
+    with reverts("Instruments_VaultAlreadySet"):
+        h.send(ins.setVault(addr(CAROL)))
+    count = ins.count().call()
+    rc = h.send(ins.list(int(Kind.PUT), 1, now + DAY, 2_700 * U))
+    [ev] = h.events(h.p.instruments, "InstrumentListed", rc)
+    assert ev["id"] == count + 1 and ins.get(count + 1).call() == (int(Kind.PUT), 1, now + DAY, 2_700 * U)
+
+
+def test_newly_listed_option_trades_and_settles_on_its_underlying(h: Harness) -> None:
+    """I-6: an ETH put listed for one day settles at the ETH price of the first round after it."""
+    fund_all(h)
+    now = h.now()
+    rc = h.send(h.p.instruments.functions.list(int(Kind.PUT), 1, now + DAY, 2_700 * U))
+    put = h.events(h.p.instruments, "InstrumentListed", rc)[0]["id"]
+    h.fill(ALICE, BOB, put, 4 * U, 35 * U)  # Alice long 4 puts
+    h.warp(DAY + 10)
+    h.post_raw((55_000 * U, 2_650 * U))
+    h.send(h.p.instruments.functions.fixSettlement(1, now + DAY, h.latest_round()), RELAYER)
+    got = []
+    for key in (ALICE, BOB):
+        rc = h.send(h.p.vault.functions.settleExpired(addr(key), put), RELAYER)
+        got.append(h.events(h.p.vault, "PositionSettled", rc)[0]["payoff"])
+    assert got == [200 * USDC, -200 * USDC]
+    h.check_settled_conservation()

@@ -33,7 +33,7 @@ OUT_OF_BOUNDS = [
 
 @pytest.mark.parametrize(("field", "params"), OUT_OF_BOUNDS, ids=[f"{f}-{i}" for i, (f, _) in enumerate(OUT_OF_BOUNDS)])
 def test_params_out_of_bounds(h: Harness, field: str, params: OnchainParams) -> None:
-    """I-16: each field outside its hard bounds reverts RiskParams_OutOfBounds(field), and nothing
+    """I-18: each field outside its hard bounds reverts RiskParams_OutOfBounds(field), and nothing
     changes."""
     rp = h.p.params.functions
     before = (rp.params().call(), rp.paramsHash().call())
@@ -49,7 +49,8 @@ def test_params_out_of_bounds(h: Harness, field: str, params: OnchainParams) -> 
     ids=["lower", "upper"],
 )  # fmt: skip
 def test_params_bounds_are_inclusive(h: Harness, params: OnchainParams) -> None:
-    """The bounds themselves are accepted, announced, and pushed to the oracle in the same tx."""
+    """I-18: the bounds themselves are accepted, announced, and pushed to the oracle in the same
+    transaction."""
     rc = h.send(h.p.params.functions.setParams(params.as_tuple()))
     assert tuple(h.p.params.functions.params().call()) == params.as_tuple()
     [ev] = h.events(h.p.params, "ParamsSet", rc)
@@ -62,8 +63,8 @@ def test_params_bounds_are_inclusive(h: Harness, params: OnchainParams) -> None:
 
 
 def test_collateral_bounds_and_listing(h: Harness) -> None:
-    """Haircut <= 90 %, underlying < 4, no zero token, at most 8 collaterals; updating a listed
-    token keeps its slot."""
+    """I-18: haircut <= 90 %, underlying < 4, no zero token, at most 8 collaterals; updating a
+    listed token keeps its slot."""
     rp = h.p.params.functions
     weth = h.p.deployment.tokens["WETH"].address
     with reverts("RiskParams_OutOfBounds", "haircut"):
@@ -117,13 +118,14 @@ def test_owner_only(h: Harness) -> None:
 
 
 def test_engine_config_hash_change(h: Harness) -> None:
-    """The engine configuration hash is part of paramsHash and announced."""
+    """I-18: the engine configuration hash is part of paramsHash, announced and synced."""
     rp = h.p.params.functions
     before = rp.paramsHash().call()
     rc = h.send(rp.setEngineConfigHash(b"\x55" * 32))
     assert h.events(h.p.params, "EngineConfigHashSet", rc) == [{"engineConfigHash": b"\x55" * 32}]
     assert rp.engineConfigHash().call() == b"\x55" * 32
     assert rp.paramsHash().call() != before
+    assert h.p.oracle.functions.paramsHash().call() == rp.paramsHash().call()
     h.send(rp.setEngineConfigHash(b"\x11" * 32))  # back to the session's value
     assert rp.paramsHash().call() == before
 
