@@ -160,12 +160,34 @@ contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
         if (move > priceTolerance) revert RiskOracle_PriceMoved(move, priceTolerance);
     }
 
+    /// @dev keccak256(typehash || the struct's words) hashed straight from calldata. Equal to
+    /// keccak256(abi.encode(typehash, s)) for clean inputs; a word with dirty bits only changes the
+    /// hash, so its signature cannot verify.
     function _attestationDigest(Attestation calldata a) internal view returns (bytes32) {
-        return _hashTypedDataV4(keccak256(abi.encode(ATTESTATION_TYPEHASH, a)));
+        return _hashTypedDataV4(_structHash(ATTESTATION_TYPEHASH, _offset(a), 12));
     }
 
     function _rootDigest(StatusRoot calldata r) internal view returns (bytes32) {
-        return _hashTypedDataV4(keccak256(abi.encode(STATUS_ROOT_TYPEHASH, r)));
+        uint256 offset;
+        assembly ("memory-safe") {
+            offset := r
+        }
+        return _hashTypedDataV4(_structHash(STATUS_ROOT_TYPEHASH, offset, 6));
+    }
+
+    function _offset(Attestation calldata a) internal pure returns (uint256 offset) {
+        assembly ("memory-safe") {
+            offset := a
+        }
+    }
+
+    function _structHash(bytes32 typehash, uint256 offset, uint256 words) internal pure returns (bytes32 h) {
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, typehash)
+            calldatacopy(add(m, 0x20), offset, mul(words, 0x20))
+            h := keccak256(m, add(0x20, mul(words, 0x20)))
+        }
     }
 
     function _leafHash(StatusLeaf calldata leaf) internal pure returns (bytes32) {

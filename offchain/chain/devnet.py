@@ -70,12 +70,19 @@ def bootstrap(
     risk_quorum: int = 2,
     price_signers: int = 3,
     price_quorum: int = 2,
-    engine_config_hash: bytes = b"\x11" * 32,
+    engine_config_hash: bytes | None = None,
     spot: tuple[float, ...] = (55_000.0, 2_800.0),
 ) -> Devnet:
-    """Deploy, list the default instruments and post a first price round."""
+    """Deploy, list the default instruments and post a first price round.
+
+    ``engine_config_hash`` defaults to the canonical hash of the default risk configuration.
+    """
     from web3 import Web3
 
+    from offchain.risk.config import load_config
+
+    if engine_config_hash is None:
+        engine_config_hash = load_config().canonical_hash()
     assert isinstance(w3, Web3)
     risk = dev_signers("risk", risk_signers)
     price = dev_signers("price", price_signers)

@@ -17,6 +17,7 @@ from offchain.chain.actions import trade_action, withdraw_action
 from offchain.chain.eip712 import Attestation, Domain, Order, PriceRound, digest
 from offchain.chain.params import CollateralParams, OnchainParams, params_hash
 from offchain.chain.units import LOT, TICK, value
+from offchain.risk.config import load_config
 from tests.chain.conftest import ALICE, BOB, CAROL, addr
 from tests.chain.harness import USDC, Harness, next_nonce, reverts
 
@@ -138,7 +139,7 @@ def python_hash(h: Harness, params: OnchainParams) -> bytes:
 
 def test_params_hash_of_the_deployment(h: Harness) -> None:
     """I-16: Python's params_hash of the deployed configuration equals RiskParams.paramsHash()."""
-    assert h.p.params.functions.engineConfigHash().call() == b"\x11" * 32
+    assert h.p.params.functions.engineConfigHash().call() == load_config().canonical_hash()
     assert tuple(h.p.params.functions.params().call()) == OnchainParams().as_tuple()
     assert python_hash(h, OnchainParams()) == h.p.params.functions.paramsHash().call()
 

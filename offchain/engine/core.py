@@ -1,0 +1,211 @@
+"""The engine's deterministic core: indexed chain state -> margin results -> attestations and leaves.
+
+Everything here is a pure function of (chain state at a block, risk configuration): the same
+block, price round and parameter hash give bit-identical figures in every process, which is what
+lets independent signers recompute a result and sign only what they computed themselves.
+Conversion to the contracts' fixed point rounds against the account (equities down, margins up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from offchain.chain.actions import STATUS, trade_action, withdraw_action
+from offchain.chain.client import Deployment
+from offchain.chain.eip712 import Attestation
+from offchain.chain.indexer import AccountState as ChainAccount
+from offchain.chain.indexer import ProtocolState
+from offchain.chain.merkle import StatusLeaf
+from offchain.chain.units import value
+from offchain.errors import InputError, PmsimError
+from offchain.risk.accounts import AccountBook, AccountState
+from offchain.risk.config import RiskConfig
+from offchain.risk.engine import AccountMargin, MarginEngine, MarginResult
+from offchain.risk.fixed_point import attested_figures
+from offchain.risk.instruments import InstrumentTable
+from offchain.risk.market import MarketState
+
+E18 = 1e18
+E6 = 1e6
+
+
+@dataclass(frozen=True)
+class TradeRequest:
+    """A proposed fill as one side sees it: ``size_delta`` > 0 buys (1e18 units), price 1e18."""
+
+    account: str
+    instrument: int
+    size_delta: int
+    price: int
+    fee: int  # quote units, as the Exchange will charge it
+
+
+@dataclass(frozen=True)
+class WithdrawRequest:
+    account: str
+    token: str  # address
+    amount: int  # token units
+
+
+@dataclass(frozen=True)
+class RoundKey:
+    """What a result is a function of: signers recompute from exactly this."""
+
+    block: int
+    price_round: int
+    params_hash: bytes
+
+
+class EngineCore:
+    """Margin of indexed accounts under one risk configuration.
+
+    Parameters
+    ----------
+    config : RiskConfig
+        The engine configuration; its canonical hash must be the deployment's engine config hash.
+    deployment : Deployment
+        Token addresses and decimals (collateral columns follow ``config.collateral``).
+    """
+
+    def __init__(self, config: RiskConfig, deployment: Deployment) -> None:
+        self.config = config
+        self.deployment = deployment
+        by_symbol = deployment.tokens
+        self._columns: list[tuple[str, int]] = []  # (token address, decimals) per collateral column
+        for c in config.collateral:
+            if c.symbol not in by_symbol:
+                raise InputError(f"collateral.{c.symbol}", "token not in the deployment")
+            t = by_symbol[c.symbol]
+            self._columns.append((t.address, t.decimals))
+        self._quote = by_symbol[config.quote].address
+        self._engines = lru_cache(maxsize=4)(self._build_engine)
+
+    # ------------------------------------------------------------------ market
+    def engine(self, state: ProtocolState) -> MarginEngine:
+        """The margin engine of this block's market (cached by block, round and parameters)."""
+        return self._engines(state.block, state.prices.round, state.params_hash, _Frozen(state))
+
+    def _build_engine(self, block: int, price_round: int, params_hash: bytes, frozen: _Frozen) -> MarginEngine:
+        state = frozen.state
+        if price_round == 0:
+            raise PmsimError("no price round posted yet: the engine cannot value anything")
+        ids = sorted(state.instruments)
+        ins = [state.instruments[i] for i in ids]
+        table = InstrumentTable(
+            instrument_id=np.array(ids, dtype=np.int64),
+            kind=np.array([int(i.kind) for i in ins], dtype=np.int64),
+            underlying=np.array([i.underlying for i in ins], dtype=np.int64),
+            strike=np.array([i.strike / E18 for i in ins]),
+            expiry=np.array([i.expiry for i in ins], dtype=np.int64),
+        )
+        market = MarketState(
+            spot=np.array([p / E18 for p in state.prices.prices]),
+            now=state.timestamp,
+            vol=self.config.vol_surfaces(),
+            round_id=price_round,
+            settlements={(u, e): p / E18 for (u, e), p in state.settlements.items()},
+        )
+        return MarginEngine(self.config, table, market)
+
+    # ------------------------------------------------------------------ accounts
+    def account_state(self, state: ProtocolState, acct: ChainAccount) -> AccountState:
+        """One indexed account as the risk engine's input (USD floats, token units)."""
+        engine = self.engine(state)
+        ids = sorted(acct.positions)
+        rows = engine.instruments.index_of(ids) if ids else np.zeros(0, dtype=np.int64)
+        sizes = [acct.positions[i].size / E18 for i in ids]
+        cost = sum(acct.positions[i].cost_basis for i in ids)
+        owed = sum(_funding_owed(state, i, acct) for i in ids)
+        collateral = [acct.collateral.get(addr, 0) / 10**dec if addr != self._quote else 0.0
+                      for addr, dec in self._columns]  # fmt: skip
+        return AccountState.from_ids(rows, sizes, cash=acct.cash / E6, cost_basis=cost / E6,
+                                     funding_owed=owed / E6, collateral=collateral)  # fmt: skip
+
+    def book(self, state: ProtocolState) -> tuple[list[str], AccountBook]:
+        """Every indexed account (sorted by address) as one book."""
+        engine = self.engine(state)
+        addresses = sorted(state.accounts)
+        states = [self.account_state(state, state.accounts[a]) for a in addresses]
+        return addresses, AccountBook.from_states(states, len(engine.instruments))
+
+    def compute_all(self, state: ProtocolState) -> tuple[list[str], MarginResult]:
+        addresses, book = self.book(state)
+        return addresses, self.engine(state).compute(book)
+
+    # ------------------------------------------------------------------ results
+    def status_leaves(self, state: ProtocolState) -> list[StatusLeaf]:
+        """Every account's status result, in fixed point rounded against the account."""
+        addresses, result = self.compute_all(state)
+        return [self._leaf(state, a, result.account(i)) for i, a in enumerate(addresses)]
+
+    def _leaf(self, state: ProtocolState, address: str, m: AccountMargin) -> StatusLeaf:
+        f = attested_figures(m.margin_equity, m.mtm_equity, m.im, m.mm)
+        acct = state.accounts[address]
+        return StatusLeaf(address, acct.risk_nonce, f.margin_equity, f.mtm_equity, f.im, f.mm, acct.deposit_credit)
+
+    def attest_trade(self, state: ProtocolState, req: TradeRequest, issued_at: int, expiry: int) -> Attestation:
+        """The attestation of ``req.account``'s state after the proposed fill."""
+        engine = self.engine(state)
+        acct = state.accounts.get(req.account) or ChainAccount()
+        current = self.account_state(state, acct)
+        after = engine.what_if_trade(current, req.instrument, req.size_delta / E18, req.price / E18, req.fee / E6)
+        action = trade_action(req.account, req.instrument, req.size_delta, req.price, req.fee)
+        return self._attestation(state, req.account, acct, action, after.margin, issued_at, expiry)
+
+    def attest_withdraw(self, state: ProtocolState, req: WithdrawRequest, issued_at: int,
+                        expiry: int) -> Attestation:  # fmt: skip
+        """The attestation of ``req.account``'s state after withdrawing ``req.amount`` of ``req.token``."""
+        engine = self.engine(state)
+        acct = state.accounts.get(req.account) or ChainAccount()
+        current = self.account_state(state, acct)
+        symbol, decimals = self._token(req.token)
+        after = engine.what_if_withdrawal(current, symbol, req.amount / 10**decimals)
+        action = withdraw_action(req.account, req.token, req.amount)
+        return self._attestation(state, req.account, acct, action, after.margin, issued_at, expiry)
+
+    def attest_status(self, state: ProtocolState, account: str, issued_at: int, expiry: int) -> Attestation:
+        acct = state.accounts.get(account) or ChainAccount()
+        m = self.engine(state).account(self.account_state(state, acct))
+        return self._attestation(state, account, acct, STATUS, m, issued_at, expiry)
+
+    def _attestation(self, state: ProtocolState, account: str, acct: ChainAccount, action: bytes,
+                     m: AccountMargin, issued_at: int, expiry: int) -> Attestation:  # fmt: skip
+        f = attested_figures(m.margin_equity, m.mtm_equity, m.im, m.mm)
+        return Attestation(
+            account=account, risk_nonce=acct.risk_nonce, action_hash=action,
+            margin_equity=f.margin_equity, mtm_equity=f.mtm_equity, initial_margin=f.im,
+            maintenance_margin=f.mm, credit_checkpoint=acct.deposit_credit, params_hash=state.params_hash,
+            price_round=state.prices.round, issued_at=issued_at, expiry=expiry,
+        )  # fmt: skip
+
+    def _token(self, address: str) -> tuple[str, int]:
+        for sym, t in self.deployment.tokens.items():
+            if t.address.lower() == address.lower():
+                return sym, t.decimals
+        raise InputError("token", f"unknown token {address}")
+
+
+def _funding_owed(state: ProtocolState, instrument: int, acct: ChainAccount) -> int:
+    """Funding accrued on the stored index since the position's snapshot (quote units, + = owes),
+    truncated towards zero exactly as ``Vault._settleFunding`` (exact anyway: LOT and TICK grids)."""
+    pos = acct.positions[instrument]
+    return value(pos.size, state.instruments[instrument].cumulative_funding - pos.funding_snapshot)
+
+
+class _Frozen:
+    """Hashes by identity of the key fields only, so an lru_cache keyed on (block, round, params)
+    carries the state without hashing it."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: ProtocolState) -> None:
+        self.state = state
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Frozen)

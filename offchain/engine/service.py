@@ -1,0 +1,357 @@
+"""The risk engine service: index -> compute -> sign -> post, and on-demand attestations.
+
+Each round (every N blocks or seconds) the engine indexes the chain, computes every account's
+status result, builds the round's Merkle tree (OpenZeppelin StandardMerkleTree layout), collects a
+quorum of signatures on the root and posts it. The round number comes from the chain
+(``RiskOracle.rootRound() + 1``), so a restarted engine neither skips nor double-posts a round.
+Below quorum nothing is posted and the log says so. The round's tree is published
+(``<state_dir>/rounds/<n>.json`` and ``GET /round/latest``) so that keepers can build their own
+proofs. On demand it attests proposed trades and withdrawals, signed by every configured signer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from threading import RLock
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from offchain.chain.client import Protocol
+from offchain.chain.eip712 import Attestation
+from offchain.chain.indexer import Indexer, ProtocolState
+from offchain.chain.merkle import StatusLeaf, StatusRoot, StatusTree
+from offchain.chain.units import Kind, value
+from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
+from offchain.engine.signer import RiskSigner, SignerRefused, SignJob
+from offchain.errors import ChainError, ConfigError, ContractRevertError, InputError, PmsimError
+
+log = logging.getLogger("pmsim.engine")
+
+
+class QuorumError(PmsimError):
+    """Fewer signers than the on-chain quorum agreed to sign: nothing is posted or served."""
+
+
+@dataclass(frozen=True)
+class SignedAttestation:
+    """An attestation with its quorum signatures, ready for a contract call."""
+
+    attestation: Attestation
+    signatures: bytes
+    block: int
+
+    def proof(self) -> tuple[tuple[Any, ...], bytes]:
+        return (self.attestation.as_tuple(), self.signatures)
+
+    def to_json(self) -> dict[str, Any]:
+        a = self.attestation
+        return {
+            "attestation": {k: ("0x" + v.hex() if isinstance(v, bytes) else v if isinstance(v, str) else str(v))
+                            for k, v in a.__dict__.items()},  # fmt: skip
+            "signatures": "0x" + self.signatures.hex(),
+            "block": self.block,
+        }
+
+
+@dataclass
+class RoundResult:
+    round: int
+    root: StatusRoot
+    tree: StatusTree
+    block: int
+    tx: str
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.attestations = Counter("pmsim_attestations", "attestations served", ["kind"], registry=r)
+        self.attestation_errors = Counter("pmsim_attestation_errors", "attestation requests refused", registry=r)
+        self.attestation_seconds = Histogram("pmsim_attestation_seconds", "compute + sign time", registry=r,
+                                             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5))  # fmt: skip
+        self.rounds = Counter("pmsim_rounds_posted", "status roots posted", registry=r)
+        self.rounds_skipped = Counter("pmsim_rounds_skipped", "rounds not posted", ["reason"], registry=r)
+        self.round_seconds = Histogram("pmsim_round_seconds", "index + compute + sign + post", registry=r)
+        self.last_round = Gauge("pmsim_last_round", "last root round posted", registry=r)
+        self.last_block = Gauge("pmsim_indexed_block", "last block indexed", registry=r)
+        self.accounts = Gauge("pmsim_accounts", "accounts in the last round", registry=r)
+        self.liquidatable = Gauge("pmsim_liquidatable_accounts", "accounts below maintenance margin", registry=r)
+
+
+class Engine:
+    """The engine service's logic (the HTTP layer is :mod:`offchain.engine.http`).
+
+    Parameters
+    ----------
+    protocol : Protocol
+    core : EngineCore
+    indexer : Indexer
+    signers : sequence of RiskSigner
+        Every configured signer; each result needs the oracle's on-chain quorum of them.
+    relayer_key : str
+        Key paying for root posts and settlement fixes.
+    state_dir : Path
+        Published rounds and the indexer checkpoint.
+    lifetime : int
+        Seconds an attestation or root lives (capped by the on-chain ``attestationMaxAge``).
+    """
+
+    def __init__(self, protocol: Protocol, core: EngineCore, indexer: Indexer, signers: Sequence[RiskSigner],
+                 relayer_key: str, state_dir: Path, lifetime: int = 120) -> None:  # fmt: skip
+        self.protocol, self.core, self.indexer = protocol, core, indexer
+        self.signers = list(signers)
+        self.relayer_key = relayer_key
+        self.state_dir = state_dir
+        self.lifetime = lifetime
+        self.metrics = Metrics()
+        self.lock = RLock()
+        self.latest: RoundResult | None = None
+        (state_dir / "rounds").mkdir(parents=True, exist_ok=True)
+        self._load_latest_tree()
+
+    # ------------------------------------------------------------------ state
+    def refresh(self) -> ProtocolState:
+        with self.lock:
+            self.indexer.sync()
+            self.metrics.last_block.set(self.indexer.state.block)
+            return self.indexer.state
+
+    def _window(self, state: ProtocolState) -> tuple[int, int]:
+        """(issued_at, expiry) from chain time: the indexed block's timestamp."""
+        max_age = state.params.attestation_max_age if state.params else self.lifetime
+        return state.timestamp, state.timestamp + min(self.lifetime, max_age)
+
+    def quorum(self) -> int:
+        return int(self.protocol.call(self.protocol.oracle.functions.quorum()))
+
+    def _collect(self, job: SignJob) -> bytes:
+        """Signatures of the job by signers in increasing address order, up to the quorum."""
+        need = self.quorum()
+        sigs: list[tuple[int, bytes]] = []
+        for s in sorted(self.signers, key=lambda s: int(s.address, 16)):
+            if len(sigs) == need:
+                break
+            try:
+                sigs.append((int(s.address, 16), s.sign(job)))
+            except SignerRefused as exc:
+                log.warning("signer %s refused: %s", s.address, exc)
+        if len(sigs) < need:
+            raise QuorumError(f"only {len(sigs)} of the {need} signatures needed")
+        return b"".join(sig for _, sig in sigs)
+
+    # ------------------------------------------------------------------ attestations
+    def attest_trade(self, account: str, instrument: int, size_delta: int, price: int, role: str) -> SignedAttestation:
+        """Attest ``account``'s state after the proposed fill (``role`` maker or taker sets the fee)."""
+        t0 = time.perf_counter()
+        with self.lock:
+            state = self.refresh()
+            fee = self._fee(state, size_delta, price, role)
+            req = TradeRequest(account, instrument, size_delta, price, fee)
+            issued, expiry = self._window(state)
+            try:
+                att = self.core.attest_trade(state, req, issued, expiry)
+            except PmsimError:
+                self.metrics.attestation_errors.inc()
+                raise
+            signed = SignedAttestation(att, self._collect(SignJob(state.block, att, req)), state.block)
+        self.metrics.attestations.labels("trade").inc()
+        self.metrics.attestation_seconds.observe(time.perf_counter() - t0)
+        return signed
+
+    def attest_withdraw(self, account: str, token: str, amount: int) -> SignedAttestation:
+        t0 = time.perf_counter()
+        with self.lock:
+            state = self.refresh()
+            req = WithdrawRequest(account, token, amount)
+            issued, expiry = self._window(state)
+            try:
+                att = self.core.attest_withdraw(state, req, issued, expiry)
+            except PmsimError:
+                self.metrics.attestation_errors.inc()
+                raise
+            signed = SignedAttestation(att, self._collect(SignJob(state.block, att, req)), state.block)
+        self.metrics.attestations.labels("withdraw").inc()
+        self.metrics.attestation_seconds.observe(time.perf_counter() - t0)
+        return signed
+
+    @staticmethod
+    def _fee(state: ProtocolState, size_delta: int, price: int, role: str) -> int:
+        if role not in ("maker", "taker"):
+            raise InputError("role", "must be 'maker' or 'taker'")
+        if state.params is None:
+            raise ChainError("risk parameters not indexed yet")
+        rate = state.params.maker_fee if role == "maker" else state.params.taker_fee
+        notional = value(abs(size_delta), price)
+        return -(-notional * rate // 10**18)  # rounded up, as the Exchange charges it
+
+    # ------------------------------------------------------------------ rounds
+    def run_round(self) -> RoundResult | None:
+        """Index, compute, sign and post one status root; None if nothing could be posted."""
+        t0 = time.perf_counter()
+        with self.lock:
+            state = self.refresh()
+            if state.prices.round == 0:
+                self.metrics.rounds_skipped.labels("no_prices").inc()
+                log.info("no price round yet: nothing to post")
+                return None
+            self.fix_settlements(state)
+            state = self.refresh()
+            leaves = self.core.status_leaves(state)
+            if not leaves:
+                self.metrics.rounds_skipped.labels("no_accounts").inc()
+                return None
+            tree = StatusTree.build(leaves)
+            number = int(self.protocol.call(self.protocol.oracle.functions.rootRound())) + 1
+            issued, expiry = self._window(state)
+            root = StatusRoot(number, tree.root, state.prices.round, issued, expiry, state.params_hash)
+            try:
+                sigs = self._collect(SignJob(state.block, root=root))
+            except QuorumError as exc:
+                self.metrics.rounds_skipped.labels("below_quorum").inc()
+                log.error("round %d not posted: below quorum (%s)", number, exc)
+                return None
+            self._publish(number, tree, root, state.block)
+            receipt = self.protocol.send(self.protocol.oracle.functions.postRoot(root.as_tuple(), sigs), self.relayer_key)
+            result = RoundResult(number, root, tree, state.block, receipt["transactionHash"].hex())
+            self.latest = result
+        self.metrics.rounds.inc()
+        self.metrics.last_round.set(number)
+        self.metrics.accounts.set(len(leaves))
+        self.metrics.liquidatable.set(sum(1 for leaf in leaves if _below_mm(leaf)))
+        self.metrics.round_seconds.observe(time.perf_counter() - t0)
+        log.info("posted round %d: %d accounts, root 0x%s, block %d", number, len(leaves), tree.root.hex(), state.block)
+        return result
+
+    def _publish(self, number: int, tree: StatusTree, root: StatusRoot, block: int) -> None:
+        """Write the round's tree (leaves, layout) before posting, atomically."""
+        doc = {"round": number, "block": block, "root": _root_json(root), "tree": tree.dump()}
+        path = self.state_dir / "rounds" / f"{number}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(path)
+
+    def _load_latest_tree(self) -> None:
+        """On restart, serve proofs for the root that is on chain now (if this engine published it)."""
+        try:
+            onchain = int(self.protocol.call(self.protocol.oracle.functions.rootRound()))
+        except (ChainError, OSError):
+            return
+        path = self.state_dir / "rounds" / f"{onchain}.json"
+        if onchain and path.exists():
+            doc = json.loads(path.read_text())
+            r = doc["root"]
+            root = StatusRoot(r["round"], bytes.fromhex(r["root"][2:]), r["priceRound"], r["issuedAt"], r["expiry"],
+                              bytes.fromhex(r["paramsHash"][2:]))  # fmt: skip
+            self.latest = RoundResult(onchain, root, StatusTree.load(doc["tree"]), doc["block"], "")
+
+    def fix_settlements(self, state: ProtocolState) -> int:
+        """Fix the settlement price of every expired expiry still held, once its round exists."""
+        held = {iid for acct in state.accounts.values() for iid in acct.positions}
+        todo = sorted({(ins.underlying, ins.expiry) for iid, ins in state.instruments.items()
+                       if iid in held and ins.kind != Kind.PERP and 0 < ins.expiry <= state.timestamp
+                       and (ins.underlying, ins.expiry) not in state.settlements})  # fmt: skip
+        fixed = 0
+        for underlying, expiry in todo:
+            rnd = self._first_round_at_or_after(expiry, state.prices.round)
+            if rnd is None:
+                continue
+            try:
+                self.protocol.send(self.protocol.instruments.functions.fixSettlement(underlying, expiry, rnd),
+                                   self.relayer_key)  # fmt: skip
+                fixed += 1
+            except ContractRevertError as exc:
+                log.warning("could not fix settlement of %d/%d: %s", underlying, expiry, exc)
+        return fixed
+
+    def _first_round_at_or_after(self, expiry: int, latest: int) -> int | None:
+        feed = self.protocol.feed.functions
+        if latest == 0 or int(self.protocol.call(feed.roundTimestamp(latest))) < expiry:
+            return None
+        lo, hi = 1, latest
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if int(self.protocol.call(feed.roundTimestamp(mid))) >= expiry:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    # ------------------------------------------------------------------ queries
+    def proof(self, account: str) -> dict[str, Any]:
+        latest = self.latest
+        if latest is None:
+            raise InputError("round", "no round posted by this engine yet")
+        try:
+            leaf = latest.tree.leaf(account)
+        except InputError:
+            raise InputError("account", f"{account} is not in round {latest.round}") from None
+        return {"round": latest.round, "root": _root_json(latest.root), "leaf": leaf.to_json(),
+                "proof": ["0x" + p.hex() for p in latest.tree.proof(account)]}  # fmt: skip
+
+    def liquidatable(self) -> list[dict[str, Any]]:
+        latest = self.latest
+        if latest is None:
+            return []
+        return [self.proof(leaf.account) for leaf in latest.tree.leaves if _below_mm(leaf)]
+
+    def health(self) -> dict[str, Any]:
+        state = self.indexer.state
+        return {
+            "status": "ok",
+            "block": state.block,
+            "chain_time": state.timestamp,
+            "price_round": state.prices.round,
+            "params_hash": "0x" + state.params_hash.hex(),
+            "engine_config_hash": "0x" + self.core.config.canonical_hash().hex(),
+            "signers": [s.address for s in self.signers],
+            "quorum": self.quorum(),
+            "last_round": self.latest.round if self.latest else 0,
+            "accounts": len(state.accounts),
+        }
+
+    def round_document(self) -> dict[str, Any]:
+        latest = self.latest
+        if latest is None:
+            raise InputError("round", "no round posted by this engine yet")
+        return {"round": latest.round, "block": latest.block, "root": _root_json(latest.root), "tree": latest.tree.dump()}
+
+
+def _below_mm(leaf: StatusLeaf) -> bool:
+    return leaf.margin_equity < leaf.maintenance_margin
+
+
+def _root_json(r: StatusRoot) -> dict[str, Any]:
+    return {"round": r.round, "root": "0x" + r.root.hex(), "priceRound": r.price_round, "issuedAt": r.issued_at,
+            "expiry": r.expiry, "paramsHash": "0x" + r.params_hash.hex()}  # fmt: skip
+
+
+def build_engine(protocol: Protocol, signers: Sequence[RiskSigner], relayer_key: str, state_dir: Path, *,
+                 config_path: Path | None = None, confirmations: int = 0, lifetime: int = 120) -> Engine:  # fmt: skip
+    """An engine over ``protocol`` with the risk configuration at ``config_path`` (default config).
+
+    Raises
+    ------
+    ConfigError
+        The configuration's canonical hash is not the engine config hash registered on chain:
+        attestations would bind parameters the engine does not compute with.
+    """
+    from offchain.risk.config import load_config
+
+    config = load_config(config_path)
+    indexer = Indexer(protocol, confirmations=confirmations, checkpoint=state_dir / "indexer.json")
+    indexer.sync()
+    onchain = indexer.state.engine_config_hash
+    if onchain != config.canonical_hash():
+        raise ConfigError("engine_config_hash", f"chain has 0x{onchain.hex()}, the configuration hashes to "
+                          f"0x{config.canonical_hash().hex()}: deploy or govern with this configuration")  # fmt: skip
+    return Engine(protocol, EngineCore(config, protocol.deployment), indexer, signers, relayer_key, state_dir,
+                  lifetime=lifetime)  # fmt: skip
