@@ -31,6 +31,12 @@ OUT_OF_BOUNDS = [
 ]
 
 
+def test_session_uses_the_default_params(h: Harness) -> None:
+    """The chain tests assume the deployment's default parameters (1 % price tolerance, 300 s
+    attestations, 2/5 bp fees, 0.075 % funding cap, 64 positions of at least 0.01)."""
+    assert tuple(h.p.params.functions.params().call()) == BASE.as_tuple()
+
+
 @pytest.mark.parametrize(("field", "params"), OUT_OF_BOUNDS, ids=[f"{f}-{i}" for i, (f, _) in enumerate(OUT_OF_BOUNDS)])
 def test_params_out_of_bounds(h: Harness, field: str, params: OnchainParams) -> None:
     """I-18: each field outside its hard bounds reverts RiskParams_OutOfBounds(field), and nothing
@@ -120,13 +126,13 @@ def test_owner_only(h: Harness) -> None:
 def test_engine_config_hash_change(h: Harness) -> None:
     """I-18: the engine configuration hash is part of paramsHash, announced and synced."""
     rp = h.p.params.functions
-    before = rp.paramsHash().call()
+    before, session = rp.paramsHash().call(), rp.engineConfigHash().call()
     rc = h.send(rp.setEngineConfigHash(b"\x55" * 32))
     assert h.events(h.p.params, "EngineConfigHashSet", rc) == [{"engineConfigHash": b"\x55" * 32}]
     assert rp.engineConfigHash().call() == b"\x55" * 32
     assert rp.paramsHash().call() != before
     assert h.p.oracle.functions.paramsHash().call() == rp.paramsHash().call()
-    h.send(rp.setEngineConfigHash(b"\x11" * 32))  # back to the session's value
+    h.send(rp.setEngineConfigHash(session))  # back to the session's value
     assert rp.paramsHash().call() == before
 
 
