@@ -51,12 +51,9 @@ class SignedAttestation:
 
     def to_json(self) -> dict[str, Any]:
         a = self.attestation
-        return {
-            "attestation": {k: ("0x" + v.hex() if isinstance(v, bytes) else v if isinstance(v, str) else str(v))
-                            for k, v in a.__dict__.items()},  # fmt: skip
-            "signatures": "0x" + self.signatures.hex(),
-            "block": self.block,
-        }
+        fields = {k: ("0x" + v.hex() if isinstance(v, bytes) else v if isinstance(v, str) else str(v))
+                  for k, v in a.__dict__.items()}  # fmt: skip
+        return {"attestation": fields, "signatures": "0x" + self.signatures.hex(), "block": self.block}
 
 
 @dataclass
@@ -220,7 +217,8 @@ class Engine:
                 log.error("round %d not posted: below quorum (%s)", number, exc)
                 return None
             self._publish(number, tree, root, state.block)
-            receipt = self.protocol.send(self.protocol.oracle.functions.postRoot(root.as_tuple(), sigs), self.relayer_key)
+            post = self.protocol.oracle.functions.postRoot(root.as_tuple(), sigs)
+            receipt = self.protocol.send(post, self.relayer_key)
             result = RoundResult(number, root, tree, state.block, receipt["transactionHash"].hex())
             self.latest = result
         self.metrics.rounds.inc()
@@ -322,7 +320,8 @@ class Engine:
         latest = self.latest
         if latest is None:
             raise InputError("round", "no round posted by this engine yet")
-        return {"round": latest.round, "block": latest.block, "root": _root_json(latest.root), "tree": latest.tree.dump()}
+        return {"round": latest.round, "block": latest.block, "root": _root_json(latest.root),
+                "tree": latest.tree.dump()}  # fmt: skip
 
 
 def _below_mm(leaf: StatusLeaf) -> bool:

@@ -1,0 +1,273 @@
+"""The risk engine service end to end: orders attested by a running engine, enforced on chain.
+
+Real Anvil, real contracts, real signatures; the engine talks HTTP like any client would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+
+from offchain.chain.eip712 import Attestation, Signer
+from offchain.chain.indexer import Indexer
+from offchain.chain.merkle import StatusTree
+from offchain.engine.core import EngineCore
+from offchain.engine.http import serve_engine, serve_signer
+from offchain.engine.service import Engine, QuorumError, build_engine
+from offchain.engine.signer import LocalSigner, RemoteSigner, SignerNode, SignJob
+from offchain.errors import ConfigError, ContractRevertError
+from offchain.risk.config import load_config
+from tests.chain.conftest import ALICE, BOB, CAROL, DEPLOYER, addr
+from tests.chain.harness import USDC, Harness
+
+U = 10**18
+CALL, PERP = "BTC-C60K", "BTC-PERP"
+
+
+def local_signers(h: Harness, n: int = 3) -> list[LocalSigner]:
+    return [LocalSigner(s._key.to_bytes(), h.p.domain("RiskOracle")) for s in h.risk_signers[:n]]
+
+
+@pytest.fixture
+def engine(h: Harness, tmp_path: Path) -> Engine:
+    return build_engine(h.p, local_signers(h), DEPLOYER, tmp_path)
+
+
+@pytest.fixture
+def api(engine: Engine) -> Iterator[str]:
+    server = serve_engine(engine)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def http(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if resp.headers["Content-Type"] == "application/json" else raw
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def proof_of(doc: dict[str, Any]) -> tuple[tuple[Any, ...], bytes]:
+    a = doc["attestation"]
+    att = Attestation(
+        a["account"], int(a["risk_nonce"]), bytes.fromhex(a["action_hash"][2:]), int(a["margin_equity"]),
+        int(a["mtm_equity"]), int(a["initial_margin"]), int(a["maintenance_margin"]), int(a["credit_checkpoint"]),
+        bytes.fromhex(a["params_hash"][2:]), int(a["price_round"]), int(a["issued_at"]), int(a["expiry"]),
+    )  # fmt: skip
+    return att.as_tuple(), bytes.fromhex(doc["signatures"][2:])
+
+
+def engine_trade(h: Harness, api: str, maker_key: str, taker_key: str, name: str, maker_buys: bool, size: int,
+                 price_usd: str) -> Any:  # fmt: skip
+    """Both sides ask the engine for an attestation over HTTP, then a relayer submits the trade."""
+    ins = h.ids[name]
+    price = int(float(price_usd) * 1000) * 10**15
+    maker = h.order(maker_key, ins, maker_buys, size, price)
+    taker = h.order(taker_key, ins, not maker_buys, size, price)
+    units = f"{size / U:.3f}"
+    docs = []
+    for key, buys, role in ((maker_key, maker_buys, "maker"), (taker_key, not maker_buys, "taker")):
+        status, doc = http(api + "/attest/trade", {"account": addr(key), "instrument": ins,
+                                                   "size": units if buys else "-" + units, "price": price_usd,
+                                                   "role": role})  # fmt: skip
+        assert status == 200, doc
+        docs.append(proof_of(doc))
+    fn = h.p.exchange.functions.trade(h.signed(maker, maker_key), h.signed(taker, taker_key), size, *docs)
+    return h.p.send(fn, DEPLOYER)
+
+
+def test_orders_attested_by_the_engine_are_enforced_by_the_contracts(h: Harness, engine: Engine, api: str) -> None:
+    h.deposit(ALICE, "USDC", 200_000 * USDC)
+    h.deposit(BOB, "USDC", 50_000 * USDC)
+    engine_trade(h, api, ALICE, BOB, CALL, False, 2 * U, "1250")  # Alice writes 2 calls to Bob
+    view = h.p.vault.functions.getAccount(addr(BOB)).call()
+    assert view[5] == [(h.ids[CALL], 2 * U, 0, 0)]
+    # the engine's status for Alice now shows the short calls' margin
+    engine.refresh()
+    leaves = {leaf.account: leaf for leaf in engine.core.status_leaves(engine.indexer.state)}
+    alice = leaves[addr(ALICE)]
+    assert alice.initial_margin > 0 and alice.maintenance_margin < alice.initial_margin
+    assert alice.risk_nonce == 1
+    # a trade the engine finds under-margined is refused by the contract, on the engine's figures
+    h.deposit(CAROL, "USDC", 100 * USDC)
+    with pytest.raises(ContractRevertError) as err:
+        engine_trade(h, api, BOB, CAROL, PERP, True, 5 * U, "55000")  # Carol shorts 5 BTC on 100 USDC
+    assert err.value.error_name == "RiskOracle_InsufficientMargin"
+
+
+def test_withdrawals_attested_by_the_engine(h: Harness, engine: Engine, api: str) -> None:
+    h.deposit(ALICE, "USDC", 100_000 * USDC)
+    h.deposit(BOB, "USDC", 100_000 * USDC)
+    engine_trade(h, api, ALICE, BOB, PERP, False, U, "55000")
+    usdc = h.p.tokens["USDC"].address
+    status, doc = http(api + "/attest/withdraw", {"account": addr(ALICE), "token": "USDC", "amount": "1000"})
+    assert status == 200, doc
+    h.p.send(h.p.vault.functions.withdraw(usdc, 1000 * USDC, addr(ALICE), proof_of(doc)), ALICE)
+    # taking almost everything out leaves equity below IM: the engine says so, the chain refuses
+    cash = h.cash(addr(ALICE)) // USDC - 1
+    status, doc = http(api + "/attest/withdraw", {"account": addr(ALICE), "token": usdc, "amount": str(cash)})
+    assert status == 200
+    assert int(doc["attestation"]["margin_equity"]) < int(doc["attestation"]["initial_margin"])
+    with pytest.raises(ContractRevertError, match="RiskOracle_InsufficientMargin"):
+        h.p.send(h.p.vault.functions.withdraw(usdc, cash * USDC, addr(ALICE), proof_of(doc)), ALICE)
+
+
+def test_rounds_post_roots_and_publish_leaves_for_keepers(h: Harness, engine: Engine, api: str) -> None:
+    h.deposit(ALICE, "USDC", 100_000 * USDC)
+    h.deposit(BOB, "USDC", 100_000 * USDC)
+    engine_trade(h, api, ALICE, BOB, CALL, False, U, "1250")
+    first = engine.run_round()
+    assert first is not None and first.round == 1
+    assert h.p.oracle.functions.statusRoot().call() == first.tree.root
+    # a keeper rebuilds the proof from the published leaves alone
+    status, doc = http(api + "/round/latest")
+    assert status == 200
+    keeper_tree = StatusTree.load(doc["tree"])
+    assert keeper_tree.root == first.tree.root
+    alice = addr(ALICE)
+    status, served = http(api + "/proof/" + alice)
+    assert served["proof"] == ["0x" + p.hex() for p in keeper_tree.proof(alice)]
+    leaf = keeper_tree.leaf(alice)
+    fn = h.p.vault.functions.withdrawQuoteWithStatus(10 * USDC, alice, leaf.as_tuple(), keeper_tree.proof(alice))
+    h.p.send(fn, ALICE)
+    assert (engine.state_dir / "rounds" / "1.json").exists()
+    assert engine.run_round().round == 2  # type: ignore[union-attr]
+
+
+def test_a_crash_shows_up_in_liquidatable(h: Harness, engine: Engine, api: str) -> None:
+    h.deposit(ALICE, "USDC", 12_000 * USDC)
+    h.deposit(BOB, "USDC", 100_000 * USDC)
+    engine_trade(h, api, BOB, ALICE, PERP, False, U, "55000")  # Alice long 1 BTC
+    engine.run_round()
+    assert http(api + "/liquidatable")[1] == {"accounts": []}
+    h.warp(60)
+    h.post_prices((47_000.0, 2_400.0), signers=h.price_signers)  # -14.5 %: every signer signs; margin gone
+    engine.run_round()
+    status, doc = http(api + "/liquidatable")
+    assert [a["leaf"][0] for a in doc["accounts"]] == [addr(ALICE)]
+    leaf = doc["accounts"][0]["leaf"]
+    assert int(leaf[2]) < int(leaf[5])  # margin equity below maintenance margin
+
+
+def test_below_quorum_nothing_is_posted(h: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    h.deposit(ALICE, "USDC", 1_000 * USDC)
+    lonely = build_engine(h.p, local_signers(h, 1), DEPLOYER, tmp_path)  # quorum is 2
+    with caplog.at_level(logging.ERROR, logger="pmsim.engine"):
+        assert lonely.run_round() is None
+    assert "below quorum" in caplog.text
+    assert h.p.oracle.functions.rootRound().call() == 0
+    with pytest.raises(QuorumError):
+        lonely.attest_withdraw(addr(ALICE), h.p.tokens["USDC"].address, USDC)
+
+
+def test_a_restarted_engine_neither_skips_nor_repeats_a_round(h: Harness, tmp_path: Path) -> None:
+    h.deposit(ALICE, "USDC", 1_000 * USDC)
+    first = build_engine(h.p, local_signers(h), DEPLOYER, tmp_path)
+    assert [first.run_round().round, first.run_round().round] == [1, 2]  # type: ignore[union-attr]
+    # a crash after signing and before posting: the post fails (a relayer with no ether) ...
+    broke = Account.create().key.hex()
+    crashing = build_engine(h.p, local_signers(h), broke, tmp_path)
+    with pytest.raises(Exception, match="(?i)insufficient|funds"):
+        crashing.run_round()
+    # ... and a fresh process with the same state directory carries on with round 3
+    again = build_engine(h.p, local_signers(h), DEPLOYER, tmp_path)
+    assert again.latest is not None and again.latest.round == 2  # reloaded from the published tree
+    assert again.run_round().round == 3  # type: ignore[union-attr]
+    posted = h.p.oracle.events.RootPosted().get_logs(from_block=0)
+    assert [e["args"]["round"] for e in posted] == [1, 2, 3]
+
+
+def test_independent_signers_recompute_and_refuse_what_differs(h: Harness, engine: Engine, tmp_path: Path) -> None:
+    h.deposit(ALICE, "USDC", 100_000 * USDC)
+    h.deposit(BOB, "USDC", 100_000 * USDC)
+    call, size, price = h.ids[CALL], U, 1_250 * U
+    h.trade(ALICE, h.order(ALICE, call, False, size, price), BOB, h.order(BOB, call, True, size, price), size)
+    cfg = load_config()
+    domain = h.p.domain("RiskOracle")
+
+    def node(i: int, mm_factor: float | None = None) -> SignerNode:
+        config = cfg if mm_factor is None else _with_mm(cfg, mm_factor)
+        return SignerNode(h.risk_signers[i]._key.to_bytes(), EngineCore(config, h.p.deployment), Indexer(h.p), domain)
+
+    good = [node(0), node(1)]
+    servers = [serve_signer(n) for n in good]
+    remote = [RemoteSigner(f"http://127.0.0.1:{s.server_address[1]}", n.address) for s, n in zip(servers, good)]
+    try:
+        engine.signers = list(remote)
+        result = engine.run_round()
+        assert result is not None and h.p.oracle.functions.statusRoot().call() == result.tree.root
+        # a signer configured differently computes another root and refuses to sign this one
+        engine.signers = [remote[0], node(2, mm_factor=0.5)]
+        assert engine.run_round() is None
+        assert h.p.oracle.functions.rootRound().call() == 1
+        state = engine.refresh()
+        att = engine.core.attest_status(state, addr(ALICE), state.timestamp, state.timestamp + 60)
+        with pytest.raises(Exception, match="differs"):
+            node(2, mm_factor=0.5).sign(SignJob(state.block, attestation=att))
+        assert len(good[0].sign(SignJob(state.block, attestation=att))) == 65
+    finally:
+        for s in servers:
+            s.shutdown()
+
+
+def _with_mm(cfg: Any, mm: float) -> Any:
+    from dataclasses import replace
+
+    return replace(cfg, mm_factor=mm)
+
+
+def test_bad_requests_get_clear_errors(h: Harness, api: str) -> None:
+    cases = [
+        ({"instrument": 1, "size": "1", "price": "1", "role": "maker"}, "account"),
+        ({"account": "0x12", "instrument": 1, "size": "1", "price": "1", "role": "maker"}, "account"),
+        ({"account": addr(ALICE), "instrument": 999, "size": "1", "price": "1", "role": "maker"}, "instrument"),
+        ({"account": addr(ALICE), "instrument": 1, "size": "0.0001", "price": "1", "role": "maker"}, "size"),
+        ({"account": addr(ALICE), "instrument": 1, "size": "1", "price": "-5", "role": "maker"}, "price"),
+        ({"account": addr(ALICE), "instrument": 1, "size": "1", "price": "50000", "role": "both"}, "role"),
+    ]
+    for body, field in cases:
+        status, doc = http(api + "/attest/trade", body)
+        assert (status, doc.get("field")) == (400, field), (body, doc)
+    status, doc = http(api + "/attest/withdraw", {"account": addr(ALICE), "token": "DOGE", "amount": "1"})
+    assert (status, doc["field"]) == (400, "token")
+    assert http(api + "/nope")[0] == 404
+    assert http(api + "/proof/0xzz")[1]["field"] == "account"
+    status, health = http(api + "/health")
+    assert status == 200 and health["quorum"] == 2 and len(health["signers"]) == 3
+    status, metrics = http(api + "/metrics")
+    assert status == 200 and b"pmsim_attestation_errors_total" in metrics
+
+
+def test_a_configuration_the_chain_does_not_bind_is_refused(h: Harness, tmp_path: Path) -> None:
+    other = tmp_path / "risk.toml"
+    text = Path("config/risk.toml").read_text().replace("mm_factor = 0.8", "mm_factor = 0.7")
+    other.write_text(text.replace('"../data/market/', f'"{Path.cwd()}/data/market/'))
+    with pytest.raises(ConfigError, match="engine_config_hash"):
+        build_engine(h.p, local_signers(h), DEPLOYER, tmp_path, config_path=other)
+
+
+def test_the_same_block_gives_the_same_root_in_two_processes(h: Harness, engine: Engine) -> None:
+    h.deposit(ALICE, "USDC", 10_000 * USDC)
+    h.deposit(BOB, "WETH", 3 * U)
+    state = engine.refresh()
+    other = EngineCore(load_config(), h.p.deployment)
+    ix = Indexer(h.p)
+    ix.sync(to_block=state.block)
+    a = StatusTree.build(engine.core.status_leaves(state)).root
+    b = StatusTree.build(other.status_leaves(ix.state)).root
+    assert a == b
+    assert Signer(h.risk_signers[0]._key.to_bytes()).address == h.risk_signers[0].address
