@@ -157,7 +157,7 @@ def test_a_crash_shows_up_in_liquidatable(h: Harness, engine: Engine, api: str) 
     h.warp(60)
     h.post_prices((47_000.0, 2_400.0), signers=h.price_signers)  # -14.5 %: every signer signs; margin gone
     engine.run_round()
-    status, doc = http(api + "/liquidatable")
+    _, doc = http(api + "/liquidatable")
     assert [a["leaf"][0] for a in doc["accounts"]] == [addr(ALICE)]
     leaf = doc["accounts"][0]["leaf"]
     assert int(leaf[2]) < int(leaf[5])  # margin equity below maintenance margin
@@ -181,7 +181,7 @@ def test_a_restarted_engine_neither_skips_nor_repeats_a_round(h: Harness, tmp_pa
     # a crash after signing and before posting: the post fails (a relayer with no ether) ...
     broke = Account.create().key.hex()
     crashing = build_engine(h.p, local_signers(h), broke, tmp_path)
-    with pytest.raises(Exception, match="(?i)insufficient|funds"):
+    with pytest.raises(Exception, match=r"(?i)insufficient|funds"):
         crashing.run_round()
     # ... and a fresh process with the same state directory carries on with round 3
     again = build_engine(h.p, local_signers(h), DEPLOYER, tmp_path)
@@ -205,7 +205,8 @@ def test_independent_signers_recompute_and_refuse_what_differs(h: Harness, engin
 
     good = [node(0), node(1)]
     servers = [serve_signer(n) for n in good]
-    remote = [RemoteSigner(f"http://127.0.0.1:{s.server_address[1]}", n.address) for s, n in zip(servers, good)]
+    urls = [f"http://127.0.0.1:{s.server_address[1]}" for s in servers]
+    remote = [RemoteSigner(url, n.address) for url, n in zip(urls, good, strict=True)]
     try:
         engine.signers = list(remote)
         result = engine.run_round()
