@@ -52,6 +52,12 @@ def _mount_subcommands() -> None:
     from offchain import cli_demo
 
     app.command("demo")(cli_demo.demo)
+    from offchain import cli_services
+
+    app.command("engine")(cli_services.engine)
+    app.command("signer")(cli_services.signer)
+    app.command("prices")(cli_services.prices)
+    app.add_typer(cli_services.devnet_app, name="devnet")
     from offchain import cli_margin  # the risk engine's report command
 
     app.command("margin")(cli_margin.margin)
@@ -67,3 +73,7 @@ def main() -> None:
     except PmsimError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

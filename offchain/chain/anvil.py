@@ -121,3 +121,28 @@ def _drain(proc: subprocess.Popen[str]) -> None:
             pass
 
     threading.Thread(target=pump, daemon=True).start()
+
+
+def spawn_anvil_detached(log_path: Path, *, port: int = 8545, chain_id: int = 31337,
+                         state_path: Path | None = None, timeout: float = 20.0) -> tuple[int, str]:  # fmt: skip
+    """Start Anvil in its own session (it outlives this process); returns (pid, url).
+
+    With ``state_path`` the chain is loaded from it when it exists and dumped to it on exit, so a
+    devnet survives ``down``/``up``.
+    """
+    cmd = [find_anvil(), "--port", str(port), "--chain-id", str(chain_id)]
+    if state_path is not None:
+        cmd += ["--state", str(state_path)]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = _LISTEN.search(log_path.read_text())
+        if m:
+            return proc.pid, f"http://{m.group(1)}:{m.group(2)}"
+        if proc.poll() is not None:
+            raise ChainError(f"anvil exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+        time.sleep(0.05)
+    proc.kill()
+    raise ChainError("anvil did not start listening in time")

@@ -118,3 +118,25 @@ class ReplaySource:
         start = common[0]
         for ts in common:
             yield PriceStep(ts - start, tuple(lk[ts] for lk in lookups))
+
+
+def scaled_steps(source: str, spot: Sequence[float], seed: int, steps: int) -> Iterator[PriceStep]:
+    """Steps of ``source`` (``gbm`` or ``replay:<name>``), replays rescaled to start at ``spot``.
+
+    A replay keeps the historical relative moves (the crash's shape) from today's price level.
+    """
+    if source == "gbm":
+        gbm = GbmSource(spot=tuple(spot), vol=(0.6, 0.8)[: len(spot)] + (0.7,) * max(0, len(spot) - 2),
+                        corr=_default_corr(len(spot)), jump_rate=10.0)  # fmt: skip
+        yield from gbm.steps(steps, seed)
+        return
+    if not source.startswith("replay:"):
+        raise InputError("source", f"expected gbm or replay:<name>, got {source!r}")
+    replay = list(ReplaySource.named(source.split(":", 1)[1]).steps())
+    base = replay[0].prices
+    for step in replay[: steps + 1]:
+        yield PriceStep(step.offset, tuple(s * p / b for s, p, b in zip(spot, step.prices, base, strict=True)))
+
+
+def _default_corr(n: int) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(1.0 if i == j else 0.7 for j in range(n)) for i in range(n))
