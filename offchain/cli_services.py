@@ -117,6 +117,9 @@ def _loop(step: object, every: float) -> None:
         except (OSError, ConnectionError) as exc:
             failures += 1
             log.error("RPC unavailable (%d in a row): %s", failures, exc)
+        except Exception:  # a service never dies on one bad step: log it whole, back off, go on
+            failures += 1
+            log.exception("unexpected failure (%d in a row)", failures)
         wait = every if failures == 0 else min(60.0, every * 2 ** min(failures, 6))
         deadline = time.monotonic() + wait
         while not stop["now"] and time.monotonic() < deadline:
@@ -216,7 +219,8 @@ def devnet_up(
         DEPLOYMENT.write_text(dep_path.read_text())
         me = [sys.executable, "-m", "offchain.cli"]
         common = ["--deployment", str(dep_path), "--dev"]
-        procs["prices"] = _spawn([*me, "prices", *common, "--interval", str(price_interval)], state_dir / "prices.log")
+        procs["prices"] = _spawn([*me, "prices", *common, "--interval", str(price_interval), "--relayer-key",
+                                  DEFAULT_KEYS[9]], state_dir / "prices.log")  # fmt: skip
         procs["engine"] = _spawn([*me, "engine", *common, "--port", str(engine_port), "--round-seconds",
                                   str(round_seconds), "--state-dir", str(state_dir / "engine")],
                                  state_dir / "engine.log")  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -15,7 +16,7 @@ from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
-from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
+from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3RPCError
 from web3.types import Nonce, TxParams, TxReceipt
 
 from offchain.chain.build import Artifact, load_artifacts
@@ -23,6 +24,7 @@ from offchain.chain.eip712 import EXCHANGE_DOMAIN, PRICE_FEED_DOMAIN, RISK_ORACL
 from offchain.errors import ChainError, ContractRevertError
 
 T = TypeVar("T")
+_NONCE_ERRORS = re.compile(r"nonce too low|replacement transaction underpriced|already known", re.IGNORECASE)
 CORE = ("RiskParams", "PriceFeed", "RiskOracle", "Instruments", "Vault", "Exchange")
 
 
@@ -178,6 +180,11 @@ class Protocol:
                 if attempt == retries:
                     raise ChainError(f"RPC failed after {retries + 1} attempts: {exc}") from exc
                 time.sleep(0.2 * 2**attempt)
+            except Web3RPCError as exc:
+                # Another process sent from this key: re-read the nonce and try again.
+                self._nonces.pop(sender, None)
+                if attempt == retries or not _NONCE_ERRORS.search(str(exc)):
+                    raise ChainError(f"transaction refused by the node: {exc}") from None
         raise AssertionError("unreachable")
 
     def _send_once(self, fn: ContractFunction, account: Any, sender: str, gas: int) -> TxReceipt:

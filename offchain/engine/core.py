@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import scipy.sparse as sp
 
 from offchain.chain.actions import STATUS, trade_action, withdraw_action
 from offchain.chain.client import Deployment
@@ -129,6 +130,9 @@ class EngineCore:
         engine = self.engine(state)
         addresses = sorted(state.accounts)
         states = [self.account_state(state, state.accounts[a]) for a in addresses]
+        if not states:
+            empty = sp.csr_matrix((0, len(engine.instruments)))
+            return [], AccountBook(empty, np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, len(self._columns))))
         return addresses, AccountBook.from_states(states, len(engine.instruments))
 
     def compute_all(self, state: ProtocolState) -> tuple[list[str], MarginResult]:

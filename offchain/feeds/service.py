@@ -18,6 +18,7 @@ from offchain.errors import ChainError, InputError
 from offchain.feeds.sources import PriceStep
 
 log = logging.getLogger("pmsim.prices")
+POST_GAS = 200_000
 
 
 @dataclass
@@ -41,11 +42,16 @@ class PriceService:
         if any(not x > 0 for x in prices):
             raise InputError("prices", "every price must be positive")
         ticks = tuple(price_to_tick(x) for x in prices)
-        ts = timestamp if timestamp is not None else p.now()
-        rnd = int(p.call(p.feed.functions.latestRound())[0]) + 1
+        latest_round, latest_ts = p.call(p.feed.functions.latestRound())
+        # Chain time; on an idle chain (no block since the last round) one second later, which
+        # the block carrying this post always reaches (block timestamps strictly increase).
+        ts = timestamp if timestamp is not None else max(p.now(), int(latest_ts) + 1)
+        rnd = int(latest_round) + 1
         signers = self._signers_for(ticks)
         sigs = sign_price_round(p.domain("PriceFeed"), PriceRound(rnd, ts, ticks), signers)
-        p.send(p.feed.functions.post(ts, list(ticks), sigs), self.relayer_key)
+        # A fixed gas bound instead of an estimate: a node may estimate against the latest block's
+        # time, at which a round stamped for the next block is not yet valid.
+        p.send(p.feed.functions.post(ts, list(ticks), sigs), self.relayer_key, gas=POST_GAS + 12_000 * len(signers))
         log.info("posted price round %d at %d: %s", rnd, ts, ", ".join(f"{x:,.2f}" for x in prices))
         return rnd
 
