@@ -1,4 +1,4 @@
-r"""The compiled margin kernel: one pass over every account's positions.
+r"""The compiled margin kernel: every account's scenario P&L, reduced on the spot.
 
 For account :math:`a` with positions :math:`(i_k, q_k)` (its CSR row, ascending instrument
 order) and the instrument × scenario P&L matrix :math:`P` (row-major, grid scenarios first, then
@@ -9,16 +9,22 @@ tail scenarios), the kernel forms
     \mathrm{PnL}_{a,u,s} = \sum_{k:\,u(i_k) = u} q_k P_{i_k, s} \quad (\text{grid}), \qquad
     \mathrm{PnL}_{a,s} = \sum_k q_k P_{i_k, s} \quad (\text{tail}),
 
-and reduces them on the spot to the account's figures (see :data:`FIELDS`): the joint grid
-loss :math:`\max(0, \max_s w_s \cdot -\sum_u \mathrm{PnL}_{a,u,s})` and its scenario, the sum
-of per-underlying standalone grid losses, Expected Shortfall and VaR of the tail losses
-(:func:`_tail`), and the position sums (mark value, standard margin, add-on bases).
+and reduces them to the account's figures (see :data:`FIELDS`): the joint grid loss
+:math:`\max(0, \max_s w_s \cdot -\sum_u \mathrm{PnL}_{a,u,s})` and its scenario, the sum of
+per-underlying standalone grid losses, Expected Shortfall and VaR of the tail losses
+(:func:`_finish_tail`), and the position sums (mark value, standard margin, add-on bases).
 
-Determinism: every account is computed by one thread, its positions in CSR order, scenarios in
-index order, underlyings in index order; no reduction spans accounts. ``fastmath`` is off, so
-LLVM neither reassociates nor fuses multiply-adds. Results are therefore bit-identical for any
-thread count, and :func:`margin_one` (the single-account fast path, same code) returns exactly
-what :func:`margin_all` returns for that account.
+Memory: the tail block of :math:`P` (thousands of scenarios) does not fit in cache, so accounts
+are processed in groups of :data:`GROUP` and the tail in column blocks of :data:`BLOCK`: a group
+reads each block of :math:`P` once while it sits in the core's L2 cache, and each account keeps
+only a bounded heap of its largest losses between blocks.
+
+Determinism: every account is computed by one thread; each scenario's P&L is summed over the
+account's positions in CSR order (underlyings in index order for the joint grid P&L); losses
+enter the heap in scenario order; no reduction spans accounts. ``fastmath`` is off, so LLVM
+neither reassociates nor fuses multiply-adds. Results are therefore bit-identical for any
+thread count, and :func:`margin_one` (the same group routine on a one-account book) returns
+exactly what :func:`margin_all` returns for that account.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ FIELDS = ("grid_joint", "standalone", "es", "var", "som_base", "concentration", 
 UNIT_COLUMNS = ("mark", "standard_long", "standard_short", "som", "conc_threshold", "conc_unit")
 
 _jit = nb.njit(cache=True, fastmath=False, nogil=True)
-_CHUNKS = 512
+#: Accounts per group and tail scenarios per block (see the module notes).
+GROUP = 256
+BLOCK = 128
 
 
 @_jit
@@ -62,8 +70,23 @@ def _sift_down(heap: Float64Array, i: int, n: int) -> None:
 
 
 @_jit
-def _tail(acc: Float64Array, heap: Float64Array, ti: Int64Array, tf: Float64Array) -> tuple[float, float]:
-    r"""Expected Shortfall and VaR of the losses ``-acc`` (historical-simulation estimators).
+def _push_losses(acc: Float64Array, width: int, heap: Float64Array, n: int, cap: int) -> int:
+    """Keep the ``cap`` largest of the losses ``-acc[:width]`` in the min-heap ``heap[:n]``."""
+    for s in range(width):
+        x = -acc[s]
+        if n < cap:
+            heap[n] = x
+            _sift_up(heap, n)
+            n += 1
+        elif x > heap[0]:
+            heap[0] = x
+            _sift_down(heap, 0, n)
+    return n
+
+
+@_jit
+def _finish_tail(heap: Float64Array, n: int, ti: Int64Array, tf: Float64Array) -> tuple[float, float]:
+    r"""Expected Shortfall and VaR from the heap of the largest losses (historical estimators).
 
     ``ti = (cap, j_es, j_var)``, ``tf = (frac_es, beta_es)`` with :math:`\beta = n(1-\alpha)`,
     :math:`j = \lfloor\beta\rfloor`, ``frac = β - j``. With losses sorted descending
@@ -75,20 +98,9 @@ def _tail(acc: Float64Array, heap: Float64Array, ti: Int64Array, tf: Float64Arra
         \mathrm{ES}_\alpha = \frac{1}{\beta}\Bigl(\sum_{i=1}^{j} L_{(i)}
             + (\beta - j)\, L_{(j+1)}\Bigr)
 
-    (Acerbi & Tasche 2002). Only the ``cap = max(j_es, j_var) + 1`` largest losses are kept,
-    in a bounded min-heap.
+    (Acerbi & Tasche 2002); ES is at least :math:`L_{(j+1)}`, as it must be, also after rounding.
     """
-    cap, j_es, j_var = ti[0], ti[1], ti[2]
-    n = 0
-    for s in range(acc.size):
-        x = -acc[s]
-        if n < cap:
-            heap[n] = x
-            _sift_up(heap, n)
-            n += 1
-        elif x > heap[0]:
-            heap[0] = x
-            _sift_down(heap, 0, n)
+    j_es, j_var = ti[1], ti[2]
     for end in range(n - 1, 0, -1):  # heap-sort: largest loss ends at index 0
         heap[0], heap[end] = heap[end], heap[0]
         _sift_down(heap, 0, end)
@@ -109,13 +121,11 @@ def _positions(
     under: Int64Array,
     unit: Float64Array,
     accg: Float64Array,
-    acct: Float64Array,
     sums: Float64Array,
 ) -> None:
-    """Accumulate the account's scenario P&L and its position sums (mark, standard, add-ons)."""
+    """Accumulate the account's grid P&L per underlying and its position sums."""
     n_grid = accg.shape[1]
     accg[:, :] = 0.0
-    acct[:] = 0.0
     sums[:] = 0.0
     for k in range(lo, hi):
         i = indices[k]
@@ -124,8 +134,6 @@ def _positions(
         g = accg[under[i]]
         for s in range(n_grid):
             g[s] += q * row[s]
-        for s in range(acct.size):
-            acct[s] += q * row[n_grid + s]
         size = abs(q)
         sums[0] += q * unit[i, 0]
         sums[1] += size * (unit[i, 1] if q > 0.0 else unit[i, 2])
@@ -134,6 +142,20 @@ def _positions(
         excess = size - unit[i, 4]
         if excess > 0.0:
             sums[3] += excess * unit[i, 5]
+
+
+@_jit
+def _tail_block(
+    lo: int, hi: int, indices: Int64Array, data: Float64Array, pnl: Float64Array, col0: int, acc: Float64Array
+) -> None:
+    """``acc[s] = Σ_k q_k P[i_k, col0 + s]`` over the account's positions, for one block."""
+    width = acc.size
+    acc[:] = 0.0
+    for k in range(lo, hi):
+        q = data[k]
+        row = pnl[indices[k]]
+        for s in range(width):
+            acc[s] += q * row[col0 + s]
 
 
 @_jit
@@ -203,41 +225,48 @@ def _grid(accg: Float64Array, weights: Float64Array, buf: Float64Array) -> tuple
 
 
 @_jit
-def _account(
-    lo: int,
-    hi: int,
+def _group(
+    first: int,
+    last: int,
+    indptr: Int64Array,
     indices: Int64Array,
     data: Float64Array,
     pnl: Float64Array,
     under: Int64Array,
+    n_under: int,
     unit: Float64Array,
     weights: Float64Array,
     ti: Int64Array,
     tf: Float64Array,
-    scratch: tuple[Float64Array, Float64Array, Float64Array, Float64Array, Float64Array],
     out: Float64Array,
-) -> int:
-    accg, acct, heap, sums, buf = scratch
-    _positions(lo, hi, indices, data, pnl, under, unit, accg, acct, sums)
-    joint, standalone, worst = _grid(accg, weights, buf)
-    es, var = _tail(acct, heap, ti, tf) if acct.size > 0 else (0.0, 0.0)
-    out[0] = joint
-    out[1] = standalone
-    out[2] = es
-    out[3] = var
-    out[4] = sums[2]
-    out[5] = sums[3]
-    out[6] = sums[1]
-    out[7] = sums[0]
-    return worst
-
-
-@_jit
-def _scratch(
-    n_under: int, n_grid: int, n_tail: int, cap: int
-) -> tuple[Float64Array, Float64Array, Float64Array, Float64Array, Float64Array]:
+    worst: Int64Array,
+) -> None:
+    """Accounts ``first..last-1``: grid and sums one by one, then the tail block by block."""
+    n_grid = weights.size
+    n_tail = pnl.shape[1] - n_grid
+    cap = ti[0]
     accg = np.empty((n_under, n_grid))
-    return accg, np.empty(n_tail), np.empty(max(cap, 1)), np.empty(4), np.empty(n_grid)
+    buf = np.empty(n_grid)
+    sums = np.empty(4)
+    for a in range(first, last):
+        _positions(indptr[a], indptr[a + 1], indices, data, pnl, under, unit, accg, sums)
+        joint, standalone, worst[a] = _grid(accg, weights, buf)
+        row = out[a]
+        row[0], row[1], row[2], row[3] = joint, standalone, 0.0, 0.0
+        row[4], row[5], row[6], row[7] = sums[2], sums[3], sums[1], sums[0]
+    if n_tail == 0:
+        return
+    heaps = np.empty((last - first, cap))
+    counts = np.zeros(last - first, dtype=np.int64)
+    acc = np.empty(BLOCK)
+    for col in range(n_grid, n_grid + n_tail, BLOCK):
+        width = min(BLOCK, n_grid + n_tail - col)
+        block = acc[:width]
+        for a in range(first, last):
+            _tail_block(indptr[a], indptr[a + 1], indices, data, pnl, col, block)
+            counts[a - first] = _push_losses(block, width, heaps[a - first], counts[a - first], cap)
+    for a in range(first, last):
+        out[a, 2], out[a, 3] = _finish_tail(heaps[a - first], counts[a - first], ti, tf)
 
 
 @nb.njit(cache=True, fastmath=False, nogil=True, parallel=True)
@@ -255,28 +284,26 @@ def margin_all(
     out: Float64Array,
     worst: Int64Array,
 ) -> None:
-    """Fill ``out[a] = FIELDS`` and ``worst[a]`` for every account (CSR rows), in parallel."""
+    """Fill ``out[a] = FIELDS`` and ``worst[a]`` for every account (CSR rows), groups in parallel."""
     n_acc = indptr.size - 1
-    n_grid = weights.size
-    n_tail = pnl.shape[1] - n_grid
-    chunks = min(n_acc, _CHUNKS)
-    for c in nb.prange(chunks):
-        scratch = _scratch(n_under, n_grid, n_tail, ti[0])
-        for a in range(c * n_acc // chunks, (c + 1) * n_acc // chunks):
-            worst[a] = _account(
-                indptr[a],
-                indptr[a + 1],
-                indices,
-                data,
-                pnl,
-                under,
-                unit,
-                weights,
-                ti,
-                tf,
-                scratch,
-                out[a],
-            )
+    for g in nb.prange((n_acc + GROUP - 1) // GROUP):
+        first = g * GROUP
+        _group(
+            first,
+            min(first + GROUP, n_acc),
+            indptr,
+            indices,
+            data,
+            pnl,
+            under,
+            n_under,
+            unit,
+            weights,
+            ti,
+            tf,
+            out,
+            worst,
+        )
 
 
 @_jit
@@ -293,6 +320,7 @@ def margin_one(
     out: Float64Array,
 ) -> int:
     """One account (positions ``indices``/``data``): fills ``out`` and returns the worst scenario."""
-    n_grid = weights.size
-    scratch = _scratch(n_under, n_grid, pnl.shape[1] - n_grid, ti[0])
-    return int(_account(0, indices.size, indices, data, pnl, under, unit, weights, ti, tf, scratch, out))
+    indptr = np.array([0, indices.size], dtype=np.int64)
+    worst = np.zeros(1, dtype=np.int64)
+    _group(0, 1, indptr, indices, data, pnl, under, n_under, unit, weights, ti, tf, out.reshape(1, -1), worst)
+    return int(worst[0])
