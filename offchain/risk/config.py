@@ -262,6 +262,16 @@ def _validate_underlyings(cfg: RiskConfig) -> None:
         _in(u.standard_linear_rate, 0.0, 1.0, f"{path}.standard_linear_rate", lo_open=True)
         _in(u.standard_short_rate, 0.0, 1.0, f"{path}.standard_short_rate", lo_open=True)
         _in(u.standard_short_floor, 0.0, u.standard_short_rate, f"{path}.standard_short_floor")
+        _validate_surface(u.vol, f"{path}.vol")
+
+
+def _validate_surface(pillars: tuple[SviSlice, ...], field: str) -> None:
+    """Pillars sorted, free of calendar arbitrage (``VolSurface`` checks), field-named errors."""
+    try:
+        VolSurface(pillars)
+    except PricingInputError as exc:
+        pillar = exc.field.removeprefix("pillars").split(".")[0]  # "[1]" or ""
+        raise ConfigError(field + pillar, str(exc)) from None
 
 
 def _validate_collateral(cfg: RiskConfig) -> None:
@@ -406,20 +416,21 @@ def _read_underlying(t: Section) -> UnderlyingConfig:
     )
 
 
+_SVI_FIELDS = ("t", "a", "b", "rho", "m", "sigma")
+
+
 def _read_vol(t: Section) -> tuple[SviSlice, ...]:
+    """``vol = [[t, a, b, rho, m, sigma], ...]``; errors name the pillar (``underlying[0].vol[1]``)."""
     rows = t.matrix("vol")
     pillars = []
     for j, row in enumerate(rows):
-        if len(row) != 6:
-            raise t.error("vol", f"pillar {j} needs 6 numbers [t, a, b, rho, m, sigma], got {len(row)}")
+        field = f"{t.path}.vol[{j}]"
+        if len(row) != len(_SVI_FIELDS):
+            raise ConfigError(field, f"needs 6 numbers [t, a, b, rho, m, sigma], got {len(row)}")
         try:
             pillars.append(SviSlice(*row))
         except PricingInputError as exc:
-            raise t.error("vol", f"pillar {j}: {exc}") from None
-    try:
-        VolSurface(tuple(pillars))
-    except PricingInputError as exc:
-        raise t.error("vol", str(exc)) from None
+            raise ConfigError(f"{field}[{_SVI_FIELDS.index(exc.field)}]", str(exc)) from None
     return tuple(pillars)
 
 

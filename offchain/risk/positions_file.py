@@ -17,16 +17,18 @@ JSON layout (every money amount in USD, sizes in units of underlying)::
                     "positions": [{"instrument": 1, "size": 1.0, "entry_price": 58000}]}]
     }
 
-``round``, ``settlements``, ``funding_owed``, ``collateral`` and an option's ``entry_price`` are
-optional; ``kind`` is ``PERP|FUTURE|CALL|PUT`` or the on-chain number 0-3; ``vol`` is a flat
-volatility or SVI pillars by expiry. A linear position's ``entry_price`` builds the account's
-cost basis (Σ size × entry price); option premiums are assumed already in ``cash``.
+``round``, ``vol``, ``settlements``, ``funding_owed``, ``collateral`` and an option's
+``entry_price`` are optional; ``kind`` is ``PERP|FUTURE|CALL|PUT`` or the on-chain number 0-3;
+``vol`` overrides the configuration's surface of an underlying with a flat volatility or SVI
+pillars by expiry (the engine service always uses the configured surfaces). A linear
+position's ``entry_price`` builds the account's cost basis (Σ size × entry price); option
+premiums are assumed already in ``cash``.
 
 CSV layout: one row per position with header
 ``account,instrument,kind,underlying,strike,expiry,size,entry_price``; rows of kind ``CASH`` and
 ``FUNDING`` (amount in ``size``) and ``COLLATERAL`` (token in ``underlying``, amount in
-``size``) set balances. The market comes from :class:`MarketFlags` (``--now``, ``--spot``,
-``--vol`` on the command line).
+``size``) set balances. The market comes from :class:`MarketFlags` (``--now``, ``--spot`` and
+optionally ``--vol`` flat volatilities on the command line).
 
 Every error is an :class:`~offchain.errors.InputError` whose field names the place
 (``accounts[0].positions[2].size``, ``line 7.strike``).
@@ -170,9 +172,12 @@ def _surface(value: object, now: int, path: str) -> VolSurface:
 
 def _market(root: Section, config: RiskConfig) -> MarketState:
     now = root.integer("now")
-    spot_table, vol_table = root.table("spot"), root.table("vol")
+    spot_table, vol_table = root.table("spot"), root.table("vol", required=False)
     spot = [spot_table.number(s) for s in config.symbols]
-    vols = tuple(_surface(vol_table.raw(s), now, join(vol_table.path, s)) for s in config.symbols)
+    vols = tuple(
+        _surface(vol_table.raw(s), now, join(vol_table.path, s)) if vol_table.has(s) else default
+        for s, default in zip(config.symbols, config.vol_surfaces(), strict=True)
+    )
     spot_table.finish()
     vol_table.finish()
     settlements = {}
@@ -274,14 +279,17 @@ def _cell_int(row: Mapping[str, str], key: str, path: str) -> int:
 def _flags_market(flags: MarketFlags, config: RiskConfig) -> MarketState:
     if flags.now is None:
         raise InputError("--now", "a CSV positions file needs the chain time (--now)")
+    missing = [s for s in config.symbols if s not in flags.spot]
+    if missing:
+        raise InputError("--spot", f"missing for {', '.join(missing)} (e.g. --spot {missing[0]}=...)")
     for name, table in (("--spot", flags.spot), ("--vol", flags.vol)):
-        missing = [s for s in config.symbols if s not in table]
-        if missing:
-            raise InputError(name, f"missing for {', '.join(missing)} (e.g. {name} {missing[0]}=...)")
         extra = [s for s in table if s not in config.symbols]
         if extra:
             raise InputError(name, f"unknown underlying {extra[0]!r}")
-    vols = tuple(VolSurface.flat(flags.vol[s]) for s in config.symbols)
+    vols = tuple(
+        _surface(flags.vol[s], flags.now, f"--vol {s}") if s in flags.vol else default
+        for s, default in zip(config.symbols, config.vol_surfaces(), strict=True)
+    )
     spot = np.array([flags.spot[s] for s in config.symbols])
     return MarketState(spot, flags.now, vols, flags.round_id)
 

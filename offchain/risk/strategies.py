@@ -1,8 +1,8 @@
 """Classic strategies: how much capital portfolio margin saves over standard margin.
 
 The strategies are priced on a fixed reference market (:func:`reference_market`: BTC 60,000,
-ETH 3,000, skewed SVI smiles, 2025-01-01 00:00 UTC) with the configuration given, so the table
-in the README is reproducible with ``pmsim margin --strategies``.
+ETH 3,000, 2025-01-01 00:00 UTC) with the configuration given, including its volatility
+surfaces, so the table in the README is reproducible with ``pmsim margin --strategies``.
 """
 
 from __future__ import annotations
@@ -11,23 +11,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from offchain.models.vol_surface import SviSlice, VolSurface
 from offchain.risk.accounts import AccountState
 from offchain.risk.config import RiskConfig
 from offchain.risk.engine import AccountMargin, MarginEngine
 from offchain.risk.instruments import InstrumentTable, Kind
-from offchain.risk.market import SECONDS_PER_YEAR, MarketState
+from offchain.risk.market import MarketState
 
 REFERENCE_NOW = 1_735_689_600  # 2025-01-01T00:00:00Z
 _DAY = 86_400
 _SPOT = {"BTC": 60_000.0, "ETH": 3_000.0}
-_ATM = {"BTC": (0.55, 0.57), "ETH": (0.70, 0.72)}  # ATM vol at 30 and 60 days
-
-
-def _smile(atm: float, days: int) -> SviSlice:
-    t = days * _DAY / SECONDS_PER_YEAR
-    b, sigma = 0.4 * t, 0.1
-    return SviSlice(t=t, a=atm * atm * t - b * sigma, b=b, rho=-0.3, m=0.0, sigma=sigma)
 
 
 def _listing() -> list[tuple[str, dict[str, int | float]]]:
@@ -49,10 +41,8 @@ def reference_market(config: RiskConfig) -> tuple[InstrumentTable, MarketState, 
     """Instruments, market and ``name -> row`` of the reference setting (BTC, ETH configs)."""
     listing = _listing()
     records = [{"instrument_id": i + 1, **rec} for i, (_, rec) in enumerate(listing)]
-    surfaces = tuple(
-        VolSurface(tuple(_smile(v, d) for v, d in zip(_ATM[s], (30, 60), strict=True))) for s in config.symbols
-    )
-    market = MarketState(np.array([_SPOT[s] for s in config.symbols]), REFERENCE_NOW, surfaces, 1)
+    spot = np.array([_SPOT[s] for s in config.symbols])
+    market = MarketState(spot, REFERENCE_NOW, config.vol_surfaces(), round_id=1)
     return InstrumentTable.from_records(records), market, {name: i for i, (name, _) in enumerate(listing)}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -156,3 +157,29 @@ def test_canonical_hash_binds_every_parameter_and_the_data(config: RiskConfig) -
     }
     assert len(changed) == 5
     assert config.canonical_hash() not in changed
+
+
+def test_volatility_surface_in_the_configuration(config: RiskConfig) -> None:
+    surfaces = config.vol_surfaces()
+    assert len(surfaces) == 2 and surfaces is config.vol_surfaces()
+    btc = config.underlyings[0].vol
+    assert float(surfaces[0].implied_vol(0.0, btc[0].t)) == pytest.approx(
+        math.sqrt(float(btc[0].total_variance(0.0)) / btc[0].t)
+    )
+    assert json.loads(config.canonical_json())["underlyings"][0]["vol"][0]["rho"] == btc[0].rho
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        ([[0.25, 0.05, 0.1, -0.3, 0.0]], "underlying[0].vol[0]"),
+        ([[0.25, 0.05, 0.1, -1.3, 0.0, 0.2]], "underlying[0].vol[0][3]"),
+        ([[1.0, 0.3, 0.2, -0.3, 0.0, 0.3], [0.25, 0.05, 0.1, -0.3, 0.0, 0.2]], "underlying[0].vol[1]"),
+        ([[0.25, 0.05, 0.1, -0.3, 0.0, 0.2], [1.0, 0.01, 0.01, -0.3, 0.0, 0.2]], "underlying[0].vol[1]"),
+        ("flat", "underlying[0].vol"),
+    ],
+)
+def test_bad_volatility_pillars_name_the_field(value: object, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _load(_set("underlying.0.vol", value))
+    assert info.value.field == field

@@ -187,3 +187,20 @@ def test_csv_errors_name_the_field(
     with pytest.raises(InputError) as info:
         load_positions(path, config, flags)
     assert info.value.field == field
+
+
+def test_volatility_defaults_to_the_configured_surfaces(config: RiskConfig, tmp_path: Path) -> None:
+    doc = copy.deepcopy(SAMPLE)
+    del doc["vol"]["BTC"]
+    data = load_positions(write_json(tmp_path, doc), config)
+    assert data.market.vol[0] is config.vol_surfaces()[0]
+    assert float(data.market.vol[1].implied_vol(0.0, 0.01)) != float(config.vol_surfaces()[1].implied_vol(0.0, 0.01))
+    path = tmp_path / "positions.csv"
+    path.write_text(CSV)
+    flags = MarketFlags(now=NOW, spot=FLAGS.spot, vol={"ETH": 0.9})
+    market = load_positions(path, config, flags).market
+    assert market.vol[0] is config.vol_surfaces()[0]
+    assert float(market.vol[1].implied_vol(0.2, 0.5)) == pytest.approx(0.9)
+    with pytest.raises(InputError) as info:
+        load_positions(path, config, MarketFlags(now=NOW, spot=FLAGS.spot, vol={"SOL": 0.9}))
+    assert info.value.field == "--vol"
