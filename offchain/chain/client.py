@@ -13,10 +13,17 @@ from typing import Any, TypeVar
 from eth_abi import decode
 from eth_account import Account
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
-from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3RPCError
+from web3.exceptions import (
+    ContractCustomError,
+    ContractLogicError,
+    ContractPanicError,
+    TransactionNotFound,
+    Web3RPCError,
+)
 from web3.types import Nonce, TxParams, TxReceipt
 
 from offchain.chain.build import Artifact, load_artifacts
@@ -157,53 +164,81 @@ class Protocol:
         return int(self.w3.eth.get_block("latest")["timestamp"])
 
     # ------------------------------------------------------------------ calls and transactions
-    def call(self, fn: ContractFunction, *, sender: str | None = None) -> Any:
-        """A read-only call with custom errors decoded into :class:`ContractRevertError`."""
-        return self._decoded(lambda: fn.call({"from": sender} if sender else {}))
+    def call(self, fn: ContractFunction, *, sender: str | None = None, retries: int = 3) -> Any:
+        """A read-only call with custom errors decoded into :class:`ContractRevertError`; transport
+        failures (connection errors, timeouts) are retried with exponential backoff."""
+        return self._retrying(lambda: self._decoded(lambda: fn.call({"from": sender} if sender else {})), retries)
 
     def send(self, fn: ContractFunction, key: str, *, gas: int | None = None, retries: int = 3) -> TxReceipt:
         """Sign ``fn`` with ``key``, send it and wait for the receipt; reverts raise decoded errors.
 
-        RPC failures (connection errors, timeouts) are retried with exponential backoff; a revert
-        is final and never retried.
+        Transport failures (connection errors, timeouts) are retried with exponential backoff by
+        re-sending the *same* signed transaction, so a lost answer never causes a double send; a
+        nonce taken by another process (another sender on this key) re-signs with a fresh nonce.
+        A revert is final and never retried.
         """
         account = Account.from_key(key)
         sender = account.address
         if gas is None:
-            gas = self._decoded(lambda: fn.estimate_gas({"from": sender}))
-            gas = int(gas * 1.2) + 20_000
+            estimate = self._retrying(lambda: self._decoded(lambda: fn.estimate_gas({"from": sender})), retries)
+            gas = int(estimate * 1.2) + 20_000
+        for _ in range(retries + 1):
+            raw, tx_hash, nonce = self._sign(fn, account, sender, gas)
+            try:
+                self._broadcast(raw, retries)
+            except Web3RPCError as exc:
+                if not _NONCE_ERRORS.search(str(exc)):
+                    self._nonces.pop(sender, None)
+                    raise ChainError(f"transaction refused by the node: {exc}") from None
+                if self._known(tx_hash) is None:  # our nonce went to another transaction
+                    self._nonces.pop(sender, None)
+                    continue
+            self._nonces[sender] = nonce + 1
+            receipt = self._receipt(tx_hash, retries)
+            if receipt["status"] != 1:
+                self._nonces.pop(sender, None)
+                self._explain_revert(fn, sender, int(receipt["blockNumber"]))
+                raise ChainError(f"transaction {tx_hash.hex()} reverted")
+            return receipt
+        raise ChainError(f"could not get a nonce for {sender} after {retries + 1} attempts")
+
+    def _broadcast(self, raw: bytes, retries: int) -> None:
+        self._retrying(lambda: self.w3.eth.send_raw_transaction(raw), retries)
+
+    def _receipt(self, tx_hash: bytes, retries: int) -> TxReceipt:
+        return self._retrying(lambda: self.w3.eth.wait_for_transaction_receipt(HexBytes(tx_hash), timeout=60), retries)
+
+    def _sign(self, fn: ContractFunction, account: Any, sender: str, gas: int) -> tuple[bytes, bytes, int]:
+        nonce = self._nonces.get(sender)
+        if nonce is None:
+            nonce = self._retrying(lambda: self.w3.eth.get_transaction_count(to_checksum_address(sender), "pending"))
+        params: TxParams = {"from": to_checksum_address(sender), "nonce": Nonce(nonce), "gas": gas,
+                            "chainId": self.chain_id}  # fmt: skip
+        tx = self._retrying(lambda: fn.build_transaction(params))
+        signed = account.sign_transaction(tx)
+        return bytes(signed.raw_transaction), bytes(signed.hash), nonce
+
+    def _known(self, tx_hash: bytes) -> Any:
+        try:
+            return self._retrying(lambda: self.w3.eth.get_transaction(HexBytes(tx_hash)))
+        except TransactionNotFound:
+            return None
+
+    def _retrying(self, thunk: Callable[[], T], retries: int = 3) -> T:
+        """``thunk()``, retrying transport failures with exponential backoff."""
         for attempt in range(retries + 1):
             try:
-                return self._send_once(fn, account, sender, gas)
+                return thunk()
             except (ConnectionError, TimeoutError, OSError) as exc:
-                self._nonces.pop(sender, None)
                 if attempt == retries:
                     raise ChainError(f"RPC failed after {retries + 1} attempts: {exc}") from exc
                 time.sleep(0.2 * 2**attempt)
-            except Web3RPCError as exc:
-                # Another process sent from this key: re-read the nonce and try again.
-                self._nonces.pop(sender, None)
-                if attempt == retries or not _NONCE_ERRORS.search(str(exc)):
-                    raise ChainError(f"transaction refused by the node: {exc}") from None
         raise AssertionError("unreachable")
 
-    def _send_once(self, fn: ContractFunction, account: Any, sender: str, gas: int) -> TxReceipt:
-        nonce = self._nonces.get(sender)
-        if nonce is None:
-            nonce = self.w3.eth.get_transaction_count(to_checksum_address(sender), "pending")
-        params: TxParams = {"from": to_checksum_address(sender), "nonce": Nonce(nonce), "gas": gas,
-                            "chainId": self.chain_id}  # fmt: skip
-        tx = fn.build_transaction(params)
-        signed = account.sign_transaction(tx)
-        tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-        self._nonces[sender] = nonce + 1
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
-        if receipt["status"] != 1:
-            self._nonces.pop(sender, None)
-            # Replay as a call at the parent block to recover the revert reason.
-            self.call_at(fn, sender, receipt["blockNumber"] - 1)
-            raise ChainError(f"transaction {tx_hash.hex()} reverted")
-        return receipt
+    def _explain_revert(self, fn: ContractFunction, sender: str, block: int) -> None:
+        """Replay a reverted transaction as a call to recover its custom error (raises it if found)."""
+        for at in (block, block - 1):
+            self.call_at(fn, sender, at)
 
     def call_at(self, fn: ContractFunction, sender: str, block: int) -> Any:
         return self._decoded(lambda: fn.call({"from": sender}, block_identifier=block))

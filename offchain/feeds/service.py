@@ -43,9 +43,9 @@ class PriceService:
             raise InputError("prices", "every price must be positive")
         ticks = tuple(price_to_tick(x) for x in prices)
         latest_round, latest_ts = p.call(p.feed.functions.latestRound())
-        # Chain time; on an idle chain (no block since the last round) one second later, which
-        # the block carrying this post always reaches (block timestamps strictly increase).
-        ts = timestamp if timestamp is not None else max(p.now(), int(latest_ts) + 1)
+        # Chain time of the block this post will land in (the node's pending block; an idle or
+        # reloaded devnet's latest block can be far behind it), never before the last round.
+        ts = timestamp if timestamp is not None else max(self._pending_time(), int(latest_ts) + 1)
         rnd = int(latest_round) + 1
         signers = self._signers_for(ticks)
         sigs = sign_price_round(p.domain("PriceFeed"), PriceRound(rnd, ts, ticks), signers)
@@ -54,6 +54,13 @@ class PriceService:
         p.send(p.feed.functions.post(ts, list(ticks), sigs), self.relayer_key, gas=POST_GAS + 12_000 * len(signers))
         log.info("posted price round %d at %d: %s", rnd, ts, ", ".join(f"{x:,.2f}" for x in prices))
         return rnd
+
+    def _pending_time(self) -> int:
+        w3 = self.protocol.w3
+        try:
+            return int(w3.eth.get_block("pending")["timestamp"])
+        except (ValueError, KeyError):  # a node without a pending block
+            return self.protocol.now()
 
     def _signers_for(self, ticks: tuple[int, ...]) -> list[Signer]:
         p = self.protocol
