@@ -86,10 +86,11 @@ class EngineCore:
 
     # ------------------------------------------------------------------ market
     def engine(self, state: ProtocolState) -> MarginEngine:
-        """The margin engine of this block's market (cached by block, round and parameters)."""
-        return self._engines(state.block, state.prices.round, state.params_hash, _Frozen(state))
+        """The margin engine of this block's market (cached by block hash, round and parameters)."""
+        return self._engines((state.block, state.block_hash), state.prices.round, state.params_hash, _Frozen(state))
 
-    def _build_engine(self, block: int, price_round: int, params_hash: bytes, frozen: _Frozen) -> MarginEngine:
+    def _build_engine(self, block: tuple[int, str], price_round: int, params_hash: bytes,
+                      frozen: _Frozen) -> MarginEngine:  # fmt: skip
         state = frozen.state
         if price_round == 0:
             raise PmsimError("no price round posted yet: the engine cannot value anything")
