@@ -167,6 +167,8 @@ class ProtocolState:
     root: RootState | None = None
     paused: bool = False
     fee_collector: str = ""
+    risk_quorum: int = 0
+    risk_signers: tuple[str, ...] = ()  # sorted
 
     def account(self, address: str) -> AccountState:
         """The account's state, created empty on first use."""
@@ -368,6 +370,18 @@ def _on_fee_collector_set(s: ProtocolState, e: Event) -> None:
     s.fee_collector = e.args["collector"]
 
 
+def _on_risk_quorum_set(s: ProtocolState, e: Event) -> None:
+    s.risk_quorum = e.args["quorum"]
+
+
+def _on_risk_signer_added(s: ProtocolState, e: Event) -> None:
+    s.risk_signers = tuple(sorted({*s.risk_signers, e.args["signer"]}))
+
+
+def _on_risk_signer_removed(s: ProtocolState, e: Event) -> None:
+    s.risk_signers = tuple(a for a in s.risk_signers if a != e.args["signer"])
+
+
 HANDLERS: dict[str, Handler] = {
     "Deposited": _on_deposited,
     "Withdrawn": _on_withdrawn,
@@ -390,6 +404,10 @@ HANDLERS: dict[str, Handler] = {
     "ParamsSet": _on_params_set,
     "ParamsHashChanged": _on_params_hash_changed,
     "EngineConfigHashSet": _on_engine_config_hash_set,
+    # qualified by contract: the PriceFeed's signer set emits the same events
+    "RiskOracle.QuorumSet": _on_risk_quorum_set,
+    "RiskOracle.SignerAdded": _on_risk_signer_added,
+    "RiskOracle.SignerRemoved": _on_risk_signer_removed,
 }
 TIMED_EVENTS = frozenset({"InstrumentListed", "FundingUpdated"})  # handlers that read e.timestamp
 
@@ -622,9 +640,16 @@ class Indexer:
         for name in INDEXED_CONTRACTS:
             address = self.protocol.deployment.contracts[name].lower()
             for item in self.protocol.artifacts[name].abi:
-                if item.get("type") == "event" and item["name"] in HANDLERS:
+                if item.get("type") != "event":
+                    continue
+                qualified = f"{name}.{item['name']}"
+                if qualified in HANDLERS:
+                    spec = replace(_EventSpec.of(item), name=qualified)
+                elif item["name"] in HANDLERS:
                     spec = _EventSpec.of(item)
-                    specs[(address, spec.topic)] = spec
+                else:
+                    continue
+                specs[(address, spec.topic)] = spec
         return specs
 
     @property

@@ -128,7 +128,8 @@ class Engine:
         return state.timestamp, state.timestamp + min(self.lifetime, max_age)
 
     def quorum(self) -> int:
-        return int(self.protocol.call(self.protocol.oracle.functions.quorum()))
+        """The oracle's quorum, as indexed (``QuorumSet`` events): no RPC on the attestation path."""
+        return self.indexer.state.risk_quorum
 
     def _collect(self, job: SignJob) -> bytes:
         """Signatures of the job by signers in increasing address order, up to the quorum."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eth_account import Account
 from web3 import Web3
 
 from offchain.chain.client import Protocol
@@ -214,9 +215,16 @@ def test_indexed_state_equals_the_contracts_after_random_activity(h: Harness) ->
     full_history(h, seed=11)
     post_root_and_change_params(h)
     h.send(h.p.vault.functions.setPaused(True))
+    rotated = Account.create().address  # signer rotation: one in and out, the quorum raised then restored
+    for fn in (h.p.oracle.functions.addSigner(rotated), h.p.oracle.functions.setQuorum(3),
+               h.p.oracle.functions.setQuorum(2), h.p.oracle.functions.removeSigner(rotated)):  # fmt: skip
+        h.send(fn)
     ix = Indexer(h.p, batch_size=7)  # many small ranges: batching must not matter
     assert ix.sync() == h.p.w3.eth.block_number
     assert_matches_chain(h, ix.state)
+    assert ix.state.risk_quorum == h.p.oracle.functions.quorum().call() == 2
+    assert ix.state.risk_signers == tuple(sorted(s.address for s in h.risk_signers))
+    assert all(h.p.oracle.functions.isSigner(a).call() for a in ix.state.risk_signers)
     assert set(ix.applied) == set(HANDLERS), f"events never seen: {set(HANDLERS) - set(ix.applied)}"
     flips, partial = position_moves(h)
     assert flips and partial, "the scenario must flip and partially close positions"
