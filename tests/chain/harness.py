@@ -61,7 +61,7 @@ class Harness:
 
     def post_prices(self, usd: tuple[float, ...], signers: list[Signer] | None = None,
                     timestamp: int | None = None) -> TxReceipt:  # fmt: skip
-        prices = tuple(int(round(x * 1000)) * 10**15 for x in usd)
+        prices = tuple(round(x * 1000) * 10**15 for x in usd)
         ts = timestamp if timestamp is not None else self.now()
         pr = PriceRound(self.latest_round() + 1, ts, prices)
         sigs = sign_price_round(self.p.domain("PriceFeed"), pr, signers or self.price_signers[:2])
@@ -124,10 +124,10 @@ class Harness:
     def trade_proofs(self, maker: Order, taker: Order, size: int, **kw: Any) -> tuple[Any, Any]:
         maker_fee, taker_fee = self.fees(size, maker.limit_price)
         m_delta = size if maker.is_buy else -size
-        m_att = self.attestation(maker.account,
-                                 trade_action(maker.account, maker.instrument, m_delta, maker.limit_price, maker_fee), **kw)  # fmt: skip
-        t_att = self.attestation(taker.account,
-                                 trade_action(taker.account, taker.instrument, -m_delta, maker.limit_price, taker_fee), **kw)  # fmt: skip
+        m_action = trade_action(maker.account, maker.instrument, m_delta, maker.limit_price, maker_fee)
+        t_action = trade_action(taker.account, taker.instrument, -m_delta, maker.limit_price, taker_fee)
+        m_att = self.attestation(maker.account, m_action, **kw)
+        t_att = self.attestation(taker.account, t_action, **kw)
         return self.proof(m_att), self.proof(t_att)
 
     def trade(self, maker_key: str, maker: Order, taker_key: str, taker: Order, size: int,
@@ -280,7 +280,8 @@ class Harness:
         assert t["balance"] == books, f"I-1: vault holds {t['balance']} quote units, books say {books}: {t}"
         for sym in syms[1:]:
             bal = int(balances[sym])
-            assert bal == held.get(str(self.token(sym).address), 0), f"I-2: vault holds {bal} {sym}, Σ collateralOf differs"
+            held_sym = held.get(str(self.token(sym).address), 0)
+            assert bal == held_sym, f"I-2: vault holds {bal} {sym}, Σ collateralOf is {held_sym}"
         return t
 
     def check_settled_conservation(self) -> None:
@@ -292,7 +293,7 @@ class Harness:
 
 def usd(x: float) -> int:
     """USD to a 1e18 price on the tick grid."""
-    return int(round(x * 1000)) * 10**15 if x * PRICE_SCALE % 10**15 else int(x * 1000) * 10**15
+    return round(x * 1000) * 10**15 if x * PRICE_SCALE % 10**15 else int(x * 1000) * 10**15
 
 
 # ---------------------------------------------------------------------- suite helpers (chain tests)

@@ -126,7 +126,7 @@ class ProtocolMachine(RuleBasedStateMachine):
 
     def price_of(self, name: str, bp: int) -> int:
         h = self.h
-        kind, und, _, strike = h.p.instruments.functions.get(h.ids[name]).call()
+        kind, und, _, _ = h.p.instruments.functions.get(h.ids[name]).call()
         index = h.latest_prices()[und]
         if kind in (Kind.PERP, Kind.FUTURE):
             return max(index * (10_000 + bp) // 10_000 // TICK * TICK, TICK)
@@ -200,7 +200,9 @@ class ProtocolMachine(RuleBasedStateMachine):
     def post_prices(self, bps: tuple[int, int]) -> None:
         h = self.h
         old = h.latest_prices()
-        new = tuple(max(p * (10_000 + bp) // 10_000 // TICK * TICK, 1_000 * TICK) for p, bp in zip(old, bps))
+        new = tuple(
+            max(p * (10_000 + bp) // 10_000 // TICK * TICK, 1_000 * TICK) for p, bp in zip(old, bps, strict=True)
+        )
         big = any(-(-abs(n - o) * WAD // o) > WAD // 10 for o, n in zip(old, new, strict=True))
         before = self.nonces()
         h.post_raw(new, h.price_signers if big else h.price_signers[1:])
@@ -242,5 +244,3 @@ def test_random_protocol_activity_keeps_invariants(h: Harness) -> None:
         settings=settings(max_examples=15, stateful_step_count=12, deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]),
     )  # fmt: skip
-
-

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from offchain.chain.params import CollateralParams, OnchainParams
+from offchain.chain.params import OnchainParams
 from tests.chain.conftest import ALICE, BOB, CAROL, DEPLOYER, addr
 from tests.chain.harness import USDC, Harness, reverts, signer_from_seed
 
