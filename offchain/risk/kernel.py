@@ -130,7 +130,7 @@ def _positions(
     for k in range(lo, hi):
         i = indices[k]
         q = data[k]
-        row = pnl[i]
+        row = pnl[i, :n_grid]
         g = accg[under[i]]
         for s in range(n_grid):
             g[s] += q * row[s]
@@ -153,9 +153,9 @@ def _tail_block(
     acc[:] = 0.0
     for k in range(lo, hi):
         q = data[k]
-        row = pnl[indices[k]]
+        row = pnl[indices[k], col0 : col0 + width]  # a sliced view vectorises; row[col0 + s] does not
         for s in range(width):
-            acc[s] += q * row[col0 + s]
+            acc[s] += q * row[s]
 
 
 @_jit
