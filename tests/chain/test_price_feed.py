@@ -241,3 +241,7 @@ def test_signer_admin(h: Harness) -> None:
     with reverts("PriceFeed_MoveNeedsAllSigners", 0):
         h.post_raw(big, [s0, s1])
     h.post_raw(big, [s0, s1, new])
+    for i in range(13):  # 3 registered, 16 at most
+        h.send(f.addSigner(signer_from_seed(f"pmsim-test-price-extra-{i}").address))
+    with reverts("SignerQuorum_TooManySigners"):
+        h.send(f.addSigner(s2.address))
