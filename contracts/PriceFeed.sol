@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.28;
 
+import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {IPriceFeed, IPriceRoundListener} from "./interfaces/IPriceFeed.sol";
@@ -35,7 +36,7 @@ contract PriceFeed is IPriceFeed, EIP712, SignerQuorum {
 
     // ---------------------------------------------------------------- constructor
     constructor(address owner_, uint256 numUnderlyings_, uint64 heartbeat_, uint64 maxDelay_, uint64 maxMove_)
-        SignerQuorum(owner_)
+        Ownable(owner_)
         EIP712("pmsim PriceFeed", "1")
     {
         if (numUnderlyings_ == 0 || numUnderlyings_ > Constants.MAX_UNDERLYINGS) revert PriceFeed_BadConfig();

@@ -5,13 +5,17 @@ import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {IRiskOracle} from "./interfaces/IRiskOracle.sol";
 import {IPriceFeed} from "./interfaces/IPriceFeed.sol";
+import {IRiskParams} from "./interfaces/IRiskParams.sol";
 import {SignerQuorum} from "./SignerQuorum.sol";
 import {Attestation, MarginProof, StatusRoot, StatusLeaf} from "./libraries/Types.sol";
 
 /// @title RiskOracle
+/// @notice The oracle module of the Vault: the Vault inherits it, so a margin check inside a trade or
+/// a withdrawal is an internal call (no external call, no re-encoding of the proof), and the oracle's
+/// address is the Vault's (its EIP-712 domain names "pmsim RiskOracle" at the Vault's address).
 /// @dev Inherits EIP712 before SignerQuorum so that the quorum (two bytes) and the hot configuration
 /// below share one storage slot: a one-signer check at the latest price round reads three slots.
-contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
+abstract contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
     // ---------------------------------------------------------------- constants
     bytes32 public constant ATTESTATION_TYPEHASH = keccak256(
         "Attestation(address account,uint64 riskNonce,bytes32 actionHash,int256 marginEquity,int256 mtmEquity,"
@@ -24,7 +28,7 @@ contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
 
     // ---------------------------------------------------------------- immutables
     IPriceFeed public immutable feed;
-    address public immutable riskParams;
+    IRiskParams public immutable riskParams;
 
     // ---------------------------------------------------------------- storage
     // slot A (with SignerQuorum's _signerCount and _quorum)
@@ -40,10 +44,7 @@ contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
     uint64 public rootExpiry;
 
     // ---------------------------------------------------------------- constructor
-    constructor(address owner_, IPriceFeed feed_, address riskParams_)
-        EIP712("pmsim RiskOracle", "1")
-        SignerQuorum(owner_)
-    {
+    constructor(IPriceFeed feed_, IRiskParams riskParams_) EIP712("pmsim RiskOracle", "1") {
         feed = feed_;
         riskParams = riskParams_;
     }
@@ -51,7 +52,7 @@ contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
     // ---------------------------------------------------------------- admin
     /// @inheritdoc IRiskOracle
     function syncParams(bytes32 paramsHash_, uint64 priceTolerance_, uint64 attestationMaxAge_) external {
-        if (msg.sender != riskParams) revert RiskOracle_OnlyRiskParams();
+        if (msg.sender != address(riskParams)) revert RiskOracle_OnlyRiskParams();
         (paramsHash, priceTolerance, attestationMaxAge) = (paramsHash_, priceTolerance_, attestationMaxAge_);
         emit ParamsSynced(paramsHash_, priceTolerance_, attestationMaxAge_);
         if (statusRoot != bytes32(0)) {
@@ -76,6 +77,17 @@ contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
         uint256 credit,
         bool useInitial
     ) external view returns (int256 equity) {
+        return _requireMargin(proof, account, nonce, actionHash, credit, useInitial);
+    }
+
+    function _requireMargin(
+        MarginProof calldata proof,
+        address account,
+        uint64 nonce,
+        bytes32 actionHash,
+        uint256 credit,
+        bool useInitial
+    ) internal view returns (int256 equity) {
         Attestation calldata a = proof.attestation;
         _verify(proof, account, nonce, actionHash, credit);
         equity = a.marginEquity + int256(credit - a.creditCheckpoint);
@@ -127,6 +139,16 @@ contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
         uint64 nonce,
         uint256 credit
     ) external view returns (int256 equity, uint256 initialMargin, uint256 maintenanceMargin) {
+        return _verifyStatus(leaf, proof, account, nonce, credit);
+    }
+
+    function _verifyStatus(
+        StatusLeaf calldata leaf,
+        bytes32[] calldata proof,
+        address account,
+        uint64 nonce,
+        uint256 credit
+    ) internal view returns (int256 equity, uint256 initialMargin, uint256 maintenanceMargin) {
         bytes32 root = statusRoot;
         if (root == bytes32(0)) revert RiskOracle_NoRoot();
         if (rootExpiry < block.timestamp) revert RiskOracle_Expired(rootExpiry, block.timestamp);

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.28;
 
-import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {ISignerQuorum} from "./interfaces/ISignerQuorum.sol";
@@ -15,9 +14,6 @@ abstract contract SignerQuorum is ISignerQuorum, Ownable2Step {
     /// @dev Two bytes, so that a derived contract can pack its hot configuration into the same slot.
     uint8 internal _signerCount;
     uint8 internal _quorum;
-
-    // ---------------------------------------------------------------- constructor
-    constructor(address owner_) Ownable(owner_) {}
 
     // ---------------------------------------------------------------- admin
     /// @inheritdoc ISignerQuorum

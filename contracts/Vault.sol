@@ -2,7 +2,6 @@
 pragma solidity ^0.8.28;
 
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
-import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Metadata.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
@@ -10,7 +9,7 @@ import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol
 import {IVault} from "./interfaces/IVault.sol";
 import {IInstruments} from "./interfaces/IInstruments.sol";
 import {IRiskParams, Params, Collateral} from "./interfaces/IRiskParams.sol";
-import {IRiskOracle} from "./interfaces/IRiskOracle.sol";
+import {RiskOracle} from "./RiskOracle.sol";
 import {IPriceFeed} from "./interfaces/IPriceFeed.sol";
 import {Fill, MarginProof, AccountView, PositionView, Instrument, Kind, StatusLeaf} from "./libraries/Types.sol";
 import {Constants} from "./libraries/Constants.sol";
@@ -18,7 +17,7 @@ import {SignedMath} from "./libraries/SignedMath.sol";
 import {ActionHash} from "./libraries/ActionHash.sol";
 
 /// @title Vault
-contract Vault is IVault, Ownable2Step, ReentrancyGuard {
+contract Vault is IVault, RiskOracle, ReentrancyGuard {
     using SafeERC20 for IERC20;
 
     struct AccountData {
@@ -38,9 +37,6 @@ contract Vault is IVault, Ownable2Step, ReentrancyGuard {
     // ---------------------------------------------------------------- immutables
     IERC20 public immutable quoteToken;
     IInstruments public immutable instruments;
-    IRiskParams public immutable riskParams;
-    IRiskOracle public immutable oracle;
-    IPriceFeed public immutable feed;
 
     // ---------------------------------------------------------------- storage
     mapping(address => AccountData) internal _accounts;
@@ -58,13 +54,12 @@ contract Vault is IVault, Ownable2Step, ReentrancyGuard {
         IERC20 quote_,
         IInstruments instruments_,
         IRiskParams riskParams_,
-        IRiskOracle oracle_,
         IPriceFeed feed_,
         address feeCollector_
-    ) Ownable(owner_) {
+    ) Ownable(owner_) RiskOracle(feed_, riskParams_) {
         if (IERC20Metadata(address(quote_)).decimals() != Constants.QUOTE_DECIMALS) revert Vault_BadQuoteToken();
         if (feeCollector_ == address(0)) revert Vault_ZeroAddress();
-        (quoteToken, instruments, riskParams, oracle, feed) = (quote_, instruments_, riskParams_, oracle_, feed_);
+        (quoteToken, instruments) = (quote_, instruments_);
         feeCollector = feeCollector_;
         guardian = owner_;
         emit FeeCollectorSet(feeCollector_);
@@ -158,7 +153,7 @@ contract Vault is IVault, Ownable2Step, ReentrancyGuard {
             if (paused) revert Vault_Paused();
             if (proof.signatures.length == 0) revert Vault_MarginProofRequired();
             bytes32 action = ActionHash.withdraw(msg.sender, token, amount);
-            oracle.requireMargin(proof, msg.sender, a.riskNonce, action, a.depositCredit, true);
+            _requireMargin(proof, msg.sender, a.riskNonce, action, a.depositCredit, true);
         }
         if (token == address(quoteToken)) {
             if (a.cash < int256(amount)) revert Vault_InsufficientCash(a.cash, amount);
@@ -182,7 +177,7 @@ contract Vault is IVault, Ownable2Step, ReentrancyGuard {
         if (to == address(0)) revert Vault_ZeroAddress();
         AccountData storage a = _accounts[msg.sender];
         if (a.ids.length != 0 && paused) revert Vault_Paused();
-        (int256 equity, uint256 im,) = oracle.verifyStatus(leaf, proof, msg.sender, a.riskNonce, a.depositCredit);
+        (int256 equity, uint256 im,) = _verifyStatus(leaf, proof, msg.sender, a.riskNonce, a.depositCredit);
         if (equity - int256(amount) < int256(im)) revert Vault_InsufficientHeadroom(equity, amount, im);
         if (a.cash < int256(amount)) revert Vault_InsufficientCash(a.cash, amount);
         a.cash -= int128(int256(amount));
@@ -252,7 +247,7 @@ contract Vault is IVault, Ownable2Step, ReentrancyGuard {
         bool reducing = old != 0 && (old > 0) != (delta > 0) && SignedMath.abs(delta) <= SignedMath.abs(old);
         if (!reducing && paused) revert Vault_Paused();
         bytes32 action = ActionHash.trade(account, fill.instrument, delta, fill.price, fee);
-        oracle.requireMargin(proof, account, a.riskNonce, action, a.depositCredit, !reducing);
+        _requireMargin(proof, account, a.riskNonce, action, a.depositCredit, !reducing);
     }
 
     /// @dev Moves the position by `delta` at `price`; returns the cash change before fees.

@@ -4,12 +4,13 @@
     .venv/bin/python scripts/gas_table.py --check     # exit 1 if any figure rose > 5 % over gas/snapshot.json
     .venv/bin/python scripts/gas_table.py --update    # rewrite gas/snapshot.json with the new figures
 
-Marginal figures come from ``contracts/mocks/MarginCheckProbe.sol``: it calls the RiskOracle as the
-Vault does and returns the gas of that one call (argument encoding, the external call and the whole
-verification), measured with ``gasleft()`` inside an ``eth_call`` from the account with its real
-risk nonce and deposit credit, so the oracle's account and storage are cold as in an action's first
-check. Whole-transaction figures are receipts' gasUsed, each taken from the same chain state (a
-snapshot reverted afterwards), for an account that already holds 1, 16 or 64 option positions.
+Marginal figures come from ``contracts/mocks/VaultGasProbe.sol``, the Vault plus two probes: the
+bench deploys it as the protocol's Vault, and each probe runs the very internal check a withdrawal or
+a trade side runs (the RiskOracle is a module of the Vault) and returns its gas, measured with
+``gasleft()`` inside an ``eth_call`` from the account with its real risk nonce and deposit credit,
+so storage is cold as in an action's first check. Whole-transaction figures are receipts' gasUsed,
+each taken from the same chain state (a snapshot reverted afterwards), for an account that already
+holds 1, 16 or 64 option positions.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from web3.types import TxReceipt  # noqa: E402
 from offchain.chain.actions import withdraw_action  # noqa: E402
 from offchain.chain.anvil import DEFAULT_KEYS, start_anvil  # noqa: E402
 from offchain.chain.client import Protocol, connect  # noqa: E402
-from offchain.chain.deploy import InstrumentSpec, _deploy, list_instruments  # noqa: E402
+from offchain.chain.deploy import InstrumentSpec, list_instruments  # noqa: E402
 from offchain.chain.devnet import DAY, bootstrap  # noqa: E402
 from offchain.chain.eip712 import Signer  # noqa: E402
 from offchain.chain.merkle import StatusLeaf, StatusTree  # noqa: E402
@@ -99,13 +100,13 @@ class Bench:
 
     @classmethod
     def setup(cls, url: str) -> Bench:
-        dev = bootstrap(connect(url), DEPLOYER, rpc_url=url, risk_signers=max(SIGNER_COUNTS), risk_quorum=TX_QUORUM)
+        dev = bootstrap(connect(url), DEPLOYER, rpc_url=url, risk_signers=max(SIGNER_COUNTS), risk_quorum=TX_QUORUM,
+                        vault_artifact="VaultGasProbe")  # fmt: skip
         h = Harness(dev.protocol, DEPLOYER, dev.risk_signers, dev.price_signers, dev.instruments)
         for key in (ALICE, BOB):
             h.fund(key, "USDC", DEPOSIT)
             h.deposit(key, "USDC", DEPOSIT)
-        probe = _deploy(h.p.w3, h.p.artifacts["MarginCheckProbe"], DEPLOYER, h.p.oracle.address)
-        h.p.reset_nonces()  # the deployment bypassed the protocol's nonce cache
+        probe = h.p.vault  # the protocol's own Vault, with the probes
         options = list_instruments(h.p, DEPLOYER, _calls(h.now(), max(PORTFOLIOS)))
         # A first root: measured posts overwrite one, as every engine round does.
         post_status_root(h, status_root(h, keccak(text="pmsim gas table: first root")), h.risk_signers[:TX_QUORUM])
@@ -285,7 +286,7 @@ def _marginal_lines(gas: dict[str, int]) -> list[str]:
         for k in SIGNER_COUNTS
     ]
     return [
-        "Margin check, marginal gas inside the action (probe, eth_call from the account, cold oracle)",
+        "Margin check, marginal gas inside the action (probe in the Vault, eth_call from the account, cold storage)",
         *checks,
         row(f"per extra signer (({last} - {first}) / {last - first})", gas["per_extra_signer"], TARGET_PER_SIGNER),
         row("attestation, 1 signer, previous price round", gas[f"{_check_key(1)}_previous_round"]),

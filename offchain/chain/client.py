@@ -33,6 +33,8 @@ from offchain.errors import ChainError, ContractRevertError
 T = TypeVar("T")
 _NONCE_ERRORS = re.compile(r"nonce too low|replacement transaction underpriced|already known", re.IGNORECASE)
 CORE = ("RiskParams", "PriceFeed", "RiskOracle", "Instruments", "Vault", "Exchange")
+# The RiskOracle is a module of the Vault: its address and ABI are the Vault's.
+ABI_OF = {"RiskOracle": "Vault"}
 
 
 @dataclass
@@ -115,7 +117,7 @@ class Protocol:
         self.decoder = ErrorDecoder(self.artifacts)
         self.chain_id = deployment.chain_id
         self.c: dict[str, Contract] = {
-            name: w3.eth.contract(address=to_checksum_address(addr), abi=self.artifacts[name].abi)
+            name: w3.eth.contract(address=to_checksum_address(addr), abi=self.abi_of(name))
             for name, addr in deployment.contracts.items()
         }
         token_abi = self.artifacts["MockERC20"].abi
@@ -124,6 +126,11 @@ class Protocol:
             for sym, t in deployment.tokens.items()
         }
         self._nonces: dict[str, int] = {}
+
+    def abi_of(self, name: str) -> list[dict[str, Any]]:
+        """The ABI of a deployed contract (the RiskOracle's is its Vault's, whatever build of it)."""
+        name = ABI_OF.get(name, name)
+        return self.artifacts[self.deployment.extra.get("artifact_of", {}).get(name, name)].abi
 
     # ------------------------------------------------------------------ handles
     @property

@@ -41,6 +41,7 @@ class DeployConfig:
     haircuts: dict[str, int] = field(default_factory=lambda: {"WETH": WAD // 10, "WBTC": WAD // 10})
     feed: FeedConfig = field(default_factory=FeedConfig)
     fee_collector: str | None = None
+    vault_artifact: str = "Vault"  # the gas table deploys VaultGasProbe, the Vault plus two probes
 
 
 def _deploy(w3: Web3, art: Artifact, key: str, *args: Any) -> Contract:
@@ -69,15 +70,15 @@ def deploy_protocol(w3: Web3, deployer_key: str, cfg: DeployConfig, rpc_url: str
     params = _deploy(w3, arts["RiskParams"], deployer_key, owner, cfg.params.as_tuple(), cfg.engine_config_hash)
     f = cfg.feed
     feed = _deploy(w3, arts["PriceFeed"], deployer_key, owner, len(UNDERLYINGS), f.heartbeat, f.max_delay, f.max_move)
-    oracle = _deploy(w3, arts["RiskOracle"], deployer_key, owner, feed.address, params.address)
     instruments = _deploy(w3, arts["Instruments"], deployer_key, owner, feed.address, params.address)
     collector = cfg.fee_collector or owner
     vault = _deploy(
-        w3, arts["Vault"], deployer_key, owner, tokens["USDC"].address, instruments.address,
-        params.address, oracle.address, feed.address, collector,
+        w3, arts[cfg.vault_artifact], deployer_key, owner, tokens["USDC"].address, instruments.address,
+        params.address, feed.address, collector,
     )  # fmt: skip
     exchange = _deploy(w3, arts["Exchange"], deployer_key, vault.address, params.address)
-    contracts = {"RiskParams": params, "PriceFeed": feed, "RiskOracle": oracle, "Instruments": instruments,
+    # The RiskOracle is a module of the Vault (see RiskOracle.sol): same address.
+    contracts = {"RiskParams": params, "PriceFeed": feed, "RiskOracle": vault, "Instruments": instruments,
                  "Vault": vault, "Exchange": exchange}  # fmt: skip
     token_info = {
         "USDC": TokenInfo("USDC", tokens["USDC"].address, 6, None),
@@ -88,6 +89,7 @@ def deploy_protocol(w3: Web3, deployer_key: str, cfg: DeployConfig, rpc_url: str
         chain_id=w3.eth.chain_id, rpc_url=rpc_url, deploy_block=start_block,
         contracts={n: contracts[n].address for n in CORE}, tokens=token_info,
         underlyings=list(UNDERLYINGS), fee_collector=collector,
+        extra={"artifact_of": {"Vault": cfg.vault_artifact}} if cfg.vault_artifact != "Vault" else {},
     )  # fmt: skip
     proto = Protocol(w3, dep, arts)
     _wire(proto, deployer_key, cfg)

@@ -72,6 +72,7 @@ def bootstrap(
     price_quorum: int = 2,
     engine_config_hash: bytes | None = None,
     spot: tuple[float, ...] = (55_000.0, 2_800.0),
+    vault_artifact: str = "Vault",
 ) -> Devnet:
     """Deploy, list the default instruments and post a first price round.
 
@@ -89,6 +90,7 @@ def bootstrap(
     cfg = DeployConfig(
         risk_signers=[s.address for s in risk], price_signers=[s.address for s in price],
         risk_quorum=risk_quorum, price_quorum=price_quorum, engine_config_hash=engine_config_hash,
+        vault_artifact=vault_artifact,
     )  # fmt: skip
     proto = deploy_protocol(w3, deployer, cfg, rpc_url)
     specs = default_instruments(proto.now())

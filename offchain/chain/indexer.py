@@ -639,7 +639,7 @@ class Indexer:
         specs: dict[tuple[str, bytes], _EventSpec] = {}
         for name in INDEXED_CONTRACTS:
             address = self.protocol.deployment.contracts[name].lower()
-            for item in self.protocol.artifacts[name].abi:
+            for item in self.protocol.abi_of(name):
                 if item.get("type") != "event":
                     continue
                 qualified = f"{name}.{item['name']}"

@@ -223,12 +223,14 @@ def test_oracle_callbacks_are_restricted(h: Harness) -> None:
 
 def test_unsynced_oracle_refuses_everything(h: Harness) -> None:
     """A RiskOracle that never received a parameter hash refuses attestations
-    (RiskOracle_ParamsNotSynced) until its RiskParams syncs it."""
-    art = load_artifacts()["RiskOracle"]
+    (RiskOracle_ParamsNotSynced) until its RiskParams syncs it. The oracle is a module of the
+    Vault: a fresh Vault is a fresh oracle."""
+    art = load_artifacts()["Vault"]
     w3, deployer = h.p.w3, Account.from_key(DEPLOYER).address
     factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
     # this oracle's "RiskParams" is the deployer, so that the test can sync it by hand
-    rc = h.send(factory.constructor(deployer, h.p.feed.address, deployer))
+    usdc, instruments = h.p.tokens["USDC"].address, h.p.instruments.address
+    rc = h.send(factory.constructor(deployer, usdc, instruments, deployer, h.p.feed.address, deployer))
     oracle = w3.eth.contract(address=rc["contractAddress"], abi=art.abi)
     for s in h.risk_signers:
         h.send(oracle.functions.addSigner(s.address))
