@@ -78,9 +78,10 @@ class AccountState:
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)
         for name in ("cash", "cost_basis", "funding_owed"):
-            value = float(getattr(self, name))
-            _require_finite(name, np.array(value))
-            object.__setattr__(self, name, value)
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float | np.floating) or not np.isfinite(value):
+                raise InputError(name, f"must be a finite number, got {value!r}")
+            object.__setattr__(self, name, float(value))
         coll = np.asarray(self.collateral, dtype=np.float64).reshape(-1)
         object.__setattr__(self, "collateral", _collateral_matrix("collateral", coll, coll.shape))
 

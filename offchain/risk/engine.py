@@ -56,7 +56,7 @@ from offchain.risk.scenarios import ScenarioBlock, build_grid, build_tail, descr
 
 @dataclass(frozen=True, eq=False)
 class MarginResult:
-    """Margin figures of every account, one array each (USD unless stated).
+    r"""Margin figures of every account, one array each (USD unless stated).
 
     Attributes
     ----------
@@ -75,7 +75,7 @@ class MarginResult:
     standard_margin : ndarray
         Position-by-position standard margin, for comparison.
     standalone_grid_loss : ndarray
-        :math:`\\sum_u G_u`, the grid loss without cross-underlying offsets.
+        :math:`\sum_u G_u`, the grid loss without cross-underlying offsets.
     offset_credit : ndarray
         Cross-underlying credit, ``standalone_grid_loss - grid_loss`` (>= 0).
     """
@@ -264,7 +264,7 @@ class MarginEngine:
 
     def account(self, state: AccountState) -> AccountMargin:
         """One account's figures: the kernel's single-account path (same code, same bits)."""
-        if state.rows.size and int(state.rows[-1]) >= len(self.instruments):
+        if state.rows.size and (int(state.rows[0]) < 0 or int(state.rows[-1]) >= len(self.instruments)):
             raise InputError("positions", "instrument row out of range")
         self._check_collateral_width(state.collateral.size)
         self._check_settled(state.rows)
@@ -306,12 +306,12 @@ class MarginEngine:
         for t in range(prices.size):
             coll = coll + collateral[:, t] * prices[t]
             coll_haircut = coll_haircut + collateral[:, t] * haircut_prices[t]
-        positions = raw[:, 7] - cost_basis - funding_owed
-        joint, standalone, es = raw[:, 0], raw[:, 1], raw[:, 2]
+        joint, standalone, es, var, som, concentration, standard, mark = raw.T  # kernel.FIELDS
+        positions = mark - cost_basis - funding_owed
         grid_loss = np.maximum(joint, (1.0 - self.config.grid.max_offset_credit) * standalone)
         core = np.maximum(grid_loss, es)
-        som_addon = np.maximum(raw[:, 4] - core, 0.0)
-        im = core + som_addon + raw[:, 5]
+        som_addon = np.maximum(som - core, 0.0)
+        im = core + som_addon + concentration
         result = MarginResult(
             im=im,
             mm=self.config.mm_factor * im,
@@ -319,11 +319,11 @@ class MarginEngine:
             mtm_equity=cash + coll + positions,
             grid_loss=grid_loss,
             es=es,
-            var=raw[:, 3],
+            var=var,
             short_option_addon=som_addon,
-            concentration_addon=raw[:, 5],
+            concentration_addon=concentration,
             worst_scenario=worst,
-            standard_margin=raw[:, 6],
+            standard_margin=standard,
             standalone_grid_loss=standalone,
             offset_credit=np.maximum(standalone - grid_loss, 0.0),
         )
