@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from threading import RLock
@@ -149,35 +149,33 @@ class Engine:
     # ------------------------------------------------------------------ attestations
     def attest_trade(self, account: str, instrument: int, size_delta: int, price: int, role: str) -> SignedAttestation:
         """Attest ``account``'s state after the proposed fill (``role`` maker or taker sets the fee)."""
-        t0 = time.perf_counter()
-        with self.lock:
-            state = self.refresh()
-            fee = self._fee(state, size_delta, price, role)
-            req = TradeRequest(account, instrument, size_delta, price, fee)
-            issued, expiry = self._window(state)
-            try:
-                att = self.core.attest_trade(state, req, issued, expiry)
-            except PmsimError:
-                self.metrics.attestation_errors.inc()
-                raise
-            signed = SignedAttestation(att, self._collect(SignJob(state.block, att, req)), state.block)
-        self.metrics.attestations.labels("trade").inc()
-        self.metrics.attestation_seconds.observe(time.perf_counter() - t0)
-        return signed
+
+        def request(state: ProtocolState) -> TradeRequest:
+            return TradeRequest(account, instrument, size_delta, price, self._fee(state, size_delta, price, role))
+
+        return self._attest("trade", request)
 
     def attest_withdraw(self, account: str, token: str, amount: int) -> SignedAttestation:
+        """Attest ``account``'s state after withdrawing ``amount`` (token units) of ``token``."""
+        return self._attest("withdraw", lambda _state: WithdrawRequest(account, token, amount))
+
+    def _attest(self, kind: str, make: Callable[[ProtocolState], TradeRequest | WithdrawRequest]) -> SignedAttestation:
+        """Index, compute the post-action attestation, collect the quorum; count and time it."""
         t0 = time.perf_counter()
         with self.lock:
             state = self.refresh()
-            req = WithdrawRequest(account, token, amount)
-            issued, expiry = self._window(state)
             try:
-                att = self.core.attest_withdraw(state, req, issued, expiry)
+                req = make(state)
+                issued, expiry = self._window(state)
+                if isinstance(req, TradeRequest):
+                    att = self.core.attest_trade(state, req, issued, expiry)
+                else:
+                    att = self.core.attest_withdraw(state, req, issued, expiry)
             except PmsimError:
                 self.metrics.attestation_errors.inc()
                 raise
             signed = SignedAttestation(att, self._collect(SignJob(state.block, att, req)), state.block)
-        self.metrics.attestations.labels("withdraw").inc()
+        self.metrics.attestations.labels(kind).inc()
         self.metrics.attestation_seconds.observe(time.perf_counter() - t0)
         return signed
 
