@@ -8,6 +8,7 @@ at fault and exits with code 2.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
@@ -28,15 +29,17 @@ margin_app = typer.Typer(add_completion=False, help=__doc__)
 
 
 def _pairs(values: list[str] | None, option: str) -> dict[str, float]:
+    """``["BTC=60000", ...]`` as ``{"BTC": 60000.0}``; anything else is an error naming ``option``."""
     out: dict[str, float] = {}
     for item in values or []:
-        symbol, sep, number = item.partition("=")
+        symbol, _, number = item.partition("=")
         try:
-            out[symbol.strip()] = float(number)
+            value = float(number)
         except ValueError:
-            sep = ""
-        if not sep or not symbol.strip():
+            raise InputError(option, f"expected SYMBOL=NUMBER, got {item!r}") from None
+        if not symbol.strip():
             raise InputError(option, f"expected SYMBOL=NUMBER, got {item!r}")
+        out[symbol.strip()] = value
     return out
 
 
@@ -125,11 +128,8 @@ def margin(
         cfg = load_config(config)
         if strategies:
             rows = strategy_rows(cfg)
-            typer.echo(
-                json.dumps([vars(r) | {"saving": r.saving} for r in rows], indent=2)
-                if as_json
-                else strategy_markdown(rows)
-            )
+            table = [dataclasses.asdict(r) | {"saving": r.saving} for r in rows]
+            typer.echo(json.dumps(table, indent=2) if as_json else strategy_markdown(rows))
             return
         if positions_file is None:
             raise InputError("POSITIONS_FILE", "missing (or pass --strategies)")

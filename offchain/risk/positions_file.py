@@ -167,7 +167,8 @@ def _surface(value: object, now: int, path: str) -> VolSurface:
     except InputError as exc:
         if exc.field.startswith(path):
             raise
-        raise _relabel(exc, path if exc.field == "vol" else join(path, exc.field)) from None
+        inner = exc.field.replace("pillars", "svi", 1)  # VolSurface names its list "pillars"
+        raise _relabel(exc, path if inner == "vol" else join(path, inner)) from None
 
 
 def _market(root: Section, config: RiskConfig) -> MarketState:

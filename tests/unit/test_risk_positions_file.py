@@ -204,3 +204,12 @@ def test_volatility_defaults_to_the_configured_surfaces(config: RiskConfig, tmp_
     with pytest.raises(InputError) as info:
         load_positions(path, config, MarketFlags(now=NOW, spot=FLAGS.spot, vol={"SOL": 0.9}))
     assert info.value.field == "--vol"
+
+
+def test_svi_pillars_out_of_order_name_the_pillar(config: RiskConfig, tmp_path: Path) -> None:
+    doc = copy.deepcopy(SAMPLE)
+    pillar = dict(doc["vol"]["ETH"]["svi"][0])
+    doc["vol"]["ETH"]["svi"] = [pillar | {"expiry": EXPIRY + 86_400}, pillar]
+    with pytest.raises(InputError) as info:
+        load_positions(write_json(tmp_path, doc), config)
+    assert info.value.field == "vol.ETH.svi[1].t"
