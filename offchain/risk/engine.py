@@ -237,7 +237,38 @@ class MarginEngine:
     # ----------------------------------------------------------------------- compute
 
     def compute(self, book: AccountBook) -> MarginResult:
-        """Margin figures of every account of ``book`` (see the module's rule)."""
+        r"""Margin figures of every account of ``book``.
+
+        Parameters
+        ----------
+        book : AccountBook
+            Accounts × instruments positions (columns in this engine's instrument order) and
+            balances; collateral columns in ``config.collateral`` order.
+
+        Returns
+        -------
+        MarginResult
+            One array per figure, indexed like the book's rows.
+
+        Raises
+        ------
+        InputError
+            Book shaped for other instruments or collateral tokens.
+        SettlementMissingError
+            An account holds an expired instrument without a settlement price.
+
+        Notes
+        -----
+        Scan risk over the joint grid with weights :math:`w_s`, then the module's rule:
+
+        .. math::
+
+            G_{joint} = \max\Bigl(0,\ \max_s w_s \cdot -\sum_k q_k P_{i_k s}\Bigr), \qquad
+            G_u = \max\Bigl(0,\ \max_s w_s \cdot -\sum_{k: u(i_k) = u} q_k P_{i_k s}\Bigr),
+
+        :math:`\mathrm{IM} = \max(\max(G_{joint}, (1-c)\sum_u G_u),\ \mathrm{ES}) +` add-ons,
+        ES and VaR from the tail scenarios (see :mod:`offchain.risk.kernel`).
+        """
         if book.positions.shape[1] != len(self.instruments):
             raise InputError("positions", f"needs {len(self.instruments)} instrument columns")
         self._check_collateral_width(book.collateral.shape[1])
@@ -263,7 +294,17 @@ class MarginEngine:
         return self._result(raw, worst, book.cash, book.cost_basis, book.funding_owed, book.collateral)
 
     def account(self, state: AccountState) -> AccountMargin:
-        """One account's figures: the kernel's single-account path (same code, same bits)."""
+        """One account's figures, in microseconds: the batch kernel's own routine on one row.
+
+        Returns exactly (bit for bit) what :meth:`compute` returns for the same account.
+
+        Raises
+        ------
+        InputError
+            Rows outside this engine's instruments or a collateral vector of the wrong length.
+        SettlementMissingError
+            The account holds an expired instrument without a settlement price.
+        """
         if state.rows.size and (int(state.rows[0]) < 0 or int(state.rows[-1]) >= len(self.instruments)):
             raise InputError("positions", "instrument row out of range")
         self._check_collateral_width(state.collateral.size)
