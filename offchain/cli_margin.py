@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from offchain.errors import InputError, PmsimError
-from offchain.risk.config import load_config
+from offchain.risk.config import RiskConfig, load_config
 from offchain.risk.engine import MarginEngine
 from offchain.risk.liquidation import LiquidationLevels
 from offchain.risk.positions_file import MarketFlags, load_positions
@@ -105,6 +105,33 @@ def _print(report: BookReport) -> None:
     console.print(f"config hash {report.config_hash}, price round {report.round_id}, chain time {report.now}")
 
 
+def _chain_report(cfg: RiskConfig, accounts: list[str], deployment: Path, rpc: str | None,
+                  liquidation: bool) -> BookReport:  # fmt: skip
+    """The report of devnet accounts: the chain's state rebuilt from events, the engine's book."""
+    from eth_utils import is_address, to_checksum_address
+
+    from offchain.chain.client import Deployment, Protocol, connect
+    from offchain.chain.indexer import Indexer
+    from offchain.engine.core import EngineCore
+
+    dep = Deployment.load(deployment)
+    indexer = Indexer(Protocol(connect(rpc or dep.rpc_url), dep))
+    indexer.sync()
+    state = indexer.state
+    if state.engine_config_hash != cfg.canonical_hash():
+        typer.echo("note: the chain binds another configuration; these figures differ from attested ones", err=True)
+    if accounts == ["all"]:
+        ids = None
+    else:
+        bad = [a for a in accounts if not is_address(a)]
+        if bad:
+            raise InputError("account", f"not an address: {bad[0]!r}")
+        ids = [str(to_checksum_address(a)) for a in accounts]
+    core = EngineCore(cfg, dep)
+    addresses, book = core.book(state, ids)
+    return build_report(core.engine(state), book, addresses, liquidation=liquidation)
+
+
 @margin_app.command()
 def margin(
     positions_file: Annotated[
@@ -122,8 +149,14 @@ def margin(
     round_id: Annotated[int, typer.Option("--round", help="CSV only: price round id")] = 0,
     spot: Annotated[list[str] | None, typer.Option(help="CSV only: SYMBOL=PRICE, once per underlying")] = None,
     vol: Annotated[list[str] | None, typer.Option(help="CSV only: SYMBOL=VOL flat implied vol")] = None,
+    account: Annotated[
+        list[str] | None, typer.Option(help="devnet mode: an account address (repeat), or 'all' indexed accounts")
+    ] = None,
+    deployment: Annotated[Path, typer.Option(help="devnet mode: deployment file")] = Path("deployments/local.json"),
+    rpc: Annotated[str | None, typer.Option(help="devnet mode: RPC URL (default: the deployment's)")] = None,
 ) -> None:
-    """Compute IM, MM and equities of every account in POSITIONS_FILE and print a report."""
+    """Compute IM, MM and equities of every account in POSITIONS_FILE (or of devnet accounts,
+    rebuilt from the chain's events at the latest block) and print a report."""
     try:
         cfg = load_config(config)
         if strategies:
@@ -131,12 +164,15 @@ def margin(
             table = [dataclasses.asdict(r) | {"saving": r.saving} for r in rows]
             typer.echo(json.dumps(table, indent=2) if as_json else strategy_markdown(rows))
             return
-        if positions_file is None:
-            raise InputError("POSITIONS_FILE", "missing (or pass --strategies)")
-        flags = MarketFlags(now, round_id, _pairs(spot, "--spot"), _pairs(vol, "--vol"))
-        data = load_positions(positions_file, cfg, flags)
-        engine = MarginEngine(cfg, data.instruments, data.market)
-        report = build_report(engine, data.book, data.account_ids, liquidation=liquidation)
+        if account:
+            report = _chain_report(cfg, account, deployment, rpc, liquidation)
+        else:
+            if positions_file is None:
+                raise InputError("POSITIONS_FILE", "missing (or pass --account, or --strategies)")
+            flags = MarketFlags(now, round_id, _pairs(spot, "--spot"), _pairs(vol, "--vol"))
+            data = load_positions(positions_file, cfg, flags)
+            engine = MarginEngine(cfg, data.instruments, data.market)
+            report = build_report(engine, data.book, data.account_ids, liquidation=liquidation)
     except PmsimError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -8,6 +8,7 @@ Conversion to the contracts' fixed point rounds against the account (equities do
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -126,10 +127,13 @@ class EngineCore:
         return AccountState.from_ids(rows, sizes, cash=acct.cash / E6, cost_basis=cost / E6,
                                      funding_owed=owed / E6, collateral=collateral)  # fmt: skip
 
-    def book(self, state: ProtocolState) -> tuple[list[str], AccountBook]:
-        """Every indexed account (sorted by address) as one book."""
+    def book(self, state: ProtocolState, accounts: Sequence[str] | None = None) -> tuple[list[str], AccountBook]:
+        """The indexed ``accounts`` (default: every one, sorted by address) as one book."""
         engine = self.engine(state)
-        addresses = sorted(state.accounts)
+        addresses = sorted(state.accounts) if accounts is None else list(accounts)
+        unknown = [a for a in addresses if a not in state.accounts]
+        if unknown:
+            raise InputError("account", f"no activity on chain for {', '.join(unknown)}")
         states = [self.account_state(state, state.accounts[a]) for a in addresses]
         if not states:
             empty = sp.csr_matrix((0, len(engine.instruments)))

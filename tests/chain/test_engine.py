@@ -272,3 +272,35 @@ def test_the_same_block_gives_the_same_root_in_two_processes(h: Harness, engine:
     b = StatusTree.build(other.status_leaves(ix.state)).root
     assert a == b
     assert Signer(h.risk_signers[0]._key.to_bytes()).address == h.risk_signers[0].address
+
+
+def test_pmsim_margin_reports_devnet_accounts(h: Harness, tmp_path: Path) -> None:
+    """``pmsim margin --account``: the same figures the engine attests, from the chain's events."""
+    from typer.testing import CliRunner
+
+    from offchain.cli import app
+
+    h.deposit(ALICE, "USDC", 100_000 * USDC)
+    h.deposit(BOB, "USDC", 100_000 * USDC)
+    call, size, price = h.ids[CALL], U, 1_250 * U
+    h.trade(ALICE, h.order(ALICE, call, False, size, price), BOB, h.order(BOB, call, True, size, price), size)
+    dep = tmp_path / "deployment.json"
+    h.p.deployment.save(dep)
+    runner = CliRunner()
+    result = runner.invoke(app, ["margin", "--account", addr(ALICE), "--deployment", str(dep), "--json",
+                                 "--no-liquidation"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    (alice,) = report["accounts"]
+    assert alice["account"] == addr(ALICE)
+    ix = Indexer(h.p)
+    ix.sync()
+    leaves = {leaf.account: leaf for leaf in EngineCore(load_config(), h.p.deployment).status_leaves(ix.state)}
+    leaf, shown = leaves[addr(ALICE)], alice["attested"]
+    assert leaf.initial_margin > 0
+    assert (shown["im"], shown["mm"], shown["margin_equity"]) == (  # exactly the figures the engine signs
+        leaf.initial_margin, leaf.maintenance_margin, leaf.margin_equity)
+    bad = runner.invoke(app, ["margin", "--account", "0x12", "--deployment", str(dep)])
+    assert bad.exit_code == 2 and "account" in bad.output
+    idle = runner.invoke(app, ["margin", "--account", addr(CAROL), "--deployment", str(dep)])
+    assert idle.exit_code == 2 and "no activity" in idle.output
