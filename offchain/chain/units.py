@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from enum import IntEnum
 
 from offchain.errors import InputError
-
-PRICE_SCALE = 10**18
-SIZE_SCALE = 10**18
-WAD = 10**18
-LOT = 10**15
-TICK = 10**15
-VALUE_DIVISOR = 10**30
-QUOTE_SCALE = 10**6
-FUNDING_PERIOD = 8 * 3600
-
-
-class Kind(IntEnum):
-    PERP = 0
-    FUTURE = 1
-    CALL = 2
-    PUT = 3
+from offchain.protocol import FUNDING_PERIOD as FUNDING_PERIOD
+from offchain.protocol import LOT as LOT
+from offchain.protocol import PRICE_SCALE as PRICE_SCALE
+from offchain.protocol import QUOTE_SCALE as QUOTE_SCALE
+from offchain.protocol import SIZE_SCALE as SIZE_SCALE
+from offchain.protocol import TICK as TICK
+from offchain.protocol import VALUE_DIVISOR as VALUE_DIVISOR
+from offchain.protocol import WAD as WAD
+from offchain.protocol import Kind as Kind
 
 
 def value(size: int, price: int) -> int:

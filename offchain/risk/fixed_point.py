@@ -28,11 +28,11 @@ import numpy as np
 
 from offchain._typing import ArrayLike, Float64Array, Int64Array
 from offchain.errors import InputError
+from offchain.protocol import PRICE_SCALE as PRICE_SCALE
+from offchain.protocol import QUOTE_DECIMALS as QUOTE_DECIMALS
+from offchain.protocol import QUOTE_SCALE as QUOTE_SCALE
+from offchain.protocol import SIZE_SCALE as SIZE_SCALE
 
-QUOTE_DECIMALS = 6
-QUOTE_SCALE = 1_000_000
-PRICE_SCALE = 1_000_000_000_000_000_000
-SIZE_SCALE = 1_000_000_000_000_000_000
 _INT64_LIMIT = float(2**63 - QUOTE_SCALE) / QUOTE_SCALE
 _SPLITTER = 134217729.0  # 2**27 + 1 (Veltkamp split of a double into two 26-bit halves)
 

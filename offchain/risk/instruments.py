@@ -21,21 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum
 
 import numpy as np
 
 from offchain._typing import ArrayLike, BoolArray, Float64Array, Int64Array
 from offchain.errors import InputError, UnknownInstrumentError
-
-
-class Kind(IntEnum):
-    """Instrument kind, numbered as the on-chain enum."""
-
-    PERP = 0
-    FUTURE = 1
-    CALL = 2
-    PUT = 3
+from offchain.protocol import Kind as Kind
 
 
 def _readonly_int(values: ArrayLike, name: str) -> Int64Array:
