@@ -181,6 +181,14 @@ class MarginEngine:
 
     # ----------------------------------------------------------------------- set-up
 
+    @cached_property
+    def _kernel_args(
+        self,
+    ) -> tuple[Float64Array, Int64Array, int, Float64Array, Float64Array, Int64Array, Float64Array]:
+        """The kernel's per-round inputs, shared by the batch and the single-account paths."""
+        return (self.pnl, self.instruments.underlying, len(self.config.underlyings), self._unit, self.grid.weight,
+                self._ti, self._tf)  # fmt: skip
+
     def _price_scenarios(self) -> Float64Array:
         blocks = [self.grid] + ([self.tail] if self.tail is not None else [])
         pnl = np.empty((len(self.instruments), sum(b.size for b in blocks)))
@@ -277,20 +285,7 @@ class MarginEngine:
         raw = np.empty((n, 8))
         worst = np.empty(n, dtype=np.int64)
         csr = book.positions
-        margin_all(
-            csr.indptr,
-            csr.indices,
-            csr.data,
-            self.pnl,
-            self.instruments.underlying,
-            len(self.config.underlyings),
-            self._unit,
-            self.grid.weight,
-            self._ti,
-            self._tf,
-            raw,
-            worst,
-        )
+        margin_all(csr.indptr, csr.indices, csr.data, *self._kernel_args, raw, worst)
         return self._result(raw, worst, book.cash, book.cost_basis, book.funding_owed, book.collateral)
 
     def account(self, state: AccountState) -> AccountMargin:
@@ -310,18 +305,7 @@ class MarginEngine:
         self._check_collateral_width(state.collateral.size)
         self._check_settled(state.rows)
         raw = np.empty((1, 8))
-        worst = margin_one(
-            state.rows,
-            state.sizes,
-            self.pnl,
-            self.instruments.underlying,
-            len(self.config.underlyings),
-            self._unit,
-            self.grid.weight,
-            self._ti,
-            self._tf,
-            raw[0],
-        )
+        worst = margin_one(state.rows, state.sizes, *self._kernel_args, raw[0])
         result = self._result(
             raw,
             np.array([worst], dtype=np.int64),
