@@ -32,7 +32,10 @@ else
 fi
 # ape-solidity only looks in $SOLCX_BINARY_PATH or ~/.solcx: offer ours there unless one exists.
 mkdir -p "$HOME/.solcx"
-[ -e "$HOME/.solcx/solc-v$SOLC_VERSION" ] || ln -s "$ROOT/$target" "$HOME/.solcx/solc-v$SOLC_VERSION"
+# A real compiler someone installed there is kept; a link (ours, perhaps left dangling by a deleted
+# clone) is pointed at this checkout.
+link="$HOME/.solcx/solc-v$SOLC_VERSION"
+if [ -L "$link" ] || [ ! -e "$link" ]; then ln -sfn "$ROOT/$target" "$link"; fi
 
 # 3. Python 3.11 virtual environment with the locked dependency set
 PY=${PMSIM_PYTHON:-}
