@@ -235,14 +235,24 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.h.check_conservation()
 
 
+def _run_machine(h: Harness, examples: int, steps: int) -> None:
+    ProtocolMachine.h = h
+    run_state_machine_as_test(
+        ProtocolMachine,
+        settings=settings(max_examples=examples, stateful_step_count=steps, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]),
+    )  # fmt: skip
+
+
 def test_random_protocol_activity_keeps_invariants(h: Harness) -> None:
     """I-1, I-2, I-3, I-5, I-7, I-8, I-12, I-17 under random deposits, trades (every instrument
     kind, partial fills on the LOT grid), withdrawals with attestations, price rounds (big moves
     with every signer), funding accrual and settlement; each example starts from the session's
     snapshot and is reverted afterwards."""
-    ProtocolMachine.h = h
-    run_state_machine_as_test(
-        ProtocolMachine,
-        settings=settings(max_examples=15, stateful_step_count=12, deadline=None,
-                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]),
-    )  # fmt: skip
+    _run_machine(h, examples=15, steps=12)
+
+
+@pytest.mark.slow
+def test_long_random_protocol_activity_keeps_invariants(h: Harness) -> None:
+    """The same invariants over many more and longer random histories (opt-in: PMSIM_SLOW=1)."""
+    _run_machine(h, examples=150, steps=30)
