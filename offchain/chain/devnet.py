@@ -11,9 +11,9 @@ from eth_utils import keccak
 
 from offchain.chain.client import Protocol
 from offchain.chain.deploy import DeployConfig, InstrumentSpec, deploy_protocol, list_instruments
-from offchain.chain.eip712 import PriceRound, Signer, sign_price_round
-from offchain.chain.units import Kind, price_to_tick
-from offchain.errors import InputError
+from offchain.chain.eip712 import Signer
+from offchain.chain.units import Kind
+from offchain.feeds.service import PriceService
 
 DAY = 86_400
 
@@ -44,21 +44,6 @@ class Devnet:
     risk_signers: list[Signer]
     price_signers: list[Signer]
     instruments: dict[str, int] = field(default_factory=dict)
-
-    def post_prices(self, usd: tuple[float, ...], timestamp: int | None = None,
-                    signers: list[Signer] | None = None) -> int:  # fmt: skip
-        """Post a round signed by the price quorum (or ``signers``); returns the round id."""
-        p = self.protocol
-        if len(usd) != len(p.deployment.underlyings):
-            raise InputError("prices", f"expected {len(p.deployment.underlyings)} prices, got {len(usd)}")
-        prices = tuple(price_to_tick(x) for x in usd)
-        ts = timestamp if timestamp is not None else p.now()
-        rnd = int(p.feed.functions.latestRound().call()[0]) + 1
-        quorum = int(p.feed.functions.quorum().call())
-        chosen = signers or self.price_signers[:quorum]
-        sigs = sign_price_round(p.domain("PriceFeed"), PriceRound(rnd, ts, prices), chosen)
-        p.send(p.feed.functions.post(ts, list(prices), sigs), self.deployer)
-        return rnd
 
 
 def bootstrap(
@@ -97,5 +82,5 @@ def bootstrap(
     ids = list_instruments(proto, deployer, list(specs.values()))
     dev = Devnet(proto, deployer, risk, price, dict(zip(specs, ids, strict=True)))
     proto.deployment.extra["instruments"] = dev.instruments
-    dev.post_prices(spot)
+    PriceService(proto, price, deployer).post(spot)
     return dev

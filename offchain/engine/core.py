@@ -8,9 +8,9 @@ Conversion to the contracts' fixed point rounds against the account (equities do
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
@@ -83,16 +83,21 @@ class EngineCore:
             t = by_symbol[c.symbol]
             self._columns.append((t.address, t.decimals))
         self._quote = by_symbol[config.quote].address
-        self._engines = lru_cache(maxsize=4)(self._build_engine)
+        self._engines: OrderedDict[tuple[int, str, int, bytes], MarginEngine] = OrderedDict()
 
     # ------------------------------------------------------------------ market
     def engine(self, state: ProtocolState) -> MarginEngine:
         """The margin engine of this block's market (cached by block hash, round and parameters)."""
-        return self._engines((state.block, state.block_hash), state.prices.round, state.params_hash, _Frozen(state))
+        key = (state.block, state.block_hash, state.prices.round, state.params_hash)
+        engine = self._engines.get(key)
+        if engine is None:
+            engine = self._engines[key] = self._build_engine(state)
+            while len(self._engines) > 4:
+                self._engines.popitem(last=False)
+        return engine
 
-    def _build_engine(self, block: tuple[int, str], price_round: int, params_hash: bytes,
-                      frozen: _Frozen) -> MarginEngine:  # fmt: skip
-        state = frozen.state
+    def _build_engine(self, state: ProtocolState) -> MarginEngine:
+        price_round = state.prices.round
         if price_round == 0:
             raise PmsimError("no price round posted yet: the engine cannot value anything")
         ids = sorted(state.instruments)
@@ -202,19 +207,3 @@ def _funding_owed(state: ProtocolState, instrument: int, acct: ChainAccount) -> 
     truncated towards zero exactly as ``Vault._settleFunding`` (exact anyway: LOT and TICK grids)."""
     pos = acct.positions[instrument]
     return value(pos.size, state.instruments[instrument].cumulative_funding - pos.funding_snapshot)
-
-
-class _Frozen:
-    """Hashes by identity of the key fields only, so an lru_cache keyed on (block, round, params)
-    carries the state without hashing it."""
-
-    __slots__ = ("state",)
-
-    def __init__(self, state: ProtocolState) -> None:
-        self.state = state
-
-    def __hash__(self) -> int:
-        return 0
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Frozen)

@@ -25,7 +25,7 @@ from offchain.chain.eip712 import (
     sign_order,
     sign_price_round,
 )
-from offchain.chain.units import PRICE_SCALE, Kind, value
+from offchain.chain.units import Kind, value
 from offchain.errors import ContractRevertError
 
 USDC = 10**6
@@ -289,11 +289,6 @@ class Harness:
         t = self.check_conservation()
         assert t["pending_funding"] == 0 and t["pending_payoff"] == 0, t
         assert t["balance"] == t["cash"] - t["cost"], t
-
-
-def usd(x: float) -> int:
-    """USD to a 1e18 price on the tick grid."""
-    return round(x * 1000) * 10**15 if x * PRICE_SCALE % 10**15 else int(x * 1000) * 10**15
 
 
 # ---------------------------------------------------------------------- suite helpers (chain tests)
