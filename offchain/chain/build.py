@@ -69,6 +69,7 @@ def _standard_input(sources: dict[str, str]) -> dict[str, Any]:
         "sources": {name: {"content": text} for name, text in sources.items()},
         "settings": {
             "optimizer": {"enabled": True, "runs": OPTIMIZER_RUNS},
+            "viaIR": True,
             "evmVersion": EVM_VERSION,
             "remappings": ["@openzeppelin/contracts/=node_modules/@openzeppelin/contracts/"],
             "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
