@@ -35,6 +35,7 @@ abstract contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
     uint64 public latestPriceRound;
     uint64 public priceTolerance;
     uint64 public attestationMaxAge;
+    uint32 public emergencyDelay;
     // slot B
     bytes32 public paramsHash;
     // slots C, D: the latest status root
@@ -42,23 +43,46 @@ abstract contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
     uint64 public rootRound;
     uint64 public rootPriceRound;
     uint64 public rootExpiry;
+    uint64 public rootPostedAt;
 
     // ---------------------------------------------------------------- constructor
     constructor(IPriceFeed feed_, IRiskParams riskParams_) EIP712("pmsim RiskOracle", "1") {
         feed = feed_;
         riskParams = riskParams_;
+        rootPostedAt = uint64(block.timestamp);
     }
 
     // ---------------------------------------------------------------- admin
     /// @inheritdoc IRiskOracle
-    function syncParams(bytes32 paramsHash_, uint64 priceTolerance_, uint64 attestationMaxAge_) external {
+    function syncParams(bytes32 paramsHash_, uint64 priceTolerance_, uint64 attestationMaxAge_, uint32 emergencyDelay_)
+        external
+    {
         if (msg.sender != address(riskParams)) revert RiskOracle_OnlyRiskParams();
-        (paramsHash, priceTolerance, attestationMaxAge) = (paramsHash_, priceTolerance_, attestationMaxAge_);
-        emit ParamsSynced(paramsHash_, priceTolerance_, attestationMaxAge_);
+        (priceTolerance, attestationMaxAge, emergencyDelay) = (priceTolerance_, attestationMaxAge_, emergencyDelay_);
+        emit ParamsSynced(paramsHash_, priceTolerance_, attestationMaxAge_, emergencyDelay_);
+        _bindParams(paramsHash_);
+    }
+
+    /// @dev Sets the hash attestations must carry: the RiskParams hash, mixed with the socialised-loss
+    /// index once a loss has been socialised (so results computed before a loss stop verifying), and
+    /// clears the status root computed under the previous hash.
+    function _bindParams(bytes32 base) internal {
+        uint256 index = _lossIndex();
+        bytes32 h = index == 0 ? base : keccak256(abi.encode(base, index));
+        paramsHash = h;
+        emit ParamsBound(h, index);
         if (statusRoot != bytes32(0)) {
             statusRoot = bytes32(0);
             emit RootCleared(rootRound);
         }
+    }
+
+    /// @dev The cumulative socialised loss per unit of positive cash (the Vault's).
+    function _lossIndex() internal view virtual returns (uint256);
+
+    /// @inheritdoc IRiskOracle
+    function emergency() public view returns (bool) {
+        return block.timestamp > uint256(rootPostedAt) + emergencyDelay;
     }
 
     /// @notice Mirrors the feed's latest round id. Callable by the feed only.
@@ -127,7 +151,7 @@ abstract contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
         _checkPriceRound(r.priceRound);
         _verifyQuorum(_rootDigest(r), sigs, _quorum);
         statusRoot = r.root;
-        (rootRound, rootPriceRound, rootExpiry) = (r.round, r.priceRound, r.expiry);
+        (rootRound, rootPriceRound, rootExpiry, rootPostedAt) = (r.round, r.priceRound, r.expiry, uint64(block.timestamp));
         emit RootPosted(r.round, r.root, r.priceRound, r.issuedAt, r.expiry);
     }
 
@@ -214,21 +238,5 @@ abstract contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
 
     function _leafHash(StatusLeaf calldata leaf) internal pure returns (bytes32) {
         return keccak256(bytes.concat(keccak256(abi.encode(leaf))));
-    }
-
-    // ---------------------------------------------------------------- views
-    /// @inheritdoc IRiskOracle
-    function attestationDigest(Attestation calldata a) external view returns (bytes32) {
-        return _attestationDigest(a);
-    }
-
-    /// @inheritdoc IRiskOracle
-    function rootDigest(StatusRoot calldata r) external view returns (bytes32) {
-        return _rootDigest(r);
-    }
-
-    /// @inheritdoc IRiskOracle
-    function leafHash(StatusLeaf calldata leaf) external pure returns (bytes32) {
-        return _leafHash(leaf);
     }
 }

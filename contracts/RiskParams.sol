@@ -3,7 +3,7 @@ pragma solidity ^0.8.28;
 
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
-import {IRiskParams, Params, Collateral} from "./interfaces/IRiskParams.sol";
+import {IRiskParams, Params, LiquidationParams, Collateral} from "./interfaces/IRiskParams.sol";
 import {IRiskOracle} from "./interfaces/IRiskOracle.sol";
 import {Constants} from "./libraries/Constants.sol";
 
@@ -18,9 +18,19 @@ contract RiskParams is IRiskParams, Ownable2Step {
     uint64 public constant MAX_FUNDING_RATE = 0.05e18;
     uint128 public constant MAX_MIN_POSITION_SIZE = 1e24;
     uint64 public constant MAX_HAIRCUT = 0.9e18;
+    uint64 public constant MAX_FUND_FEE_SHARE = 1e18;
+    uint64 public constant MAX_START_DISCOUNT = 1e18;
+    uint64 public constant MAX_BUFFER_RATIO = 4e18;
+    uint64 public constant MAX_LIQUIDATION_FEE = 0.1e18;
+    uint32 public constant MAX_AUCTION_LENGTH = 7 days;
+    uint32 public constant MIN_EMERGENCY_DELAY = 10 minutes;
+    uint32 public constant MAX_EMERGENCY_DELAY = 365 days;
+    uint64 public constant MIN_EMERGENCY_RATE = 0.01e18;
+    uint64 public constant MAX_EMERGENCY_RATE = 1e18;
 
     // ---------------------------------------------------------------- storage
     Params internal _params;
+    LiquidationParams internal _liq;
     Collateral[] internal _collaterals;
     mapping(address => uint256) internal _collateralSlot; // index + 1
     bytes32 public engineConfigHash;
@@ -28,11 +38,16 @@ contract RiskParams is IRiskParams, Ownable2Step {
     address public oracle;
 
     // ---------------------------------------------------------------- constructor
-    constructor(address owner_, Params memory p, bytes32 engineConfigHash_) Ownable(owner_) {
+    constructor(address owner_, Params memory p, LiquidationParams memory l, bytes32 engineConfigHash_)
+        Ownable(owner_)
+    {
         _validate(p);
+        _validateLiquidation(l);
         _params = p;
+        _liq = l;
         engineConfigHash = engineConfigHash_;
         emit ParamsSet(p);
+        emit LiquidationParamsSet(l);
         emit EngineConfigHashSet(engineConfigHash_);
         _commit();
     }
@@ -43,6 +58,14 @@ contract RiskParams is IRiskParams, Ownable2Step {
         _validate(p);
         _params = p;
         emit ParamsSet(p);
+        _commit();
+    }
+
+    /// @inheritdoc IRiskParams
+    function setLiquidationParams(LiquidationParams calldata l) external onlyOwner {
+        _validateLiquidation(l);
+        _liq = l;
+        emit LiquidationParamsSet(l);
         _commit();
     }
 
@@ -94,15 +117,39 @@ contract RiskParams is IRiskParams, Ownable2Step {
         if (p.minPositionSize < Constants.LOT || p.minPositionSize > MAX_MIN_POSITION_SIZE || p.minPositionSize % Constants.LOT != 0) {
             revert RiskParams_OutOfBounds("minPositionSize");
         }
+        if (p.fundFeeShare > MAX_FUND_FEE_SHARE) revert RiskParams_OutOfBounds("fundFeeShare");
+    }
+
+    function _validateLiquidation(LiquidationParams memory l) internal pure {
+        if (l.startDiscount > MAX_START_DISCOUNT) revert RiskParams_OutOfBounds("startDiscount");
+        if (l.cutoffDiscount > l.startDiscount) revert RiskParams_OutOfBounds("cutoffDiscount");
+        if (l.fastLength == 0 || l.fastLength > MAX_AUCTION_LENGTH) revert RiskParams_OutOfBounds("fastLength");
+        if (l.slowLength == 0 || l.slowLength > MAX_AUCTION_LENGTH) revert RiskParams_OutOfBounds("slowLength");
+        if (l.insolventLength == 0 || l.insolventLength > MAX_AUCTION_LENGTH) {
+            revert RiskParams_OutOfBounds("insolventLength");
+        }
+        if (l.emergencyDelay < MIN_EMERGENCY_DELAY || l.emergencyDelay > MAX_EMERGENCY_DELAY) {
+            revert RiskParams_OutOfBounds("emergencyDelay");
+        }
+        if (l.bufferRatio > MAX_BUFFER_RATIO) revert RiskParams_OutOfBounds("bufferRatio");
+        if (l.liquidationFee > MAX_LIQUIDATION_FEE) revert RiskParams_OutOfBounds("liquidationFee");
+        if (l.smallPortfolio > 1e15) revert RiskParams_OutOfBounds("smallPortfolio"); // 1e9 USD
+        if (l.emergencyLinearRate < MIN_EMERGENCY_RATE || l.emergencyLinearRate > MAX_EMERGENCY_RATE) {
+            revert RiskParams_OutOfBounds("emergencyLinearRate");
+        }
+        if (l.emergencyOptionRate < MIN_EMERGENCY_RATE || l.emergencyOptionRate > MAX_EMERGENCY_RATE) {
+            revert RiskParams_OutOfBounds("emergencyOptionRate");
+        }
+        if (l.emergencyMmRatio < 0.5e18 || l.emergencyMmRatio > 1e18) revert RiskParams_OutOfBounds("emergencyMmRatio");
     }
 
     /// @dev Recomputes the parameter hash and pushes it to the oracle.
     function _commit() internal {
-        bytes32 h = keccak256(abi.encode(_params, _collaterals, engineConfigHash));
+        bytes32 h = keccak256(abi.encode(_params, _liq, _collaterals, engineConfigHash));
         paramsHash = h;
         emit ParamsHashChanged(h);
         if (oracle != address(0)) {
-            IRiskOracle(oracle).syncParams(h, _params.priceTolerance, _params.attestationMaxAge);
+            IRiskOracle(oracle).syncParams(h, _params.priceTolerance, _params.attestationMaxAge, _liq.emergencyDelay);
         }
     }
 
@@ -110,6 +157,11 @@ contract RiskParams is IRiskParams, Ownable2Step {
     /// @inheritdoc IRiskParams
     function params() external view returns (Params memory) {
         return _params;
+    }
+
+    /// @inheritdoc IRiskParams
+    function liquidationParams() external view returns (LiquidationParams memory) {
+        return _liq;
     }
 
     /// @inheritdoc IRiskParams

@@ -6,12 +6,15 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Metadata.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {IVault} from "./interfaces/IVault.sol";
 import {IInstruments} from "./interfaces/IInstruments.sol";
 import {IRiskParams, Params, Collateral} from "./interfaces/IRiskParams.sol";
+import {IStandardMargin} from "./interfaces/IStandardMargin.sol";
 import {RiskOracle} from "./RiskOracle.sol";
 import {IPriceFeed} from "./interfaces/IPriceFeed.sol";
-import {Fill, MarginProof, AccountView, PositionView, Instrument, Kind, StatusLeaf} from "./libraries/Types.sol";
+import {Fill, MarginProof, Instrument, Kind, StatusLeaf} from "./libraries/Types.sol";
 import {Constants} from "./libraries/Constants.sol";
 import {SignedMath} from "./libraries/SignedMath.sol";
 import {ActionHash} from "./libraries/ActionHash.sol";
@@ -24,6 +27,8 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         int128 cash;
         uint128 depositCredit;
         uint64 riskNonce;
+        bool frozen; // in a liquidation auction: no risk-adding trades, no withdrawals
+        uint128 lossSnapshot; // lossIndex when the cash was last touched
         uint32[] ids;
     }
 
@@ -35,7 +40,7 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
     }
 
     // ---------------------------------------------------------------- immutables
-    IERC20 public immutable quoteToken;
+    IERC20 internal immutable quoteToken;
     IInstruments public immutable instruments;
 
     // ---------------------------------------------------------------- storage
@@ -47,7 +52,16 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
     address public guardian;
     address public feeCollector;
     bool public paused;
+    address public liquidator;
+    address public insuranceFund;
+    IStandardMargin public standardMargin;
+    /// @dev Cumulative socialised loss per unit of positive cash (LOSS_SCALE) and the sum of the
+    /// positive cash balances, in one slot; `pendingLoss` is socialised but not yet charged.
+    uint128 public lossIndex;
+    uint128 public positiveCash;
+    uint256 public pendingLoss;
 
+    uint256 internal constant LOSS_SCALE = 1e27;
     // ---------------------------------------------------------------- constructor
     constructor(
         address owner_,
@@ -72,13 +86,28 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         _;
     }
 
+    modifier onlyLiquidator() {
+        if (msg.sender != liquidator) revert Vault_OnlyLiquidator();
+        _;
+    }
+
     // ---------------------------------------------------------------- admin
     /// @inheritdoc IVault
     function setExchange(address exchange_) external onlyOwner {
-        if (exchange != address(0)) revert Vault_ExchangeAlreadySet();
+        if (exchange != address(0)) revert Vault_AlreadySet();
         if (exchange_ == address(0)) revert Vault_ZeroAddress();
         exchange = exchange_;
         emit ExchangeSet(exchange_);
+    }
+
+    /// @inheritdoc IVault
+    function setLiquidation(address liquidator_, address fund, address standardMargin_) external onlyOwner {
+        if (liquidator != address(0)) revert Vault_AlreadySet();
+        if (liquidator_ == address(0) || fund == address(0) || standardMargin_ == address(0)) {
+            revert Vault_ZeroAddress();
+        }
+        (liquidator, insuranceFund, standardMargin) = (liquidator_, fund, IStandardMargin(standardMargin_));
+        emit LiquidationSet(liquidator_, fund, standardMargin_);
     }
 
     /// @inheritdoc IVault
@@ -121,7 +150,7 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         AccountData storage a = _accounts[account];
         uint256 credit;
         if (isQuote) {
-            a.cash += int128(int256(received));
+            _addCash(account, a, int256(received));
             credit = received;
         } else {
             collateralOf[account][token] += received;
@@ -149,21 +178,28 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         if (amount == 0) revert Vault_ZeroAmount();
         if (to == address(0)) revert Vault_ZeroAddress();
         AccountData storage a = _accounts[msg.sender];
+        if (a.frozen) revert Vault_Frozen(msg.sender);
+        bool standard;
         if (a.ids.length != 0 || a.cash < 0) {
             if (paused) revert Vault_Paused();
-            if (proof.signatures.length == 0) revert Vault_MarginProofRequired();
-            bytes32 action = ActionHash.withdraw(msg.sender, token, amount);
-            _requireMargin(proof, msg.sender, a.riskNonce, action, a.depositCredit, true);
+            if (proof.signatures.length == 0) {
+                // Emergency exit: no risk result for `emergencyDelay`; the on-chain standard margin decides.
+                if (!emergency()) revert Vault_MarginProofRequired();
+                standard = true;
+            } else {
+                bytes32 action = ActionHash.withdraw(msg.sender, token, amount);
+                _requireMargin(proof, msg.sender, a.riskNonce, action, a.depositCredit, true);
+            }
         }
         if (token == address(quoteToken)) {
-            if (a.cash < int256(amount)) revert Vault_InsufficientCash(a.cash, amount);
-            a.cash -= int128(int256(amount));
+            _debitCash(msg.sender, a, amount);
         } else {
             uint256 bal = collateralOf[msg.sender][token];
             if (bal < amount) revert Vault_InsufficientCollateral(bal, amount);
             collateralOf[msg.sender][token] = bal - amount;
         }
         _bumpNonce(msg.sender, a);
+        if (standard) standardMargin.requireInitial(msg.sender);
         IERC20(token).safeTransfer(to, amount);
         emit Withdrawn(msg.sender, token, to, amount);
     }
@@ -176,11 +212,11 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         if (amount == 0) revert Vault_ZeroAmount();
         if (to == address(0)) revert Vault_ZeroAddress();
         AccountData storage a = _accounts[msg.sender];
+        if (a.frozen) revert Vault_Frozen(msg.sender);
         if (a.ids.length != 0 && paused) revert Vault_Paused();
         (int256 equity, uint256 im,) = _verifyStatus(leaf, proof, msg.sender, a.riskNonce, a.depositCredit);
         if (equity - int256(amount) < int256(im)) revert Vault_InsufficientHeadroom(equity, amount, im);
-        if (a.cash < int256(amount)) revert Vault_InsufficientCash(a.cash, amount);
-        a.cash -= int128(int256(amount));
+        _debitCash(msg.sender, a, amount);
         _bumpNonce(msg.sender, a);
         quoteToken.safeTransfer(to, amount);
         emit Withdrawn(msg.sender, address(quoteToken), to, amount);
@@ -209,8 +245,10 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         _applySide(fill.seller, fill, ins.kind, -size, fill.sellerFee, sellerProof, p);
         uint256 fees = uint256(fill.buyerFee) + fill.sellerFee;
         if (fees != 0) {
-            _accounts[feeCollector].cash += int128(int256(fees));
-            emit FeesCollected(feeCollector, fees);
+            // The fund's share rounds down: the remainder goes to the fee collector.
+            uint256 toFund = insuranceFund == address(0) ? 0 : SignedMath.mulWadDown(fees, p.fundFeeShare);
+            if (toFund != 0) _creditFees(insuranceFund, toFund);
+            if (fees != toFund) _creditFees(feeCollector, fees - toFund);
         }
         emit TradeApplied(fill.instrument, fill.buyer, fill.seller, fill.size, fill.price);
     }
@@ -230,7 +268,7 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         int256 old = pos.size;
         if (kind == Kind.PERP) _settleFunding(account, fill.instrument, pos);
         int256 cashDelta = _trade(pos, kind, old, delta, fill.price) - int256(fee);
-        a.cash += int128(cashDelta);
+        _addCash(account, a, cashDelta);
         _updateList(account, a, pos, fill.instrument, old, p);
         _bumpNonce(account, a);
         emit PositionChanged(account, fill.instrument, pos.size, pos.costBasis, cashDelta);
@@ -245,7 +283,11 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         AccountData storage a = _accounts[account];
         int256 old = _positions[account][fill.instrument].size;
         bool reducing = old != 0 && (old > 0) != (delta > 0) && SignedMath.abs(delta) <= SignedMath.abs(old);
-        if (!reducing && paused) revert Vault_Paused();
+        if (!reducing) {
+            if (paused) revert Vault_Paused();
+            if (a.frozen) revert Vault_Frozen(account);
+            if (emergency()) revert Vault_Emergency();
+        }
         bytes32 action = ActionHash.trade(account, fill.instrument, delta, fill.price, fee);
         _requireMargin(proof, account, a.riskNonce, action, a.depositCredit, !reducing);
     }
@@ -283,8 +325,16 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
     {
         int256 size = pos.size;
         if (size != 0 && SignedMath.abs(size) < p.minPositionSize) revert Vault_PositionTooSmall(size, p.minPositionSize);
+        _relist(account, a, pos, id, old, p.maxPositions);
+    }
+
+    /// @dev Keeps the id list in step with a position that moved from `old` to its size.
+    function _relist(address account, AccountData storage a, Position storage pos, uint32 id, int256 old, uint256 maxPositions)
+        internal
+    {
+        int256 size = pos.size;
         if (old == 0 && size != 0) {
-            if (a.ids.length >= p.maxPositions) revert Vault_TooManyPositions(p.maxPositions);
+            if (a.ids.length >= maxPositions) revert Vault_TooManyPositions(maxPositions);
             a.ids.push(id);
             pos.slot = uint8(a.ids.length);
         } else if (old != 0 && size == 0) {
@@ -331,7 +381,7 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         int256 size = pos.size;
         if (size == 0) return;
         int256 payment = (size * (cumulative - snapshot)) / int256(Constants.VALUE_DIVISOR);
-        _accounts[account].cash -= int128(payment);
+        _addCash(account, _accounts[account], -payment);
         emit FundingSettled(account, instrument, payment, cumulative);
     }
 
@@ -345,7 +395,7 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         uint256 price = instruments.settlementPrice(ins.underlying, ins.expiry);
         int256 payoff = _payoff(ins, size, price, pos.costBasis);
         AccountData storage a = _accounts[account];
-        a.cash += int128(payoff);
+        _addCash(account, a, payoff);
         pos.size = 0;
         _removeFromList(account, a, pos);
         emit PositionSettled(account, instrument, size, price, payoff);
@@ -360,27 +410,190 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         return SignedMath.value(size, intrinsic);
     }
 
+    // ---------------------------------------------------------------- liquidation hooks
+    /// @inheritdoc IVault
+    function setFrozen(address account, bool frozen) external onlyLiquidator {
+        AccountData storage a = _accounts[account];
+        a.frozen = frozen;
+        if (frozen) _bumpNonce(account, a);
+        emit FrozenSet(account, frozen);
+    }
+
+    /// @inheritdoc IVault
+    function transferPortfolio(address from, address to, uint256 fractionWad) external onlyLiquidator {
+        if (fractionWad == 0 || fractionWad > Constants.WAD || from == to) revert Vault_BadFraction(fractionWad);
+        AccountData storage src = _accounts[from];
+        AccountData storage dst = _accounts[to];
+        uint256 maxPositions = riskParams.params().maxPositions;
+        uint32[] memory ids = src.ids; // a copy: moving a whole position edits the list
+        for (uint256 i; i < ids.length; ++i) {
+            _movePosition(from, to, src, dst, ids[i], fractionWad, maxPositions);
+        }
+        Collateral[] memory cs = riskParams.collaterals();
+        for (uint256 i; i < cs.length; ++i) {
+            address token = cs[i].token;
+            uint256 bal = collateralOf[from][token];
+            uint256 amount = bal * fractionWad / Constants.WAD; // rounds down: the bidder gets no more
+            if (amount == 0) continue;
+            collateralOf[from][token] = bal - amount;
+            collateralOf[to][token] += amount;
+            emit CollateralTransferred(from, to, token, amount);
+        }
+        _realise(from, src);
+        // Cash moves towards -infinity: the bidder never receives more than its share.
+        int256 c = int256(src.cash);
+        int256 moved = SignedMath.mulDivFloor(c, fractionWad, Constants.WAD);
+        if (moved != 0) _moveCash(from, src, to, dst, moved);
+        _bumpNonce(from, src);
+        _bumpNonce(to, dst);
+        emit PortfolioTransferred(from, to, fractionWad);
+    }
+
+    /// @dev Moves `fraction` of one position (rounded towards zero to the LOT grid) with the same share of
+    /// its cost basis; cost bases add, so both sides keep their exact mark-to-market value. Funding is
+    /// settled on both sides first. A side left flat realises its remaining cost basis into cash.
+    function _movePosition(
+        address from,
+        address to,
+        AccountData storage src,
+        AccountData storage dst,
+        uint32 id,
+        uint256 fraction,
+        uint256 maxPositions
+    ) internal {
+        Position storage p = _positions[from][id];
+        Position storage q = _positions[to][id];
+        if (instruments.get(id).kind == Kind.PERP) {
+            _settleFunding(from, id, p);
+            _settleFunding(to, id, q);
+        }
+        int256 size = p.size;
+        int256 moved = size;
+        int256 cost = p.costBasis;
+        if (fraction < Constants.WAD) {
+            moved = (size * int256(fraction) / int256(Constants.WAD)) / int256(Constants.LOT) * int256(Constants.LOT);
+            if (moved == 0) return;
+            cost = SignedMath.mulDivCeil(cost, SignedMath.abs(moved), SignedMath.abs(size));
+        }
+        _shiftPosition(from, src, p, id, -moved, -cost, maxPositions);
+        _shiftPosition(to, dst, q, id, moved, cost, maxPositions);
+    }
+
+    function _shiftPosition(
+        address account,
+        AccountData storage a,
+        Position storage pos,
+        uint32 id,
+        int256 sizeDelta,
+        int256 costDelta,
+        uint256 maxPositions
+    ) internal {
+        int256 old = pos.size;
+        int256 size = old + sizeDelta;
+        int256 cost = pos.costBasis + costDelta;
+        int256 cashDelta;
+        if (size == 0 && cost != 0) {
+            cashDelta = -cost;
+            cost = 0;
+        }
+        // Safe casts: |size| and |cost| stay below MAX_SIZE * MAX_PRICE / VALUE_DIVISOR-bounded sums.
+        (pos.size, pos.costBasis) = (int128(size), int128(cost));
+        if (cashDelta != 0) _addCash(account, a, cashDelta);
+        _relist(account, a, pos, id, old, maxPositions);
+        emit PositionChanged(account, id, size, cost, cashDelta);
+    }
+
+    /// @inheritdoc IVault
+    function moveCash(address from, address to, uint256 amount) external onlyLiquidator {
+        _moveCash(from, _accounts[from], to, _accounts[to], SafeCast.toInt256(amount));
+    }
+
+    function _moveCash(address from, AccountData storage src, address to, AccountData storage dst, int256 amount)
+        internal
+    {
+        _addCash(from, src, -amount);
+        _addCash(to, dst, amount);
+        emit CashTransferred(from, to, amount);
+    }
+
+    /// @inheritdoc IVault
+    function socializeLoss(address to, uint256 amount) external onlyLiquidator returns (uint256 socialised) {
+        uint256 base = positiveCash - pendingLoss;
+        socialised = amount < base ? amount : base;
+        if (socialised != 0) {
+            // Per unit of positive cash, rounded up: holders are charged at least the loss.
+            uint256 delta = Math.mulDiv(socialised, LOSS_SCALE, base, Math.Rounding.Ceil);
+            lossIndex = SafeCast.toUint128(lossIndex + delta);
+            pendingLoss += socialised;
+            _addCash(to, _accounts[to], int256(socialised));
+            _bindParams(riskParams.paramsHash());
+        }
+        emit LossSocialised(to, amount, socialised, lossIndex);
+    }
+
+    // ---------------------------------------------------------------- cash
+    /// @dev Every change of a cash balance goes through here: charges the account's share of losses
+    /// socialised since it was last touched, then keeps the positive-cash total in step.
+    function _addCash(address account, AccountData storage a, int256 delta) internal {
+        _realise(account, a);
+        int256 old = a.cash;
+        int256 cash = old + delta;
+        a.cash = SafeCast.toInt128(cash);
+        uint256 before = old > 0 ? uint256(old) : 0;
+        uint256 after_ = cash > 0 ? uint256(cash) : 0;
+        if (before != after_) positiveCash = SafeCast.toUint128(positiveCash + after_ - before);
+    }
+
+    function _realise(address account, AccountData storage a) internal {
+        uint128 index = lossIndex;
+        uint128 snapshot = a.lossSnapshot;
+        if (snapshot == index) return;
+        a.lossSnapshot = index;
+        int256 cash = a.cash;
+        if (cash <= 0) return;
+        uint256 charge = _pendingCharge(uint256(cash), index - snapshot);
+        a.cash = int128(cash - int256(charge)); // Safe cast: 0 <= result <= cash
+        positiveCash -= uint128(charge); // Safe cast: charge <= cash <= positiveCash
+        uint256 pending = pendingLoss;
+        pendingLoss = charge < pending ? pending - charge : 0;
+        emit LossApplied(account, charge);
+    }
+
+    /// @dev A positive balance's share of the loss index moved by `indexDelta`, rounded up, at most the balance.
+    function _pendingCharge(uint256 cash, uint256 indexDelta) internal pure returns (uint256) {
+        uint256 charge = Math.mulDiv(cash, indexDelta, LOSS_SCALE, Math.Rounding.Ceil);
+        return charge < cash ? charge : cash;
+    }
+
+    function _debitCash(address account, AccountData storage a, uint256 amount) internal {
+        _realise(account, a);
+        if (a.cash < SafeCast.toInt256(amount)) revert Vault_InsufficientCash(a.cash, amount);
+        _addCash(account, a, -int256(amount));
+    }
+
+    function _creditFees(address collector, uint256 amount) internal {
+        _addCash(collector, _accounts[collector], int256(amount));
+        emit FeesCollected(collector, amount);
+    }
+
+    function _lossIndex() internal view override returns (uint256) {
+        return lossIndex;
+    }
+
     // ---------------------------------------------------------------- views
     /// @inheritdoc IVault
-    function getAccount(address account) external view returns (AccountView memory v) {
-        AccountData storage a = _accounts[account];
-        v.cash = a.cash;
-        v.riskNonce = a.riskNonce;
-        v.depositCredit = a.depositCredit;
-        Collateral[] memory cs = riskParams.collaterals();
-        v.collateralTokens = new address[](cs.length);
-        v.collateralBalances = new uint256[](cs.length);
-        for (uint256 i; i < cs.length; ++i) {
-            v.collateralTokens[i] = cs[i].token;
-            v.collateralBalances[i] = collateralOf[account][cs[i].token];
-        }
-        uint256 n = a.ids.length;
-        v.positions = new PositionView[](n);
-        for (uint256 i; i < n; ++i) {
-            uint32 id = a.ids[i];
-            Position storage pos = _positions[account][id];
-            v.positions[i] = PositionView(id, pos.size, pos.costBasis, pos.fundingSnapshot);
-        }
+    function positionIds(address account) external view returns (uint32[] memory) {
+        return _accounts[account].ids;
+    }
+
+    /// @inheritdoc IVault
+    function positionOf(address account, uint32 instrument)
+        external
+        view
+        returns (int256 size, int256 costBasis, int256 fundingSnapshot)
+    {
+        Position storage pos = _positions[account][instrument];
+        return (pos.size, pos.costBasis, pos.fundingSnapshot);
     }
 
     /// @inheritdoc IVault
@@ -395,12 +608,19 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
 
     /// @inheritdoc IVault
     function cashOf(address account) external view returns (int256) {
-        return _accounts[account].cash;
+        return _effectiveCash(_accounts[account]);
     }
 
     /// @inheritdoc IVault
-    function positionCount(address account) external view returns (uint256) {
-        return _accounts[account].ids.length;
+    function isFrozen(address account) external view returns (bool) {
+        return _accounts[account].frozen;
+    }
+
+    /// @dev Cash net of the socialised loss not yet charged to it.
+    function _effectiveCash(AccountData storage a) internal view returns (int256 cash) {
+        cash = a.cash;
+        uint128 index = lossIndex;
+        if (cash > 0 && a.lossSnapshot != index) cash -= int256(_pendingCharge(uint256(cash), index - a.lossSnapshot));
     }
 
     /// @inheritdoc IVault

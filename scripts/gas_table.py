@@ -114,7 +114,7 @@ class Bench:
 
     def grow(self, n: int) -> None:
         """Alice buys one unit of each call from Bob until both hold ``n`` positions."""
-        held = int(self.p.vault.functions.positionCount(self.alice).call())
+        held = len(self.p.vault.functions.positionIds(self.alice).call())
         for iid in self.options[held:n]:
             self.h.fill(ALICE, BOB, iid, SIZE, PREMIUM)
 

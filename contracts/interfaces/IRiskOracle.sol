@@ -32,13 +32,20 @@ interface IRiskOracle is IPriceRoundListener {
     error RiskOracle_NoRoot();
     error RiskOracle_BadProof();
 
-    event ParamsSynced(bytes32 paramsHash, uint64 priceTolerance, uint64 attestationMaxAge);
+    event ParamsSynced(bytes32 paramsHash, uint64 priceTolerance, uint64 attestationMaxAge, uint32 emergencyDelay);
+    /// @notice The hash attestations and roots must now carry (`paramsHash`, mixed with the loss index).
+    event ParamsBound(bytes32 paramsHash, uint256 lossIndex);
     event RootPosted(uint64 indexed round, bytes32 root, uint64 priceRound, uint64 issuedAt, uint64 expiry);
     event RootCleared(uint64 round);
 
     /// @notice Receives the parameter hash and the limits it sets, and clears the status root.
     /// Callable by RiskParams only.
-    function syncParams(bytes32 paramsHash, uint64 priceTolerance, uint64 attestationMaxAge) external;
+    function syncParams(bytes32 paramsHash, uint64 priceTolerance, uint64 attestationMaxAge, uint32 emergencyDelay)
+        external;
+
+    /// @notice True once no status root has been posted for `emergencyDelay` seconds: no new risk;
+    /// withdrawals and liquidations are checked against the on-chain standard margin instead.
+    function emergency() external view returns (bool);
 
     /// @notice Posts the status root of an engine round; rounds only increase. Anyone may relay it.
     function postRoot(StatusRoot calldata root, bytes calldata sigs) external;
@@ -68,15 +75,6 @@ interface IRiskOracle is IPriceRoundListener {
         uint64 nonce,
         uint256 credit
     ) external view returns (int256 equity, uint256 initialMargin, uint256 maintenanceMargin);
-
-    /// @notice The EIP-712 digest of an attestation, as the signers sign it.
-    function attestationDigest(Attestation calldata a) external view returns (bytes32);
-
-    /// @notice The EIP-712 digest of a status root, as the signers sign it.
-    function rootDigest(StatusRoot calldata r) external view returns (bytes32);
-
-    /// @notice keccak256(bytes.concat(keccak256(abi.encode(leaf)))): the StandardMerkleTree leaf hash.
-    function leafHash(StatusLeaf calldata leaf) external pure returns (bytes32);
 
     function paramsHash() external view returns (bytes32);
     function statusRoot() external view returns (bytes32);

@@ -10,6 +10,25 @@ struct Params {
     uint64 maxFundingRate; // WAD per FUNDING_PERIOD, clamp of the perp premium
     uint64 maxPositions; // open positions per account
     uint128 minPositionSize; // SIZE_SCALE, a multiple of LOT
+    uint64 fundFeeShare; // WAD share of trading fees credited to the insurance fund
+}
+
+/// @notice Liquidation, insurance-fund and emergency-mode parameters (see docs/liquidation.md).
+/// Discounts are WAD fractions of mark-to-market the bidder pays: `startDiscount` at the start,
+/// falling linearly to `cutoffDiscount` over `fastLength`, then to zero over `slowLength`.
+struct LiquidationParams {
+    uint64 startDiscount; // WAD, <= 1e18 (0.95e18)
+    uint64 cutoffDiscount; // WAD, <= startDiscount (0.70e18)
+    uint32 fastLength; // seconds (15 min)
+    uint32 slowLength; // seconds (12 h)
+    uint32 insolventLength; // seconds over which an insolvent auction's payment grows (60 min)
+    uint32 emergencyDelay; // seconds without a status root before emergency mode (1 h)
+    uint64 bufferRatio; // WAD, <= 4e18: a bid restores MM plus this share of the distance (0.15e18)
+    uint64 liquidationFee; // WAD, <= 0.1e18: share of the bidder's discount gain paid to the fund (0.1e18)
+    uint128 smallPortfolio; // quote units: below this mark-to-market the whole portfolio may be taken
+    uint64 emergencyLinearRate; // WAD of notional: on-chain standard margin of perps and futures
+    uint64 emergencyOptionRate; // WAD of spot: on-chain standard margin of a short option
+    uint64 emergencyMmRatio; // WAD: emergency liquidation below this share of the standard margin
 }
 
 /// @notice A volatile collateral token: valued at the feed price of `underlying` less `haircut`.
@@ -20,7 +39,7 @@ struct Collateral {
 }
 
 /// @title RiskParams: bounded on-chain risk parameters and the parameter hash attestations bind to.
-/// @notice paramsHash = keccak256(abi.encode(Params, Collateral[], engineConfigHash)), where
+/// @notice paramsHash = keccak256(abi.encode(Params, LiquidationParams, Collateral[], engineConfigHash)), where
 /// engineConfigHash is the keccak256 of the risk engine's canonical configuration. Every change
 /// emits an event and is pushed to the RiskOracle in the same transaction.
 interface IRiskParams {
@@ -31,6 +50,7 @@ interface IRiskParams {
     error RiskParams_ZeroAddress();
 
     event ParamsSet(Params params);
+    event LiquidationParamsSet(LiquidationParams params);
     event CollateralSet(address indexed token, uint8 underlying, uint64 haircut);
     event EngineConfigHashSet(bytes32 engineConfigHash);
     event ParamsHashChanged(bytes32 paramsHash);
@@ -38,6 +58,9 @@ interface IRiskParams {
 
     /// @notice Replaces the parameters; each field must lie in its hard bounds. Owner only.
     function setParams(Params calldata p) external;
+
+    /// @notice Replaces the liquidation parameters; each field must lie in its hard bounds. Owner only.
+    function setLiquidationParams(LiquidationParams calldata p) external;
 
     /// @notice Lists or updates a volatile collateral token. Owner only.
     function setCollateral(address token, uint8 underlying, uint64 haircut) external;
@@ -49,6 +72,7 @@ interface IRiskParams {
     function setOracle(address oracle) external;
 
     function params() external view returns (Params memory);
+    function liquidationParams() external view returns (LiquidationParams memory);
     function collaterals() external view returns (Collateral[] memory);
     /// @notice The haircut of a listed volatile collateral, with its underlying.
     function collateral(address token) external view returns (uint8 underlying, uint64 haircut);

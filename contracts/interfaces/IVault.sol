@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.28;
 
-import {Fill, MarginProof, AccountView, StatusLeaf} from "../libraries/Types.sol";
+import {Fill, MarginProof, StatusLeaf} from "../libraries/Types.sol";
 
 /// @title Vault: collateral, cash and positions of every account.
 /// @notice Each account holds a signed cash balance in quote units (6 decimals: realised P&L,
@@ -23,7 +23,11 @@ interface IVault {
     error Vault_Paused();
     error Vault_OnlyExchange();
     error Vault_OnlyGuardian();
-    error Vault_ExchangeAlreadySet();
+    error Vault_AlreadySet();
+    error Vault_OnlyLiquidator();
+    error Vault_Frozen(address account);
+    error Vault_Emergency();
+    error Vault_BadFraction(uint256 fractionWad);
     error Vault_InstrumentExpired(uint32 instrument, uint64 expiry);
     error Vault_NotExpired(uint32 instrument, uint64 expiry);
     error Vault_NotPerp(uint32 instrument);
@@ -54,6 +58,16 @@ interface IVault {
     event GuardianSet(address guardian);
     event ExchangeSet(address exchange);
     event FeeCollectorSet(address collector);
+    event LiquidationSet(address liquidator, address insuranceFund, address standardMargin);
+    event FrozenSet(address indexed account, bool frozen);
+    event PortfolioTransferred(address indexed from, address indexed to, uint256 fractionWad);
+    event CollateralTransferred(address indexed from, address indexed to, address indexed token, uint256 amount);
+    event CashTransferred(address indexed from, address indexed to, int256 amount);
+    /// @notice `amount` of bad debt was to be socialised; `socialised` was (all of it unless positive
+    /// cash ran out); `lossIndex` is the new cumulative loss per unit of positive cash (1e27).
+    event LossSocialised(address indexed to, uint256 amount, uint256 socialised, uint256 lossIndex);
+    /// @notice An account's positive cash was charged its share of socialised losses.
+    event LossApplied(address indexed account, uint256 charge);
 
     /// @notice Deposits `amount` of `token` (the quote token or a listed collateral) for `account`.
     /// Anyone may deposit for anyone; a deposit never invalidates an attestation.
@@ -95,12 +109,48 @@ interface IVault {
     /// @notice Wires the Exchange. Once, owner only.
     function setExchange(address exchange) external;
 
-    function getAccount(address account) external view returns (AccountView memory);
+    /// @notice Wires the Liquidator (the only caller of the liquidation hooks), the insurance fund's
+    /// account and the on-chain standard-margin checker of emergency mode. Once, owner only.
+    function setLiquidation(address liquidator, address insuranceFund, address standardMargin) external;
+
+    /// @notice Freezes an account for its liquidation auction (no risk-adding trades, no withdrawals;
+    /// bumps the risk nonce so earlier attestations are void) or thaws it. Liquidator only.
+    /// @param account the account
+    /// @param frozen true at the auction's start, false at its end
+    function setFrozen(address account, bool frozen) external;
+
+    /// @notice Moves `fractionWad` of `from`'s whole portfolio to `to`: each position (size rounded
+    /// towards zero to the lot, with the same share of its cost basis), each collateral (rounded down)
+    /// and cash (rounded towards -infinity). Funding is settled first; both risk nonces are bumped; the
+    /// position cap applies to `to`, the minimum size does not. Liquidator only.
+    /// @param from the liquidated account
+    /// @param to the bidder
+    /// @param fractionWad share of the portfolio, in (0, 1e18]
+    function transferPortfolio(address from, address to, uint256 fractionWad) external;
+
+    /// @notice Moves `amount` of cash from `from` to `to` (it may leave `from` negative). Liquidator only.
+    function moveCash(address from, address to, uint256 amount) external;
+
+    /// @notice Credits `to` with `amount` of bad debt the insurance fund could not pay, charged to every
+    /// positive cash balance pro rata through `lossIndex` (lazily, rounded up, on each account's next
+    /// touch). Socialises at most the positive cash outstanding. Re-binds `paramsHash` to the new index,
+    /// so attestations and roots computed before the loss stop verifying. Liquidator only.
+    /// @return socialised the amount actually socialised
+    function socializeLoss(address to, uint256 amount) external returns (uint256 socialised);
+
+    /// @notice The instruments of the account's open positions (VaultLens.getAccount gives the whole state).
+    function positionIds(address account) external view returns (uint32[] memory);
+    /// @notice One position: size (1e18), cost basis (1e18-scaled USD, 0 for options), funding snapshot.
+    function positionOf(address account, uint32 instrument)
+        external
+        view
+        returns (int256 size, int256 costBasis, int256 fundingSnapshot);
     function riskNonce(address account) external view returns (uint64);
     function depositCredit(address account) external view returns (uint256);
+    /// @notice Cash net of any socialised loss not yet charged to it.
     function cashOf(address account) external view returns (int256);
+    function isFrozen(address account) external view returns (bool);
     function collateralOf(address account, address token) external view returns (uint256);
-    function positionCount(address account) external view returns (uint256);
     function isOperator(address account, address operator) external view returns (bool);
     function paused() external view returns (bool);
     function quote() external view returns (address);

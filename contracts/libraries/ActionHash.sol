@@ -6,6 +6,7 @@ pragma solidity ^0.8.28;
 library ActionHash {
     bytes32 internal constant TRADE_TAG = keccak256("pmsim.action.trade");
     bytes32 internal constant WITHDRAW_TAG = keccak256("pmsim.action.withdraw");
+    bytes32 internal constant BID_TAG = keccak256("pmsim.action.bid");
 
     /// @param sizeDelta the signed change of the account's position (+ buys, - sells)
     function trade(address account, uint32 instrument, int256 sizeDelta, uint256 price, uint256 fee)
@@ -18,5 +19,18 @@ library ActionHash {
 
     function withdraw(address account, address token, uint256 amount) internal pure returns (bytes32) {
         return keccak256(abi.encode(WITHDRAW_TAG, account, token, amount));
+    }
+
+    /// @param bidder the account taking the fraction
+    /// @param account the liquidated account
+    /// @param version the auction's version (bids and refreshes so far) the bid expects
+    /// @param fractionWad the share of the remaining portfolio taken
+    /// @param worstPrice the most the bidder pays (negative: the least it is paid)
+    function bid(address bidder, address account, uint256 version, uint256 fractionWad, int256 worstPrice)
+        internal
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(BID_TAG, bidder, account, version, fractionWad, worstPrice));
     }
 }

@@ -17,6 +17,12 @@ library SignedMath {
         return -int256(Math.mulDiv(uint256(-x), num, den, Math.Rounding.Floor));
     }
 
+    /// @notice x * num / den rounded towards -infinity (den > 0, num >= 0).
+    function mulDivFloor(int256 x, uint256 num, uint256 den) internal pure returns (int256) {
+        if (x >= 0) return int256(Math.mulDiv(uint256(x), num, den, Math.Rounding.Floor));
+        return -int256(Math.mulDiv(uint256(-x), num, den, Math.Rounding.Ceil));
+    }
+
     /// @notice unsigned x * rate / WAD rounded up (fees: against the payer).
     function mulWadUp(uint256 x, uint256 rate) internal pure returns (uint256) {
         return Math.mulDiv(x, rate, Constants.WAD, Math.Rounding.Ceil);

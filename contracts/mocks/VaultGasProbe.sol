@@ -6,7 +6,7 @@ import {Vault} from "../Vault.sol";
 import {IInstruments} from "../interfaces/IInstruments.sol";
 import {IRiskParams} from "../interfaces/IRiskParams.sol";
 import {IPriceFeed} from "../interfaces/IPriceFeed.sol";
-import {MarginProof, StatusLeaf} from "../libraries/Types.sol";
+import {MarginProof, StatusLeaf, Attestation, StatusRoot} from "../libraries/Types.sol";
 
 /// @title VaultGasProbe: the Vault plus two probes of the marginal gas of its margin check. Devnet only.
 /// @notice The probes run the very internal check a withdrawal or a trade side runs (the caller's risk
@@ -43,5 +43,20 @@ contract VaultGasProbe is Vault {
         uint256 before = gasleft();
         _verifyStatus(leaf, proof, msg.sender, nonce, credit);
         gasUsed = before - gasleft();
+    }
+
+    /// @notice The EIP-712 digest the Vault verifies for an attestation (mirror tests).
+    function attestationDigest(Attestation calldata a) external view returns (bytes32) {
+        return _attestationDigest(a);
+    }
+
+    /// @notice The EIP-712 digest the Vault verifies for a status root (mirror tests).
+    function rootDigest(StatusRoot calldata r) external view returns (bytes32) {
+        return _rootDigest(r);
+    }
+
+    /// @notice The Merkle leaf hash of a status leaf (mirror tests).
+    function leafHash(StatusLeaf calldata leaf) external pure returns (bytes32) {
+        return _leafHash(leaf);
     }
 }

@@ -1,4 +1,4 @@
-"""Mirrors of ``contracts/libraries/ActionHash.sol``: what a trade or withdrawal attestation binds."""
+"""Mirrors of ``contracts/libraries/ActionHash.sol``: what a trade, withdrawal or bid attestation binds."""
 
 from __future__ import annotations
 
@@ -22,3 +22,17 @@ def trade_action(account: str, instrument: int, size_delta: int, price: int, fee
 
 def withdraw_action(account: str, token: str, amount: int) -> bytes:
     return keccak(encode(["bytes32", "address", "address", "uint256"], [WITHDRAW_TAG, account, token, amount]))
+
+
+BID_TAG = keccak(text="pmsim.action.bid")
+
+
+def bid_action(bidder: str, account: str, version: int, fraction: int, worst_price: int) -> bytes:
+    """Hash of a liquidation bid (``ActionHash.bid``): the auction of ``account`` at ``version``,
+    ``fraction`` (WAD) of its portfolio, paying at most ``worst_price`` (negative: paid at least)."""
+    return keccak(
+        encode(
+            ["bytes32", "address", "address", "uint256", "uint256", "int256"],
+            [BID_TAG, bidder, account, version, fraction, worst_price],
+        )
+    )

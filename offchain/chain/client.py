@@ -32,7 +32,8 @@ from offchain.errors import ChainError, ContractRevertError
 
 T = TypeVar("T")
 _NONCE_ERRORS = re.compile(r"nonce too low|replacement transaction underpriced|already known", re.IGNORECASE)
-CORE = ("RiskParams", "PriceFeed", "RiskOracle", "Instruments", "Vault", "Exchange")
+CORE = ("RiskParams", "PriceFeed", "RiskOracle", "Instruments", "Vault", "Exchange", "VaultLens", "StandardMargin",
+        "InsuranceFund", "Liquidator")
 # The RiskOracle is a module of the Vault: its address and ABI are the Vault's.
 ABI_OF = {"RiskOracle": "Vault"}
 
@@ -156,6 +157,22 @@ class Protocol:
     @property
     def instruments(self) -> Contract:
         return self.c["Instruments"]
+
+    @property
+    def lens(self) -> Contract:
+        return self.c["VaultLens"]
+
+    @property
+    def liquidator(self) -> Contract:
+        return self.c["Liquidator"]
+
+    @property
+    def fund(self) -> Contract:
+        return self.c["InsuranceFund"]
+
+    @property
+    def standard_margin(self) -> Contract:
+        return self.c["StandardMargin"]
 
     def domain(self, contract: str) -> Domain:
         name, version = {

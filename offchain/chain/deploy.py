@@ -13,7 +13,7 @@ from web3.contract import Contract
 
 from offchain.chain.build import ROOT, Artifact, load_artifacts
 from offchain.chain.client import CORE, Deployment, Protocol, TokenInfo
-from offchain.chain.params import WAD, OnchainParams
+from offchain.chain.params import WAD, LiquidationParams, OnchainParams
 from offchain.chain.units import Kind
 from offchain.errors import ChainError
 
@@ -37,6 +37,7 @@ class DeployConfig:
     risk_quorum: int = 1
     price_quorum: int = 1
     params: OnchainParams = field(default_factory=OnchainParams)
+    liquidation: LiquidationParams = field(default_factory=LiquidationParams)
     engine_config_hash: bytes = b"\x00" * 32
     haircuts: dict[str, int] = field(default_factory=lambda: {"WETH": WAD // 10, "WBTC": WAD // 10})
     feed: FeedConfig = field(default_factory=FeedConfig)
@@ -67,7 +68,8 @@ def deploy_protocol(w3: Web3, deployer_key: str, cfg: DeployConfig, rpc_url: str
         "WBTC": _deploy(w3, arts["MockERC20"], deployer_key, "Wrapped BTC (mock)", "WBTC", 8),
         "WETH": _deploy(w3, arts["MockERC20"], deployer_key, "Wrapped Ether (mock)", "WETH", 18),
     }
-    params = _deploy(w3, arts["RiskParams"], deployer_key, owner, cfg.params.as_tuple(), cfg.engine_config_hash)
+    params = _deploy(w3, arts["RiskParams"], deployer_key, owner, cfg.params.as_tuple(), cfg.liquidation.as_tuple(),
+                     cfg.engine_config_hash)  # fmt: skip
     f = cfg.feed
     feed = _deploy(w3, arts["PriceFeed"], deployer_key, owner, len(UNDERLYINGS), f.heartbeat, f.max_delay, f.max_move)
     instruments = _deploy(w3, arts["Instruments"], deployer_key, owner, feed.address, params.address)
@@ -77,9 +79,16 @@ def deploy_protocol(w3: Web3, deployer_key: str, cfg: DeployConfig, rpc_url: str
         params.address, feed.address, collector,
     )  # fmt: skip
     exchange = _deploy(w3, arts["Exchange"], deployer_key, vault.address, params.address)
+    lens = _deploy(w3, arts["VaultLens"], deployer_key, vault.address, params.address)
+    standard = _deploy(w3, arts["StandardMargin"], deployer_key, lens.address, instruments.address, feed.address,
+                       params.address)  # fmt: skip
+    fund = _deploy(w3, arts["InsuranceFund"], deployer_key, owner, vault.address, 0)
+    liquidator = _deploy(w3, arts["Liquidator"], deployer_key, vault.address, params.address, standard.address,
+                         fund.address)  # fmt: skip
     # The RiskOracle is a module of the Vault (see RiskOracle.sol): same address.
     contracts = {"RiskParams": params, "PriceFeed": feed, "RiskOracle": vault, "Instruments": instruments,
-                 "Vault": vault, "Exchange": exchange}  # fmt: skip
+                 "Vault": vault, "Exchange": exchange, "VaultLens": lens, "StandardMargin": standard,
+                 "InsuranceFund": fund, "Liquidator": liquidator}  # fmt: skip
     token_info = {
         "USDC": TokenInfo("USDC", tokens["USDC"].address, 6, None),
         "WBTC": TokenInfo("WBTC", tokens["WBTC"].address, 8, UNDERLYINGS.index("BTC")),
@@ -105,6 +114,7 @@ def _wire(p: Protocol, key: str, cfg: DeployConfig) -> None:
         p.send(p.params.functions.setCollateral(t.address, t.underlying, cfg.haircuts[sym]), key)
     p.send(p.instruments.functions.setVault(p.vault.address), key)
     p.send(p.vault.functions.setExchange(p.exchange.address), key)
+    p.send(p.vault.functions.setLiquidation(p.liquidator.address, p.fund.address, p.standard_margin.address), key)
     for contract, signers, quorum in ((p.oracle, cfg.risk_signers, cfg.risk_quorum),
                                       (p.feed, cfg.price_signers, cfg.price_quorum)):  # fmt: skip
         for s in signers:

@@ -35,8 +35,9 @@ from eth_utils import keccak, to_checksum_address
 from web3.exceptions import BlockNotFound, Web3RPCError
 from web3.types import FilterParams, LogReceipt
 
+from offchain import rules
 from offchain.chain.client import Protocol, _abi_type
-from offchain.chain.params import OnchainParams
+from offchain.chain.params import LiquidationParams, OnchainParams
 from offchain.chain.units import Kind
 from offchain.errors import ChainError, InputError
 
@@ -81,6 +82,12 @@ class AccountState:
     collateral: dict[str, int] = field(default_factory=dict)  # token -> balance (token units)
     positions: dict[int, PositionState] = field(default_factory=dict)  # instrument id -> position
     operators: set[str] = field(default_factory=set)
+    frozen: bool = False  # in a liquidation auction
+    loss_snapshot: int = 0  # the Vault's loss index when this cash was last touched
+
+    def effective_cash(self, loss_index: int) -> int:
+        """Cash net of socialised loss not yet charged (``Vault.cashOf``)."""
+        return rules.effective_cash(self.cash, self.loss_snapshot, loss_index)
 
     def copy(self) -> AccountState:
         """A copy sharing nothing mutable (positions are immutable values)."""
@@ -169,6 +176,8 @@ class ProtocolState:
     fee_collector: str = ""
     risk_quorum: int = 0
     risk_signers: tuple[str, ...] = ()  # sorted
+    liquidation: LiquidationParams | None = None
+    loss_index: int = 0  # the Vault's cumulative socialised loss per unit of positive cash (1e27)
 
     def account(self, address: str) -> AccountState:
         """The account's state, created empty on first use."""
@@ -247,9 +256,16 @@ class _EventSpec:
 Handler = Callable[[ProtocolState, Event], None]
 
 
+def _touch(s: ProtocolState, acct: AccountState) -> None:
+    """A cash balance the Vault touched: its loss snapshot is now the index (a charge, if any, came
+    first as its own ``LossApplied`` event)."""
+    acct.loss_snapshot = s.loss_index
+
+
 def _on_deposited(s: ProtocolState, e: Event) -> None:
     acct, a = s.account(e.args["account"]), e.args
     if a["token"] == s.quote:
+        _touch(s, acct)
         acct.cash += a["amount"]
     else:
         acct.collateral[a["token"]] = acct.collateral.get(a["token"], 0) + a["amount"]
@@ -259,6 +275,7 @@ def _on_deposited(s: ProtocolState, e: Event) -> None:
 def _on_withdrawn(s: ProtocolState, e: Event) -> None:
     acct, a = s.account(e.args["account"]), e.args
     if a["token"] == s.quote:
+        _touch(s, acct)
         acct.cash -= a["amount"]
     else:
         acct.collateral[a["token"]] -= a["amount"]
@@ -269,6 +286,8 @@ def _on_position_changed(s: ProtocolState, e: Event) -> None:
     (``Vault._settleFunding`` sets it without an event when the old size is zero)."""
     acct, a = s.account(e.args["account"]), e.args
     iid = a["instrument"]
+    if a["cashDelta"] != 0:
+        _touch(s, acct)
     acct.cash += a["cashDelta"]
     old = acct.positions.pop(iid, None)
     if a["size"] == 0:
@@ -280,6 +299,7 @@ def _on_position_changed(s: ProtocolState, e: Event) -> None:
 
 def _on_funding_settled(s: ProtocolState, e: Event) -> None:
     acct, a = s.account(e.args["account"]), e.args
+    _touch(s, acct)
     acct.cash -= a["payment"]
     pos = acct.positions[a["instrument"]]
     acct.positions[a["instrument"]] = replace(pos, funding_snapshot=a["cumulative"])
@@ -287,12 +307,56 @@ def _on_funding_settled(s: ProtocolState, e: Event) -> None:
 
 def _on_position_settled(s: ProtocolState, e: Event) -> None:
     acct = s.account(e.args["account"])
+    _touch(s, acct)
     acct.cash += e.args["payoff"]
     acct.positions.pop(e.args["instrument"], None)
 
 
 def _on_fees_collected(s: ProtocolState, e: Event) -> None:
-    s.account(e.args["collector"]).cash += e.args["amount"]
+    acct = s.account(e.args["collector"])
+    _touch(s, acct)
+    acct.cash += e.args["amount"]
+
+
+def _on_cash_transferred(s: ProtocolState, e: Event) -> None:
+    src, dst = s.account(e.args["from"]), s.account(e.args["to"])
+    _touch(s, src)
+    src.cash -= e.args["amount"]
+    _touch(s, dst)
+    dst.cash += e.args["amount"]
+
+
+def _on_collateral_transferred(s: ProtocolState, e: Event) -> None:
+    a = e.args
+    src, dst = s.account(a["from"]), s.account(a["to"])
+    src.collateral[a["token"]] -= a["amount"]
+    dst.collateral[a["token"]] = dst.collateral.get(a["token"], 0) + a["amount"]
+
+
+def _on_loss_applied(s: ProtocolState, e: Event) -> None:
+    acct = s.account(e.args["account"])
+    acct.cash -= e.args["charge"]
+    _touch(s, acct)
+
+
+def _on_loss_socialised(s: ProtocolState, e: Event) -> None:
+    s.loss_index = e.args["lossIndex"]
+    if e.args["socialised"] != 0:
+        acct = s.account(e.args["to"])
+        _touch(s, acct)
+        acct.cash += e.args["socialised"]
+
+
+def _on_frozen_set(s: ProtocolState, e: Event) -> None:
+    s.account(e.args["account"]).frozen = e.args["frozen"]
+
+
+def _on_params_bound(s: ProtocolState, e: Event) -> None:
+    s.params_hash = e.args["paramsHash"]
+
+
+def _on_liquidation_params_set(s: ProtocolState, e: Event) -> None:
+    s.liquidation = LiquidationParams(*e.args["params"])
 
 
 def _on_risk_nonce_bumped(s: ProtocolState, e: Event) -> None:
@@ -389,6 +453,13 @@ HANDLERS: dict[str, Handler] = {
     "FundingSettled": _on_funding_settled,
     "PositionSettled": _on_position_settled,
     "FeesCollected": _on_fees_collected,
+    "CashTransferred": _on_cash_transferred,
+    "CollateralTransferred": _on_collateral_transferred,
+    "LossApplied": _on_loss_applied,
+    "LossSocialised": _on_loss_socialised,
+    "FrozenSet": _on_frozen_set,
+    "ParamsBound": _on_params_bound,
+    "LiquidationParamsSet": _on_liquidation_params_set,
     "RiskNonceBumped": _on_risk_nonce_bumped,
     "OperatorSet": _on_operator_set,
     "TradeApplied": _on_trade_applied,

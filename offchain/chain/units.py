@@ -14,12 +14,7 @@ from offchain.protocol import TICK as TICK
 from offchain.protocol import VALUE_DIVISOR as VALUE_DIVISOR
 from offchain.protocol import WAD as WAD
 from offchain.protocol import Kind as Kind
-
-
-def value(size: int, price: int) -> int:
-    """``size * price / 1e30`` truncated towards zero, as Solidity's signed division does."""
-    q = abs(size * price) // VALUE_DIVISOR
-    return q if size * price >= 0 else -q
+from offchain.rules import value as value
 
 
 def to_size(units: float | str | Decimal, field: str = "size") -> int:

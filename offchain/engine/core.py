@@ -129,7 +129,7 @@ class EngineCore:
         owed = sum(_funding_owed(state, i, acct) for i in ids)
         collateral = [acct.collateral.get(addr, 0) / 10**dec if addr != self._quote else 0.0
                       for addr, dec in self._columns]  # fmt: skip
-        return AccountState.from_ids(rows, sizes, cash=acct.cash / E6, cost_basis=cost / E6,
+        return AccountState.from_ids(rows, sizes, cash=acct.effective_cash(state.loss_index) / E6, cost_basis=cost / E6,
                                      funding_owed=owed / E6, collateral=collateral)  # fmt: skip
 
     def book(self, state: ProtocolState, accounts: Sequence[str] | None = None) -> tuple[list[str], AccountBook]:

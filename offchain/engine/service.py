@@ -22,11 +22,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from offchain import rules
 from offchain.chain.client import Protocol
 from offchain.chain.eip712 import Attestation
 from offchain.chain.indexer import Indexer, ProtocolState
 from offchain.chain.merkle import StatusLeaf, StatusRoot, StatusTree
-from offchain.chain.units import Kind, value
+from offchain.chain.units import Kind
 from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
 from offchain.engine.signer import RiskSigner, SignerRefused, SignJob
 from offchain.errors import ChainError, ConfigError, ContractRevertError, InputError, PmsimError
@@ -186,8 +187,7 @@ class Engine:
         if state.params is None:
             raise ChainError("risk parameters not indexed yet")
         rate = state.params.maker_fee if role == "maker" else state.params.taker_fee
-        notional = value(abs(size_delta), price)
-        return -(-notional * rate // 10**18)  # rounded up, as the Exchange charges it
+        return rules.fee(size_delta, price, rate)  # rounded up, as the Exchange charges it
 
     # ------------------------------------------------------------------ rounds
     def run_round(self) -> RoundResult | None:
@@ -223,7 +223,7 @@ class Engine:
         self.metrics.rounds.inc()
         self.metrics.last_round.set(number)
         self.metrics.accounts.set(len(leaves))
-        self.metrics.liquidatable.set(sum(1 for leaf in leaves if _below_mm(leaf)))
+        self.metrics.liquidatable.set(sum(1 for leaf in leaves if _liquidatable(leaf)))
         self.metrics.round_seconds.observe(time.perf_counter() - t0)
         log.info("posted round %d: %d accounts, root 0x%s, block %d", number, len(leaves), tree.root.hex(), state.block)
         return result
@@ -298,7 +298,8 @@ class Engine:
         latest = self.latest
         if latest is None:
             return []
-        return [self.proof(leaf.account) for leaf in latest.tree.leaves if _below_mm(leaf)]
+        state = self.indexer.state
+        return [self.proof(leaf.account) for leaf in latest.tree.leaves if _liquidatable(leaf, state)]
 
     def health(self) -> dict[str, Any]:
         state = self.indexer.state
@@ -323,8 +324,17 @@ class Engine:
                 "tree": latest.tree.dump()}  # fmt: skip
 
 
-def _below_mm(leaf: StatusLeaf) -> bool:
-    return leaf.margin_equity < leaf.maintenance_margin
+def _liquidatable(leaf: StatusLeaf, state: ProtocolState | None = None) -> bool:
+    """Exactly the Liquidator's test: the leaf's equity, credited with deposits made since (as of the
+    indexed state), below its maintenance margin; an account already in auction is not listed."""
+    credit = leaf.credit_checkpoint
+    if state is not None:
+        acct = state.accounts.get(leaf.account)
+        if acct is not None:
+            if acct.frozen:
+                return False
+            credit = acct.deposit_credit
+    return rules.liquidatable(leaf.margin_equity, leaf.maintenance_margin, leaf.credit_checkpoint, credit)
 
 
 def _root_json(r: StatusRoot) -> dict[str, Any]:

@@ -10,11 +10,13 @@ from eth_account import Account
 from offchain.chain.anvil import DEFAULT_KEYS, Anvil, start_anvil
 from offchain.chain.client import connect
 from offchain.chain.devnet import bootstrap
+from offchain.chain.params import LiquidationParams
 from tests.chain.harness import Harness
 
 GENESIS = 1_767_225_600  # 2026-01-01T00:00:00Z
 DAY = 86_400
 DEPLOYER, ALICE, BOB, CAROL, RELAYER = DEFAULT_KEYS[:5]
+SUITE_LIQUIDATION = LiquidationParams(emergency_delay=365 * DAY)
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +29,9 @@ def anvil() -> Iterator[Anvil]:
 def _deployed(anvil: Anvil) -> Harness:
     dev = bootstrap(connect(anvil.url), DEPLOYER, rpc_url=anvil.url)
     h = Harness(dev.protocol, DEPLOYER, dev.risk_signers, dev.price_signers, dev.instruments)
+    # The general suite warps days without status roots: emergency mode (tested at its default delay in
+    # test_liquidation.py) is pushed out to the 365-day bound here.
+    h.send(h.p.params.functions.setLiquidationParams(SUITE_LIQUIDATION.as_tuple()))
     for key in (ALICE, BOB, CAROL):
         for sym, amount in (("USDC", 10**6 * 10**6), ("WBTC", 10 * 10**8), ("WETH", 100 * 10**18)):
             h.fund(key, sym, amount)

@@ -94,7 +94,7 @@ def test_orders_attested_by_the_engine_are_enforced_by_the_contracts(h: Harness,
     h.deposit(ALICE, "USDC", 200_000 * USDC)
     h.deposit(BOB, "USDC", 50_000 * USDC)
     engine_trade(h, api, ALICE, BOB, CALL, False, 2 * U, "1250")  # Alice writes 2 calls to Bob
-    view = h.p.vault.functions.getAccount(addr(BOB)).call()
+    view = h.p.lens.functions.getAccount(addr(BOB)).call()
     assert view[5] == [(h.ids[CALL], 2 * U, 0, 0)]
     # the engine's status for Alice now shows the short calls' margin
     engine.refresh()

@@ -88,8 +88,9 @@ def test_fill_at_maker_price_within_taker_limit(funded: Harness) -> None:
 
 
 def test_fees_go_to_collector_rounded_up(funded: Harness) -> None:
-    """I-4: maker and taker fees (on |size|*price, rounded up) move from the traders to the fee
-    collector; premium plus fees sum to zero over buyer, seller and collector."""
+    """I-4: maker and taker fees (on |size|*price, rounded up) move from the traders to the insurance
+    fund (its `fundFeeShare`, rounded down) and the fee collector (the rest); premium plus fees sum to
+    zero over buyer, seller, fund and collector."""
     h, call = funded, funded.ids["ETH-C3K"]
     collector = h.p.vault.functions.feeCollector().call()
     size, price = 17 * 10**15, 123_457 * 10**15  # 0.017 at 123.457: notional 2.098769 USD
@@ -98,17 +99,25 @@ def test_fees_go_to_collector_rounded_up(funded: Harness) -> None:
     maker_fee = -(-notional * prm.maker_fee // 10**18)
     taker_fee = -(-notional * prm.taker_fee // 10**18)
     assert notional * prm.maker_fee % 10**18 != 0, "the case must exercise rounding"
-    before = {k: h.cash(addr(k)) for k in (ALICE, BOB)} | {"fc": h.cash(collector)}
+    fund = h.p.fund.address
+    to_fund = (maker_fee + taker_fee) * prm.fund_fee_share // 10**18
+    assert 0 < to_fund < maker_fee + taker_fee
+    before = {k: h.cash(addr(k)) for k in (ALICE, BOB)} | {"fc": h.cash(collector), "fund": h.cash(fund)}
     m, t = orders(h, call, size, price, maker_buys=False)  # Alice (maker) sells, Bob buys
     rc = h.trade(ALICE, m, BOB, t, size, relayer=RELAYER)
     [ev] = h.events(h.p.exchange, "OrderFilled", rc)
     assert (ev["makerFee"], ev["takerFee"]) == (maker_fee, taker_fee)
-    assert h.events(h.p.vault, "FeesCollected", rc) == [{"collector": collector, "amount": maker_fee + taker_fee}]
+    assert h.events(h.p.vault, "FeesCollected", rc) == [
+        {"collector": fund, "amount": to_fund},
+        {"collector": collector, "amount": maker_fee + taker_fee - to_fund},
+    ]
     d_alice = h.cash(addr(ALICE)) - before[ALICE]
     d_bob = h.cash(addr(BOB)) - before[BOB]
     d_fc = h.cash(collector) - before["fc"]
-    assert (d_alice, d_bob, d_fc) == (notional - maker_fee, -notional - taker_fee, maker_fee + taker_fee)
-    assert d_alice + d_bob + d_fc == 0
+    d_fund = h.cash(fund) - before["fund"]
+    assert (d_alice, d_bob, d_fc + d_fund) == (notional - maker_fee, -notional - taker_fee, maker_fee + taker_fee)
+    assert d_fund == to_fund
+    assert d_alice + d_bob + d_fc + d_fund == 0
     assert h.cash(addr(RELAYER)) == 0  # the relayer earns nothing on-chain
     h.check_settled_conservation()
 
@@ -348,7 +357,7 @@ def test_position_cap(funded: Harness) -> None:
     h.fill(ALICE, CAROL, h.ids["BTC-PERP"], U, BTC)  # same instrument: no new slot
     h.fill(ALICE, BOB, h.ids["ETH-PERP"], U, 2_800 * U, maker_buys=False)  # frees a slot
     h.fill(ALICE, CAROL, h.ids["BTC-FUT"], U, BTC)
-    assert h.p.vault.functions.positionCount(addr(ALICE)).call() == 2
+    assert len(h.p.vault.functions.positionIds(addr(ALICE)).call()) == 2
     h.check_settled_conservation()
 
 

@@ -214,7 +214,7 @@ def test_oracle_callbacks_are_restricted(h: Harness) -> None:
     """Only RiskParams syncs parameters and only the feed reports rounds."""
     o = h.p.oracle.functions
     with reverts("RiskOracle_OnlyRiskParams"):
-        h.send(o.syncParams(b"\x01" * 32, 10**16, 300), CAROL)
+        h.send(o.syncParams(b"\x01" * 32, 10**16, 300, 3600), CAROL)
     with reverts("RiskOracle_OnlyFeed"):
         h.send(o.onPriceRound(7), CAROL)
     with reverts("OwnableUnauthorizedAccount", addr(CAROL)):
@@ -242,7 +242,7 @@ def test_unsynced_oracle_refuses_everything(h: Harness) -> None:
     check = oracle.functions.requireMargin(proof, a, 0, STATUS, 0, True)
     with reverts("RiskOracle_ParamsNotSynced"):
         h.p.call(check)
-    h.send(oracle.functions.syncParams(att.params_hash, 10**16, 300))
+    h.send(oracle.functions.syncParams(att.params_hash, 10**16, 300, 3600))
     assert h.p.call(check) == att.margin_equity
     with reverts("SignerQuorum_UnknownSigner"):  # the same attestation, signed for the real oracle
         h.p.call(oracle.functions.requireMargin(h.proof(att), a, 0, STATUS, 0, True))

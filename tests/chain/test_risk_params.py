@@ -141,7 +141,7 @@ def test_new_limits_take_effect(h: Harness) -> None:
     for key in (ALICE, BOB):
         h.deposit(key, "USDC", 100_000 * USDC)
     rp, perp = h.p.params.functions, h.ids["BTC-PERP"]
-    h.send(rp.setParams(replace(BASE, maker_fee=0, taker_fee=WAD // 100).as_tuple()))
+    h.send(rp.setParams(replace(BASE, maker_fee=0, taker_fee=WAD // 100, fund_fee_share=0).as_tuple()))
     collector = h.p.vault.functions.feeCollector().call()
     fc = h.cash(collector)
     h.fill(ALICE, BOB, perp, 10**18, 55_000 * WAD)

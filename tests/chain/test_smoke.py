@@ -20,5 +20,5 @@ def test_attested_option_trade_moves_premium_and_fees(h: Harness) -> None:
     vault = h.p.vault.functions
     assert vault.cashOf(addr(ALICE)).call() == 100_000 * USDC + premium - maker_fee
     assert vault.cashOf(addr(BOB)).call() == 100_000 * USDC - premium - taker_fee
-    assert vault.getAccount(addr(BOB)).call()[5] == [(call, size, 0, 0)]
+    assert h.p.lens.functions.getAccount(addr(BOB)).call()[5] == [(call, size, 0, 0)]
     assert vault.riskNonce(addr(ALICE)).call() == 1
