@@ -23,6 +23,11 @@ if [ "$(cat node_modules/.pmsim-stamp 2>/dev/null)" != "$want" ]; then
   echo "$want" > node_modules/.pmsim-stamp
 fi
 
+# PMSIM_SETUP_SKIP="home-link python slither" skips the ~/.solcx link and steps 3 and 4 (the
+# fresh-clone test does: it checks npm, the compiler and the build in a throw-away clone, reusing
+# this checkout's interpreter and leaving the home folder alone).
+skip() { case " ${PMSIM_SETUP_SKIP:-} " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
 # 2. the compiler command, where py-solc-x and ape-solidity look for it
 mkdir -p .solcx
 target=".solcx/solc-v$SOLC_VERSION"
@@ -39,7 +44,8 @@ mkdir -p "$HOME/.solcx"
 # A real compiler someone installed there is kept; a link (ours, perhaps left dangling by a deleted
 # clone) is pointed at this checkout.
 link="$HOME/.solcx/solc-v$SOLC_VERSION"
-if [ -L "$link" ] || [ ! -e "$link" ]; then ln -sfn "$ROOT/$target" "$link"; fi
+if ! skip home-link && { [ -L "$link" ] || [ ! -e "$link" ]; }; then ln -sfn "$ROOT/$target" "$link"; fi
+skip python && exit 0
 
 # 3. Python 3.11 virtual environment with the locked dependency set
 PY=${PMSIM_PYTHON:-}
@@ -60,6 +66,8 @@ if [ "$(cat .venv/.pmsim-stamp 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --no-deps -e . >&2
   echo "$want" > .venv/.pmsim-stamp
 fi
+
+skip slither && exit 0
 
 # 4. Slither in its own virtualenv (its web3 and eth-* pins clash with ape's), locked set
 want=$(fingerprint requirements-slither.lock)
