@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -114,7 +115,9 @@ def _plain(value: Any, typ: str = "") -> Any:
 
 
 def decode_error(
-    data: Annotated[str | None, typer.Argument(help="revert data (0x…), or a whole `cast` error message")] = None,
+    data: Annotated[
+        str | None, typer.Argument(help="revert data (0x…), a whole `cast` error message, or - to read stdin")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the decoded error as JSON")] = False,
     markdown: Annotated[bool, typer.Option(help="print the whole selector table (docs/errors.md) instead")] = False,
 ) -> None:
@@ -127,6 +130,8 @@ def decode_error(
         return
     if data is None:
         raise InputError("data", "pass the revert data (0x…), or --markdown for the whole table")
+    if data == "-":
+        data = sys.stdin.read()
     decoded = decode_revert(revert_bytes(data), table)
     if as_json:
         typer.echo(json.dumps(decoded, indent=2))
