@@ -236,6 +236,7 @@ def devnet_up(
     console.print(f"  contracts {DEPLOYMENT}  (also {dep_path}; plain ABIs in {abi_folder(DEPLOYMENT)})")
     console.print(f"  engine    http://127.0.0.1:{engine_port}  (/health, /attest/trade, /liquidatable, /metrics)")
     console.print(f"  prices    posting every {price_interval:g}s (log {state_dir / 'prices.log'})")
+    console.print("  tools     `pmsim faucet 0xADDRESS` (test tokens), `pmsim signers`, `pmsim decode-error 0x…`")
     console.print("  stop with `pmsim devnet down`")
 
 
