@@ -11,6 +11,9 @@ import {Constants} from "./libraries/Constants.sol";
 abstract contract SignerQuorum is ISignerQuorum, Ownable2Step {
     // ---------------------------------------------------------------- storage
     mapping(address => bool) public isSigner;
+    /// @dev The registered signers in no particular order (removal swaps in the last); at most
+    /// MAX_SIGNERS. Declared before the two bytes below so that their packing is unchanged.
+    address[] internal _signers;
     /// @dev Two bytes, so that a derived contract can pack its hot configuration into the same slot.
     uint8 internal _signerCount;
     uint8 internal _quorum;
@@ -22,6 +25,7 @@ abstract contract SignerQuorum is ISignerQuorum, Ownable2Step {
         if (isSigner[signer]) revert SignerQuorum_AlreadySigner(signer);
         if (_signerCount >= Constants.MAX_SIGNERS) revert SignerQuorum_TooManySigners();
         isSigner[signer] = true;
+        _signers.push(signer);
         _signerCount += 1;
         emit SignerAdded(signer);
     }
@@ -31,6 +35,15 @@ abstract contract SignerQuorum is ISignerQuorum, Ownable2Step {
         if (!isSigner[signer]) revert SignerQuorum_NotSigner(signer);
         if (_signerCount - 1 < _quorum) revert SignerQuorum_BadQuorum(_quorum, _signerCount - 1);
         isSigner[signer] = false;
+        // Swap-and-pop; bounded by MAX_SIGNERS, and `signer` is in the list since isSigner[signer].
+        uint256 last = _signers.length - 1;
+        for (uint256 i; i < last; ++i) {
+            if (_signers[i] == signer) {
+                _signers[i] = _signers[last];
+                break;
+            }
+        }
+        _signers.pop();
         _signerCount -= 1;
         emit SignerRemoved(signer);
     }
@@ -46,6 +59,11 @@ abstract contract SignerQuorum is ISignerQuorum, Ownable2Step {
     /// @inheritdoc ISignerQuorum
     function signerCount() external view returns (uint256) {
         return _signerCount;
+    }
+
+    /// @inheritdoc ISignerQuorum
+    function signers() external view returns (address[] memory) {
+        return _signers;
     }
 
     /// @inheritdoc ISignerQuorum

@@ -11,7 +11,8 @@ from rich.console import Console
 
 from offchain.errors import PmsimError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__,
+                  context_settings={"help_option_names": ["-h", "--help"]})  # fmt: skip
 console = Console()
 err_console = Console(stderr=True)
 
@@ -22,6 +23,24 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a one-line error and return the Exit to raise."""
     err_console.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code)
+
+
+def _version(show: bool) -> None:
+    if show:
+        from offchain import __version__
+        from offchain.chain.build import SOLC_VERSION
+
+        console.print(f"pmsim {__version__} (contracts compiled with solc {SOLC_VERSION})", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """pmsim: one command for deployment, the devnet, the risk engine and the simulator."""
 
 
 @app.command()
@@ -35,16 +54,29 @@ def deploy(
     """Deploy the protocol with mock tokens, default instruments and a first price round."""
     from offchain.chain.anvil import DEFAULT_KEYS
     from offchain.chain.client import connect
+    from offchain.chain.deploy import abi_folder, write_deployment
     from offchain.chain.devnet import bootstrap
 
     try:
         dev = bootstrap(connect(rpc), key or DEFAULT_KEYS[0], rpc_url=rpc)
     except PmsimError as exc:
         raise fail(str(exc)) from None
-    dev.protocol.deployment.save(out)
-    console.print(f"deployed to {rpc} (chain {dev.protocol.chain_id}); wrote {out}")
+    write_deployment(dev.protocol, out)
+    console.print(f"deployed to {rpc} (chain {dev.protocol.chain_id}); wrote {out} and ABIs in {abi_folder(out)}")
     for name, address in dev.protocol.deployment.contracts.items():
         console.print(f"  {name:12s} {address}")
+
+
+def _mount_tools() -> None:
+    """Integrator tools (offchain/cli_tools.py)."""
+    from offchain import cli_tools
+
+    app.command("decode-error")(cli_tools.decode_error)
+    app.command("faucet")(cli_tools.faucet)
+    app.command("signers")(cli_tools.signers)
+
+
+_mount_tools()
 
 
 def _mount_subcommands() -> None:

@@ -200,13 +200,15 @@ def devnet_up(
 ) -> None:
     """Start Anvil, deploy, start the price service and the engine; print how to reach each."""
     from offchain.chain.anvil import DEFAULT_KEYS, spawn_anvil_detached
-    from offchain.chain.client import connect
+    from offchain.chain.client import Deployment, connect
+    from offchain.chain.deploy import abi_folder, write_deployment, write_deployment_abis
     from offchain.chain.devnet import bootstrap
 
     procs_file = state_dir / "processes.json"
     if procs_file.exists():
         raise InputError("devnet", f"already up ({procs_file}); run `pmsim devnet down` first")
     state_dir.mkdir(parents=True, exist_ok=True)
+    _log_banner(state_dir / "anvil.log")
     pid, url = spawn_anvil_detached(state_dir / "anvil.log", port=port, state_path=state_dir / "anvil-state.json")
     procs = {"anvil": pid}
     try:
@@ -214,9 +216,10 @@ def devnet_up(
         dep_path = state_dir / "deployment.json"
         if not dep_path.exists() or w3.eth.get_code(json.loads(dep_path.read_text())["contracts"]["Vault"]) == b"":
             dev = bootstrap(w3, DEFAULT_KEYS[0], rpc_url=url)
-            dev.protocol.deployment.save(dep_path)
+            write_deployment(dev.protocol, dep_path)
         DEPLOYMENT.parent.mkdir(parents=True, exist_ok=True)
         DEPLOYMENT.write_text(dep_path.read_text())
+        write_deployment_abis(Deployment.load(DEPLOYMENT), DEPLOYMENT)  # integrators' plain ABI files
         me = [sys.executable, "-m", "offchain.cli"]
         common = ["--deployment", str(dep_path), "--dev"]
         procs["prices"] = _spawn([*me, "prices", *common, "--interval", str(price_interval), "--relayer-key",
@@ -230,9 +233,10 @@ def devnet_up(
     procs_file.write_text(json.dumps(procs))
     console.print(f"[bold]devnet up[/] (logs and state in {state_dir})")
     console.print(f"  chain     {url}  (chain id 31337; Anvil's default keys are funded)")
-    console.print(f"  contracts {DEPLOYMENT}  (also {dep_path})")
+    console.print(f"  contracts {DEPLOYMENT}  (also {dep_path}; plain ABIs in {abi_folder(DEPLOYMENT)})")
     console.print(f"  engine    http://127.0.0.1:{engine_port}  (/health, /attest/trade, /liquidatable, /metrics)")
     console.print(f"  prices    posting every {price_interval:g}s (log {state_dir / 'prices.log'})")
+    console.print("  tools     `pmsim faucet 0xADDRESS` (test tokens), `pmsim signers`, `pmsim decode-error 0x…`")
     console.print("  stop with `pmsim devnet down`")
 
 
@@ -250,8 +254,16 @@ def devnet_down(state_dir: Path = DEVNET_DIR) -> None:
 
 
 def _spawn(cmd: list[str], log_path: Path) -> int:
-    with log_path.open("w") as log:
+    _log_banner(log_path)
+    with log_path.open("a") as log:  # appended, so that a restart keeps the earlier runs' logs
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True).pid
+
+
+def _log_banner(log_path: Path) -> None:
+    """Mark the start of a run in a log that `devnet up` appends to."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with log_path.open("a") as log:
+        log.write(f"==== pmsim devnet up {stamp} ====\n")
 
 
 def _stop(procs: dict[str, int]) -> None:

@@ -18,6 +18,7 @@ def main() -> None:
     from ape import accounts, networks
 
     from offchain.chain.client import connect
+    from offchain.chain.deploy import write_deployment
     from offchain.chain.devnet import bootstrap
 
     provider = networks.provider
@@ -26,7 +27,7 @@ def main() -> None:
     dev = bootstrap(connect(url), key, rpc_url=url)
     name = "local" if provider.network.name == "local" else provider.network.name
     out = Path(__file__).resolve().parents[1] / "deployments" / f"{name}.json"
-    dev.protocol.deployment.save(out)
+    write_deployment(dev.protocol, out)  # and the plain ABIs beside it
     print(f"deployed pmsim to {url} (chain {dev.protocol.chain_id}); addresses in {out}")
     for contract, address in dev.protocol.deployment.contracts.items():
         print(f"  {contract:12s} {address}")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up from the package registries only (npm, PyPI): Anvil, solc-js and OpenZeppelin
 # from npm; a `solc` command for py-solc-x and ape-solidity (a native solc 0.8.37 if one is
-# installed, else a shim over solc-js); a Python 3.11 virtual environment with the locked set.
+# installed, else a shim over solc-js); a Python 3.11 virtual environment with the locked set; and
+# Slither (static analysis, run by scripts/test.sh) in a virtualenv of its own, .venv-slither.
 # Re-running is cheap: each step is skipped while its inputs are unchanged.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,14 +11,22 @@ SOLC_VERSION=0.8.37
 say() { printf '[setup] %s\n' "$*" >&2; }
 fingerprint() { cat "$@" | sha256sum | cut -c1-16; }
 
-# 1. npm packages (exact pins in package.json and package-lock.json)
+# 1. npm packages (exact pins in package.json and package-lock.json). `npm ci` installs exactly the
+# lock and never rewrites it, so set-up leaves a clone's tree clean (`npm install` used to add the
+# optional per-platform entries of anvil and cast to the lock). After changing package.json, run
+# `npm install` once and commit the lock it writes.
 command -v npm >/dev/null || { say "npm is required (Node.js 18+)"; exit 1; }
 want=$(fingerprint package.json package-lock.json)
 if [ "$(cat node_modules/.pmsim-stamp 2>/dev/null)" != "$want" ]; then
-  say "installing npm packages (anvil, solc-js, openzeppelin)"
-  npm install --no-audit --no-fund --loglevel=error >&2
+  say "installing npm packages (anvil, cast, solc-js, openzeppelin)"
+  npm ci --no-audit --no-fund --loglevel=error >&2
   echo "$want" > node_modules/.pmsim-stamp
 fi
+
+# PMSIM_SETUP_SKIP="home-link python slither" skips the ~/.solcx link and steps 3 and 4 (the
+# fresh-clone test does: it checks npm, the compiler and the build in a throw-away clone, reusing
+# this checkout's interpreter and leaving the home folder alone).
+skip() { case " ${PMSIM_SETUP_SKIP:-} " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 # 2. the compiler command, where py-solc-x and ape-solidity look for it
 mkdir -p .solcx
@@ -35,7 +44,8 @@ mkdir -p "$HOME/.solcx"
 # A real compiler someone installed there is kept; a link (ours, perhaps left dangling by a deleted
 # clone) is pointed at this checkout.
 link="$HOME/.solcx/solc-v$SOLC_VERSION"
-if [ -L "$link" ] || [ ! -e "$link" ]; then ln -sfn "$ROOT/$target" "$link"; fi
+if ! skip home-link && { [ -L "$link" ] || [ ! -e "$link" ]; }; then ln -sfn "$ROOT/$target" "$link"; fi
+skip python && exit 0
 
 # 3. Python 3.11 virtual environment with the locked dependency set
 PY=${PMSIM_PYTHON:-}
@@ -55,4 +65,15 @@ if [ "$(cat .venv/.pmsim-stamp 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q -r requirements.lock >&2
   .venv/bin/python -m pip install -q --no-deps -e . >&2
   echo "$want" > .venv/.pmsim-stamp
+fi
+
+skip slither && exit 0
+
+# 4. Slither in its own virtualenv (its web3 and eth-* pins clash with ape's), locked set
+want=$(fingerprint requirements-slither.lock)
+if [ "$(cat .venv-slither/.pmsim-stamp 2>/dev/null)" != "$want" ]; then
+  say "installing slither-analyzer into .venv-slither (about 30 s the first time)"
+  [ -x .venv-slither/bin/python ] || "$PY" -m venv .venv-slither
+  .venv-slither/bin/python -m pip install -q -r requirements-slither.lock >&2
+  echo "$want" > .venv-slither/.pmsim-stamp
 fi

@@ -31,5 +31,9 @@ interface ISignerQuorum {
 
     function isSigner(address signer) external view returns (bool);
     function signerCount() external view returns (uint256);
+    /// @notice The registered signers, in no particular order (a removal moves the last one into the
+    /// freed place). Its length is `signerCount()`, at most `Constants.MAX_SIGNERS`.
+    /// @return The signer addresses.
+    function signers() external view returns (address[] memory);
     function quorum() external view returns (uint256);
 }

@@ -134,15 +134,22 @@ def spawn_anvil_detached(log_path: Path, *, port: int = 8545, chain_id: int = 31
     if state_path is not None:
         cmd += ["--state", str(state_path)]
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
+    with log_path.open("a") as log:  # appended: earlier runs' logs are kept
+        start = log.tell()  # only this run's output is searched for its port
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def this_run() -> str:
+        with log_path.open("rb") as f:
+            f.seek(start)
+            return f.read().decode(errors="replace")
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        m = _LISTEN.search(log_path.read_text())
+        m = _LISTEN.search(this_run())
         if m:
             return proc.pid, f"http://{m.group(1)}:{m.group(2)}"
         if proc.poll() is not None:
-            raise ChainError(f"anvil exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+            raise ChainError(f"anvil exited with {proc.returncode}: {this_run()[-2000:]}")
         time.sleep(0.05)
     proc.kill()
     raise ChainError("anvil did not start listening in time")

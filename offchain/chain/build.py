@@ -3,6 +3,13 @@
 The compiler is, in order: ``$PMSIM_SOLC``; a native ``solc`` on PATH of the pinned version; the
 solc-js shim installed by ``scripts/setup.sh`` at ``.solcx/solc-v<version>``. Settings (version,
 optimizer, EVM version) are pinned so bytecode and gas figures are deterministic.
+
+Outputs, all under ``build/``:
+
+- ``contracts.json``: the bundle every ``pmsim`` command reads (ABI and bytecode of each contract);
+- ``abi/<Contract>.json``: one plain ABI array per contract, for ``cast``, ethers, viem and friends;
+- ``errors.json``: every custom error any compiled source declares (OpenZeppelin's included), by
+  4-byte selector, as ``pmsim decode-error`` and ``docs/errors.md`` use it.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ EVM_VERSION = "cancun"
 OPTIMIZER_RUNS = 200
 CONTRACTS_DIR = ROOT / "contracts"
 BUILD_FILE = ROOT / "build" / "contracts.json"
+ABI_DIR = ROOT / "build" / "abi"
+ERRORS_FILE = ROOT / "build" / "errors.json"
 OZ_DIR = ROOT / "node_modules" / "@openzeppelin" / "contracts"
 
 
@@ -59,7 +68,9 @@ def find_solc() -> Path:
 
 
 def _sources() -> dict[str, str]:
-    files = sorted(p for p in CONTRACTS_DIR.rglob("*.sol") if ".cache" not in p.parts)
+    # ape unpacks dependencies into contracts/.cache: skip it, judged on the path *inside* contracts/
+    # (a clone under some other .cache folder, as CI systems use, must still compile).
+    files = sorted(p for p in CONTRACTS_DIR.rglob("*.sol") if ".cache" not in p.relative_to(CONTRACTS_DIR).parts)
     return {str(p.relative_to(ROOT)): p.read_text() for p in files}
 
 
@@ -119,11 +130,14 @@ def compile_contracts(*, strict: bool = True, force: bool = False) -> dict[str, 
     force
         Recompile even if the cache matches the sources.
     """
-    std_input = _standard_input(_sources())
+    sources = _sources()
+    if not sources:
+        raise CompileError(f"no .sol file under {CONTRACTS_DIR}")
+    std_input = _standard_input(sources)
     fingerprint = _fingerprint(std_input)
     if not force and BUILD_FILE.exists():
         cached = json.loads(BUILD_FILE.read_text())
-        if cached.get("fingerprint") == fingerprint:
+        if cached.get("fingerprint") == fingerprint and ERRORS_FILE.exists() and ABI_DIR.is_dir():
             return _artifacts(cached["contracts"])
     output = _run_solc(std_input)
     _check_diagnostics(output, strict)
@@ -138,11 +152,99 @@ def compile_contracts(*, strict: bool = True, force: bool = False) -> dict[str, 
                 "bytecode": "0x" + data["evm"]["bytecode"]["object"],
                 "deployed_bytecode": "0x" + data["evm"]["deployedBytecode"]["object"],
             }
-    BUILD_FILE.parent.mkdir(parents=True, exist_ok=True)
-    tmp = BUILD_FILE.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"fingerprint": fingerprint, "solc": SOLC_VERSION, "contracts": contracts}))
-    tmp.replace(BUILD_FILE)
+    write_abi_files(ABI_DIR, {name: data["abi"] for name, data in contracts.items()})
+    _write_atomic(ERRORS_FILE, json.dumps(error_table(output), indent=1, sort_keys=True) + "\n")
+    _write_atomic(BUILD_FILE, json.dumps({"fingerprint": fingerprint, "solc": SOLC_VERSION, "contracts": contracts}))
     return _artifacts(contracts)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_abi_files(folder: Path, abis: dict[str, list[dict[str, Any]]]) -> Path:
+    """Write one plain ABI file per contract, ``<folder>/<Contract>.json`` (a JSON array).
+
+    Files of contracts no longer in ``abis`` are removed, so the folder always matches one build.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, abi in abis.items():
+        _write_atomic(folder / f"{name}.json", json.dumps(abi, indent=1) + "\n")
+    for stale in folder.glob("*.json"):
+        if stale.stem not in abis:
+            stale.unlink()
+    return folder
+
+
+def abi_signature(item: dict[str, Any]) -> str:
+    """The canonical signature of an ABI error, event or function, e.g. ``Foo(address,(uint8,bytes32)[])``."""
+    return f"{item['name']}({','.join(abi_type(i) for i in item.get('inputs', []))})"
+
+
+def abi_type(item: dict[str, Any]) -> str:
+    """The canonical ABI type of one input, tuples spelled out: ``(address,uint256)[]``."""
+    if item["type"].startswith("tuple"):
+        inner = ",".join(abi_type(c) for c in item["components"])
+        return f"({inner}){item['type'][5:]}"
+    return str(item["type"])
+
+
+def error_table(output: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every custom error declared in any compiled source, keyed by its 4-byte selector (``0x…``).
+
+    Each entry: ``name``, ``signature``, ``inputs`` (ABI items, with names) and ``abis``
+    (``source:Contract`` of every compiled contract or interface whose ABI carries it, sorted). Two
+    different errors with one selector (a 4-byte collision) keep both signatures under ``collisions``.
+    """
+    from eth_utils import function_signature_to_4byte_selector
+
+    table: dict[str, dict[str, Any]] = {}
+    for source, entries in sorted(output.get("contracts", {}).items()):
+        for contract, data in sorted(entries.items()):
+            for item in data.get("abi", []):
+                if item.get("type") != "error":
+                    continue
+                sig = abi_signature(item)
+                selector = "0x" + function_signature_to_4byte_selector(sig).hex()
+                entry = table.setdefault(selector, {"name": item["name"], "signature": sig,
+                                                    "inputs": item["inputs"], "abis": []})  # fmt: skip
+                if entry["signature"] != sig:
+                    entry.setdefault("collisions", []).append(sig)
+                where = f"{source}:{contract}"
+                if where not in entry["abis"]:
+                    entry["abis"].append(where)
+    for entry in table.values():
+        entry["abis"].sort()
+    return table
+
+
+def load_error_table() -> dict[str, dict[str, Any]]:
+    """The error table of the current build (compiling first if the sources changed)."""
+    compile_contracts(strict=False)
+    table: dict[str, dict[str, Any]] = json.loads(ERRORS_FILE.read_text())
+    return table
+
+
+def errors_markdown(table: dict[str, dict[str, Any]]) -> str:
+    """``docs/errors.md``: the error-selector table as markdown, sorted by error name."""
+    lines = [
+        "# Custom errors by selector",
+        "",
+        "Generated from the compiled contracts (OpenZeppelin's errors included); do not edit by hand.",
+        "Regenerate with `scripts/pmsim decode-error --markdown > docs/errors.md` (a test fails when it",
+        "is out of date). Decode a revert with `scripts/pmsim decode-error 0x…` or, with `cast`,",
+        "`cast decode-error --sig '<signature>' 0x…`. The same table as JSON: `build/errors.json`.",
+        "",
+        "| selector | error | in the ABI of |",
+        "| --- | --- | --- |",
+    ]
+    for selector, e in sorted(table.items(), key=lambda kv: (kv[1]["signature"], kv[0])):
+        where = ", ".join(sorted({w.rsplit(":", 1)[1] for w in e["abis"]}))
+        lines.append(f"| `{selector}` | `{e['signature']}` | {where} |")
+    return "\n".join(lines) + "\n"
 
 
 def _artifacts(raw: dict[str, dict[str, Any]]) -> dict[str, Artifact]:

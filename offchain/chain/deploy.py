@@ -11,8 +11,8 @@ from eth_account import Account
 from web3 import Web3
 from web3.contract import Contract
 
-from offchain.chain.build import ROOT, Artifact, load_artifacts
-from offchain.chain.client import CORE, Deployment, Protocol, TokenInfo
+from offchain.chain.build import ROOT, Artifact, load_artifacts, write_abi_files
+from offchain.chain.client import ABI_OF, CORE, Deployment, Protocol, TokenInfo
 from offchain.chain.params import WAD, LiquidationParams, OnchainParams
 from offchain.chain.units import Kind
 from offchain.errors import ChainError
@@ -141,5 +141,26 @@ def list_instruments(p: Protocol, key: str, specs: Sequence[InstrumentSpec]) -> 
 
 
 def write_deployment(p: Protocol, path: Path = DEFAULT_DEPLOYMENT) -> Path:
+    """Write the deployment file and, beside it, the plain ABI of each deployed contract."""
     p.deployment.save(path)
+    write_deployment_abis(p.deployment, path)
     return path
+
+
+def abi_folder(path: Path) -> Path:
+    """Where the ABIs of the deployment file ``path`` go: ``deployments/local.json`` → ``deployments/local-abi/``."""
+    return path.with_name(f"{path.stem}-abi")
+
+
+def write_deployment_abis(dep: Deployment, path: Path) -> Path:
+    """One plain ABI file per deployed contract beside the deployment file (see :func:`abi_folder`).
+
+    Named as the deployment names them (``RiskOracle.json`` is the Vault's ABI, the oracle being a
+    module of the Vault; a Vault deployed from another artifact gets that artifact's ABI), plus
+    ``MockERC20.json`` for the tokens.
+    """
+    arts = load_artifacts()
+    artifact_of = dep.extra.get("artifact_of", {})
+    abis = {name: arts[artifact_of.get(ABI_OF.get(name, name), ABI_OF.get(name, name))].abi for name in dep.contracts}
+    abis["MockERC20"] = arts["MockERC20"].abi
+    return write_abi_files(abi_folder(path), abis)

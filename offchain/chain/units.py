@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from offchain.errors import InputError
 from offchain.protocol import FUNDING_PERIOD as FUNDING_PERIOD
@@ -46,4 +46,25 @@ def quote_units(usd: float | str | Decimal) -> int:
     scaled = Decimal(str(usd)) * QUOTE_SCALE
     if scaled != scaled.to_integral_value():
         raise InputError("amount", f"{usd} has more than 6 decimals")
+    return int(scaled)
+
+
+def token_units(amount: str | int | Decimal, decimals: int, field: str = "amount") -> int:
+    """A token amount in human units (``"2.5"`` WETH) to its integer base units, exact, or an error.
+
+    Refuses non-numbers, NaN/infinity, zero or negative amounts, more decimals than the token has,
+    and amounts above 10**30 units (beyond any real supply; it also keeps ``int256`` arithmetic far
+    from overflow).
+    """
+    try:
+        d = Decimal(str(amount).strip())
+    except InvalidOperation:
+        raise InputError(field, f"not a number: {amount!r}") from None
+    if not d.is_finite() or d <= 0:
+        raise InputError(field, f"must be a positive finite number, got {amount!r}")
+    if d.adjusted() >= 30:
+        raise InputError(field, f"{amount} is too large (at most 1e30 units)")
+    scaled = d.scaleb(decimals)
+    if scaled != scaled.to_integral_value():
+        raise InputError(field, f"{amount} has more than {decimals} decimals")
     return int(scaled)
