@@ -17,12 +17,12 @@ import {Attestation, MarginProof, StatusRoot, StatusLeaf} from "./libraries/Type
 /// below share one storage slot: a one-signer check at the latest price round reads three slots.
 abstract contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
     // ---------------------------------------------------------------- constants
-    bytes32 public constant ATTESTATION_TYPEHASH = keccak256(
+    bytes32 internal constant ATTESTATION_TYPEHASH = keccak256(
         "Attestation(address account,uint64 riskNonce,bytes32 actionHash,int256 marginEquity,int256 mtmEquity,"
         "uint256 initialMargin,uint256 maintenanceMargin,uint256 creditCheckpoint,bytes32 paramsHash,"
         "uint64 priceRound,uint64 issuedAt,uint64 expiry)"
     );
-    bytes32 public constant STATUS_ROOT_TYPEHASH = keccak256(
+    bytes32 internal constant STATUS_ROOT_TYPEHASH = keccak256(
         "StatusRoot(uint64 round,bytes32 root,uint64 priceRound,uint64 issuedAt,uint64 expiry,bytes32 paramsHash)"
     );
 
@@ -41,9 +41,9 @@ abstract contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
     // slots C, D: the latest status root
     bytes32 public statusRoot;
     uint64 public rootRound;
-    uint64 public rootPriceRound;
-    uint64 public rootExpiry;
-    uint64 public rootPostedAt;
+    uint64 internal rootPriceRound;
+    uint64 internal rootExpiry;
+    uint64 internal rootPostedAt;
 
     // ---------------------------------------------------------------- constructor
     constructor(IPriceFeed feed_, IRiskParams riskParams_) EIP712("pmsim RiskOracle", "1") {

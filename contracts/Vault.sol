@@ -53,13 +53,13 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
     address public feeCollector;
     bool public paused;
     address public liquidator;
-    address public insuranceFund;
-    IStandardMargin public standardMargin;
+    address internal insuranceFund; // the Liquidator's `insuranceFund`
+    IStandardMargin internal standardMargin; // the Liquidator's `standardMargin`
     /// @dev Cumulative socialised loss per unit of positive cash (LOSS_SCALE) and the sum of the
     /// positive cash balances, in one slot; `pendingLoss` is socialised but not yet charged.
     uint128 public lossIndex;
     uint128 public positiveCash;
-    uint256 public pendingLoss;
+    uint256 internal pendingLoss;
 
     uint256 internal constant LOSS_SCALE = 1e27;
     // ---------------------------------------------------------------- constructor
@@ -609,11 +609,6 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
     /// @inheritdoc IVault
     function cashOf(address account) external view returns (int256) {
         return _effectiveCash(_accounts[account]);
-    }
-
-    /// @inheritdoc IVault
-    function isFrozen(address account) external view returns (bool) {
-        return _accounts[account].frozen;
     }
 
     /// @dev Cash net of the socialised loss not yet charged to it.

@@ -149,7 +149,7 @@ interface IVault {
     function depositCredit(address account) external view returns (uint256);
     /// @notice Cash net of any socialised loss not yet charged to it.
     function cashOf(address account) external view returns (int256);
-    function isFrozen(address account) external view returns (bool);
+
     function collateralOf(address account, address token) external view returns (uint256);
     function isOperator(address account, address operator) external view returns (bool);
     function paused() external view returns (bool);

@@ -45,6 +45,11 @@ contract VaultGasProbe is Vault {
         gasUsed = before - gasleft();
     }
 
+    /// @notice The attestation and status-root typehashes (mirror tests).
+    function typehashes() external pure returns (bytes32 attestation, bytes32 statusRoot) {
+        return (ATTESTATION_TYPEHASH, STATUS_ROOT_TYPEHASH);
+    }
+
     /// @notice The EIP-712 digest the Vault verifies for an attestation (mirror tests).
     function attestationDigest(Attestation calldata a) external view returns (bytes32) {
         return _attestationDigest(a);

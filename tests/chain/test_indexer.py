@@ -188,7 +188,7 @@ def assert_matches_chain(h: Harness, state: ProtocolState) -> None:
     assert (state.paused, state.fee_collector) == (vault.paused().call(), vault.feeCollector().call())
     assert state.loss_index == vault.lossIndex().call()
     for a in accounts:
-        assert state.accounts.get(a, AccountState()).frozen == vault.isFrozen(a).call()
+        assert state.accounts.get(a, AccountState()).frozen == h.p.liquidator.functions.auctionOf(a).call()[0]
     assert state.block == h.p.w3.eth.block_number
     assert state.timestamp == h.now()
 

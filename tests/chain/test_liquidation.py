@@ -112,7 +112,7 @@ def test_start_needs_a_proof_of_breach_and_freezes_the_account(h: Harness) -> No
         h.send(liq.start(a, breached.as_tuple(), tree.proof(a)), CAROL)
     nonce = h.nonce(a)
     start(h, a, mtm=9_000 * USDC, equity=9_000 * USDC, mm=12_000 * USDC, im=15_000 * USDC)
-    assert h.p.vault.functions.isFrozen(a).call() and h.nonce(a) == nonce + 1
+    assert h.p.liquidator.functions.auctionOf(a).call()[0] and h.nonce(a) == nonce + 1
     leaf = status_leaf(h, a, equity=1, mm=2, im=3)
     with reverts("Liquidator_AlreadyInAuction", a):
         h.send(liq.start(a, leaf.as_tuple(), []), CAROL)
@@ -192,7 +192,7 @@ def test_solvent_partial_bids_follow_the_rules(h: Harness) -> None:
     price2, _ = rules.bid_price(s1, f2, t2, p)
     rc = bid(h, a, f2, price2, when=t2)
     assert h.events(h.p.liquidator, "AuctionEnded", rc) == [{"account": a, "reason": 0}]
-    assert not h.p.vault.functions.isFrozen(a).call() and not liq.auctionOf(a).call()[0]
+    assert not h.p.liquidator.functions.auctionOf(a).call()[0] and not liq.auctionOf(a).call()[0]
     h.check_conservation()
 
 
@@ -211,7 +211,7 @@ def test_refresh_ends_an_auction_on_a_healthy_leaf(h: Harness) -> None:
     tree = post_leaves(h, [healthy, status_leaf(h, addr(BOB))])
     rc = h.send(liq.refresh(a, healthy.as_tuple(), tree.proof(a)), BOB)
     assert h.events(h.p.liquidator, "AuctionEnded", rc) == [{"account": a, "reason": 2}]
-    assert not h.p.vault.functions.isFrozen(a).call()
+    assert not h.p.liquidator.functions.auctionOf(a).call()[0]
 
 
 # ---------------------------------------------------------------------- insolvent auctions
