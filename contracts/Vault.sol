@@ -32,11 +32,13 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         uint32[] ids;
     }
 
+    /// @dev Size and list slot share the first storage slot, cost basis and funding snapshot the second:
+    /// an option position (no cost basis, no funding) is one storage slot.
     struct Position {
         int128 size;
+        uint8 slot; // index in ids + 1
         int128 costBasis;
         int128 fundingSnapshot;
-        uint8 slot; // index in ids + 1
     }
 
     // ---------------------------------------------------------------- immutables
@@ -496,8 +498,8 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
             cashDelta = -cost;
             cost = 0;
         }
-        // Safe casts: |size| and |cost| stay below MAX_SIZE * MAX_PRICE / VALUE_DIVISOR-bounded sums.
-        (pos.size, pos.costBasis) = (int128(size), int128(cost));
+        pos.size = SafeCast.toInt128(size);
+        if (cost != pos.costBasis) pos.costBasis = SafeCast.toInt128(cost);
         if (cashDelta != 0) _addCash(account, a, cashDelta);
         _relist(account, a, pos, id, old, maxPositions);
         emit PositionChanged(account, id, size, cost, cashDelta);

@@ -32,7 +32,10 @@ from eth_utils import keccak  # noqa: E402
 from web3.contract import Contract  # noqa: E402
 from web3.types import TxReceipt  # noqa: E402
 
-from offchain.chain.actions import withdraw_action  # noqa: E402
+from offchain import rules  # noqa: E402
+from offchain.chain.actions import bid_action, withdraw_action  # noqa: E402
+from offchain.chain.params import LiquidationParams  # noqa: E402
+from offchain.protocol import WAD  # noqa: E402
 from offchain.chain.anvil import DEFAULT_KEYS, start_anvil  # noqa: E402
 from offchain.chain.client import Protocol, connect  # noqa: E402
 from offchain.chain.deploy import InstrumentSpec, list_instruments  # noqa: E402
@@ -42,7 +45,7 @@ from offchain.chain.merkle import StatusLeaf, StatusTree  # noqa: E402
 from offchain.chain.units import Kind  # noqa: E402
 from tests.chain.harness import USDC, Harness, key_addr, post_status_root, status_leaf, status_root  # noqa: E402
 
-DEPLOYER, ALICE, BOB = DEFAULT_KEYS[:3]
+DEPLOYER, ALICE, BOB, CAROL = DEFAULT_KEYS[:4]
 GENESIS = 1_767_225_600
 SNAPSHOT = ROOT / "gas" / "snapshot.json"
 TOLERANCE = 0.05  # a figure may rise this much over the snapshot before --check fails
@@ -55,7 +58,10 @@ WHOLE_TX_OPS = {  # operation -> label; keys of the JSON are "<operation>_<n>_po
     "trade_2_attestations": "trade, 2 attestations",
     "withdraw_attested": "withdrawal, attestation",
     "withdraw_root_proof": "withdrawal, root + proof",
+    "liquidation_bid": "liquidation bid, half f_max",
+    "emergency_withdrawal": "emergency withdrawal",
 }
+TARGET_PER_POSITION_MOVED = 50_000
 TREE_LEAVES = 2**17  # 131,072 accounts: every proof has 17 nodes
 TARGET_ONE_SIGNER = 16_000
 TARGET_PER_SIGNER = 7_000
@@ -103,7 +109,7 @@ class Bench:
         dev = bootstrap(connect(url), DEPLOYER, rpc_url=url, risk_signers=max(SIGNER_COUNTS), risk_quorum=TX_QUORUM,
                         vault_artifact="VaultGasProbe")  # fmt: skip
         h = Harness(dev.protocol, DEPLOYER, dev.risk_signers, dev.price_signers, dev.instruments)
-        for key in (ALICE, BOB):
+        for key in (ALICE, BOB, CAROL):
             h.fund(key, "USDC", DEPOSIT)
             h.deposit(key, "USDC", DEPOSIT)
         probe = h.p.vault  # the protocol's own Vault, with the probes
@@ -172,12 +178,54 @@ class Bench:
     def whole_tx(self) -> dict[str, int]:
         """Each whole-transaction operation (WHOLE_TX_OPS, then ``post_root``) from the current state."""
         post, withdraw = self.root_withdrawal()
+        start, bid = self.liquidation()
         return {
             "trade_2_attestations": self._isolated_gas(self.trade),
             "withdraw_attested": self._isolated_gas(self.withdraw_attested),
             "withdraw_root_proof": withdraw,
             "post_root": post,
+            "liquidation_start_root_proof": start,
+            "liquidation_bid": bid,
+            "emergency_withdrawal": self._isolated_gas(self.emergency_withdrawal),
         }
+
+    # ------------------------------------------------------------------ liquidations
+    def liquidation(self, insolvent: bool = False) -> tuple[int, int]:
+        """Gas of starting Alice's liquidation with a root proof (her leaf breached: equity below MM),
+        then of Carol's bid for half the largest fraction (every position moves to Carol, who holds
+        none of them: each is a new position of hers). Insolvent: mark-to-market below zero, the
+        whole portfolio, paid by the insurance fund (funded first)."""
+        with self.h.isolated():
+            mtm = -5_000 * USDC if insolvent else 100_000 * USDC
+            leaf = status_leaf(self.h, self.alice, equity=50_000 * USDC, im=100_000 * USDC, mm=80_000 * USDC,
+                               mtm_equity=mtm)  # fmt: skip
+            tree = StatusTree.build([leaf, *_other_leaves()])
+            root = status_root(self.h, tree.root, int(self.p.oracle.functions.rootRound().call()) + 1)
+            post_status_root(self.h, root, self._quorum_signers())
+            liq = self.p.liquidator.functions
+            started = self.p.send(liq.start(self.alice, leaf.as_tuple(), tree.proof(self.alice)), CAROL)
+            if insolvent:
+                self.h.fund(BOB, "USDC", 100_000 * USDC)
+                self.h.deposit(BOB, "USDC", 100_000 * USDC, account=self.p.fund.address)
+            a = liq.auctionOf(self.alice).call()
+            f = WAD if insolvent else liq.maxFraction(self.alice).call() // 2
+            worst = int(liq.quote(self.alice, f).call()[0]) + 10 * USDC
+            carol = key_addr(CAROL)
+            att = self.h.attestation(carol, bid_action(carol, self.alice, a[3], f, worst))
+            bid = self.p.send(liq.bid(self.alice, f, worst, a[3], self.h.proof(att)), CAROL)
+            return int(started["gasUsed"]), int(bid["gasUsed"])
+
+    def emergency_withdrawal(self) -> TxReceipt:
+        """Alice withdraws with no signatures in emergency mode (no root for the delay): the on-chain
+        standard margin values each of her positions."""
+        lp = LiquidationParams(*self.p.params.functions.liquidationParams().call())
+        fn = self.p.params.functions.setLiquidationParams(LiquidationParams(**{**lp.__dict__,
+                                                                               "emergency_delay": 600}).as_tuple())
+        self.p.send(fn, DEPLOYER)
+        self.h.warp(601)
+        self.h.refresh_prices()
+        none = ((self.alice, 0, b"\x00" * 32, 0, 0, 0, 0, 0, b"\x00" * 32, 0, 0, 0), b"")
+        return self.p.send(self.p.vault.functions.withdraw(self.usdc, WITHDRAWAL, self.alice, none), ALICE)
 
     def _isolated_gas(self, action: Callable[[], TxReceipt]) -> int:
         with self.h.isolated():
@@ -236,8 +284,15 @@ def measure(url: str | None = None) -> dict[str, int]:
         for n in PORTFOLIOS:
             bench.grow(n)
             by_size[n] = bench.whole_tx()
+        insolvent_start, insolvent_bid = bench.liquidation(insolvent=True)  # at the largest portfolio
     whole = {f"{op}_{n}_positions": by_size[n][op] for op in WHOLE_TX_OPS for n in PORTFOLIOS}
-    return {**gas, **whole, "post_root": max(row["post_root"] for row in by_size.values())}
+    first, last = PORTFOLIOS[0], PORTFOLIOS[-1]
+    per_position = round((whole[f"liquidation_bid_{last}_positions"] - whole[f"liquidation_bid_{first}_positions"])
+                         / (last - first))  # fmt: skip
+    return {**gas, **whole, "post_root": max(row["post_root"] for row in by_size.values()),
+            "liquidation_start_root_proof": by_size[first]["liquidation_start_root_proof"],
+            f"liquidation_insolvent_bid_fund_draw_{last}_positions": insolvent_bid,
+            "liquidation_per_position_moved": per_position}  # fmt: skip
 
 
 # ---------------------------------------------------------------------- snapshot (CI regression check)
@@ -271,7 +326,21 @@ def compare(
 
 # ---------------------------------------------------------------------- table
 def table(gas: dict[str, int]) -> list[str]:
-    return [*_marginal_lines(gas), "", *_whole_tx_lines(gas), "", *_reference_lines(gas)]
+    return [*_marginal_lines(gas), "", *_whole_tx_lines(gas), "", *_liquidation_lines(gas), "",
+            *_reference_lines(gas)]  # fmt: skip
+
+
+def _liquidation_lines(gas: dict[str, int]) -> list[str]:
+    per = gas["liquidation_per_position_moved"]
+    last = PORTFOLIOS[-1]
+    return [
+        "Liquidations (quorum 2; the bidder receives every position as a new one of its own)",
+        f"  {'start with a root proof':<44}{gas['liquidation_start_root_proof']:>8,}",
+        f"  {f'insolvent bid, all {last} pos., fund draw':<44}"
+        f"{gas[f'liquidation_insolvent_bid_fund_draw_{last}_positions']:>8,}",
+        f"  {'per position moved (marginal)':<44}{per:>8,}   target <= {TARGET_PER_POSITION_MOVED:,}: "
+        f"{'met' if per <= TARGET_PER_POSITION_MOVED else 'MISSED'}",
+    ]
 
 
 def _marginal_lines(gas: dict[str, int]) -> list[str]:
