@@ -33,7 +33,7 @@ from offchain.errors import ChainError, ContractRevertError
 T = TypeVar("T")
 _NONCE_ERRORS = re.compile(r"nonce too low|replacement transaction underpriced|already known", re.IGNORECASE)
 CORE = ("RiskParams", "PriceFeed", "RiskOracle", "Instruments", "Vault", "Exchange", "VaultLens", "StandardMargin",
-        "InsuranceFund", "Liquidator")
+        "InsuranceFund", "Liquidator", "Settler")
 # The RiskOracle is a module of the Vault: its address and ABI are the Vault's.
 ABI_OF = {"RiskOracle": "Vault"}
 
@@ -173,6 +173,10 @@ class Protocol:
     @property
     def standard_margin(self) -> Contract:
         return self.c["StandardMargin"]
+
+    @property
+    def settler(self) -> Contract:
+        return self.c["Settler"]
 
     def domain(self, contract: str) -> Domain:
         name, version = {

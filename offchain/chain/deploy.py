@@ -83,12 +83,13 @@ def deploy_protocol(w3: Web3, deployer_key: str, cfg: DeployConfig, rpc_url: str
     standard = _deploy(w3, arts["StandardMargin"], deployer_key, lens.address, instruments.address, feed.address,
                        params.address)  # fmt: skip
     fund = _deploy(w3, arts["InsuranceFund"], deployer_key, owner, vault.address, 0)
+    settler = _deploy(w3, arts["Settler"], deployer_key, vault.address)
     liquidator = _deploy(w3, arts["Liquidator"], deployer_key, vault.address, params.address, standard.address,
                          fund.address)  # fmt: skip
     # The RiskOracle is a module of the Vault (see RiskOracle.sol): same address.
     contracts = {"RiskParams": params, "PriceFeed": feed, "RiskOracle": vault, "Instruments": instruments,
                  "Vault": vault, "Exchange": exchange, "VaultLens": lens, "StandardMargin": standard,
-                 "InsuranceFund": fund, "Liquidator": liquidator}  # fmt: skip
+                 "InsuranceFund": fund, "Liquidator": liquidator, "Settler": settler}  # fmt: skip
     token_info = {
         "USDC": TokenInfo("USDC", tokens["USDC"].address, 6, None),
         "WBTC": TokenInfo("WBTC", tokens["WBTC"].address, 8, UNDERLYINGS.index("BTC")),

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from offchain import rules
 from offchain.chain.params import OnchainParams
 from offchain.chain.units import FUNDING_PERIOD, TICK, Kind, value
 from tests.chain.conftest import ALICE, BOB, CAROL, DAY, RELAYER, addr
@@ -367,3 +368,38 @@ def test_newly_listed_option_trades_and_settles_on_its_underlying(h: Harness) ->
         got.append(h.events(h.p.vault, "PositionSettled", rc)[0]["payoff"])
     assert got == [200 * USDC, -200 * USDC]
     h.check_settled_conservation()
+
+
+def test_batch_settlement_settles_every_holder_in_bounded_batches(h: Harness) -> None:
+    """I-6: the Settler settles every holder of an expired option in batches (accounts without the
+    position skipped, batches capped); payoffs sum to zero and each equals ``rules.settlement_payoff``."""
+    fund_all(h)
+    ids, call = h.ids, h.ids["BTC-C60K"]
+    h.fill(ALICE, BOB, call, 2 * U, 1_250 * U)
+    h.fill(CAROL, BOB, call, U, 1_250 * U)
+    h.fill(ALICE, CAROL, ids["ETH-C3K"], U, 100 * U)
+    holders = [addr(k) for k in (ALICE, BOB, CAROL)]
+    sizes = {a: h.positions(a)[call][0] for a in holders}
+    expiry = expiry_of(h, "BTC-C60K")
+    h.warp(expiry - h.now())
+    h.post_raw((70_000 * U, 3_000 * U), h.price_signers)
+    for und in (0, 1):
+        h.send(h.p.instruments.functions.fixSettlement(und, expiry, h.latest_round()), RELAYER)
+    settler = h.p.settler.functions
+    cap = settler.MAX_BATCH().call()
+    with reverts("Settler_BatchTooLarge", cap + 1, cap):
+        h.send(settler.settleExpired(call, [addr(RELAYER)] * (cap + 1)), RELAYER)
+    before = {a: h.cash(a) for a in holders}
+    rc = h.send(settler.settleExpired(call, [holders[0], addr(RELAYER)]), RELAYER)  # one holder, one stranger
+    assert h.events(h.p.settler, "BatchSettled", rc) == [{"instrument": call, "settled": 1, "skipped": 1}]
+    h.check_conservation()
+    h.send(settler.settleExpired(call, holders), RELAYER)  # the rest; the settled one is skipped
+    paid = 0
+    for a in holders:
+        want = rules.settlement_payoff(Kind.CALL, sizes[a], 60_000 * U, 70_000 * U, 0)
+        assert h.cash(a) - before[a] == want
+        assert call not in h.positions(a)
+        paid += want
+    assert paid == 0
+    assert ids["ETH-C3K"] in h.positions(addr(ALICE))  # other instruments untouched
+    h.check_conservation()
