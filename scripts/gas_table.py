@@ -32,17 +32,16 @@ from eth_utils import keccak  # noqa: E402
 from web3.contract import Contract  # noqa: E402
 from web3.types import TxReceipt  # noqa: E402
 
-from offchain import rules  # noqa: E402
 from offchain.chain.actions import bid_action, withdraw_action  # noqa: E402
-from offchain.chain.params import LiquidationParams  # noqa: E402
-from offchain.protocol import WAD  # noqa: E402
 from offchain.chain.anvil import DEFAULT_KEYS, start_anvil  # noqa: E402
 from offchain.chain.client import Protocol, connect  # noqa: E402
 from offchain.chain.deploy import InstrumentSpec, list_instruments  # noqa: E402
 from offchain.chain.devnet import DAY, bootstrap  # noqa: E402
 from offchain.chain.eip712 import Signer  # noqa: E402
 from offchain.chain.merkle import StatusLeaf, StatusTree  # noqa: E402
+from offchain.chain.params import LiquidationParams  # noqa: E402
 from offchain.chain.units import Kind  # noqa: E402
+from offchain.protocol import WAD  # noqa: E402
 from tests.chain.harness import USDC, Harness, key_addr, post_status_root, status_leaf, status_root  # noqa: E402
 
 DEPLOYER, ALICE, BOB, CAROL = DEFAULT_KEYS[:4]
