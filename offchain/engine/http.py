@@ -35,9 +35,17 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
+import socket
 import threading
+import time
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any, ClassVar
 
 from eth_utils import is_address, to_checksum_address
@@ -57,6 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "pmsim"
     protocol_version = "HTTP/1.1"  # keep-alive: no connection (and thread) per request
     timeout = 30  # seconds a connection may sit idle
+    disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart (delayed ACK)
 
     # set by the server factory
     routes_get: ClassVar[dict[str, Any]] = {}
@@ -247,7 +256,8 @@ class EngineApi:
         return {"accounts": self.engine.liquidatable()}
 
 
-def serve_engine(engine: Engine, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+def serve_engine(engine: Engine, host: str = "127.0.0.1", port: int = 0, *,
+                 reuse_port: bool = False) -> ThreadingHTTPServer:  # fmt: skip
     """Start the engine's HTTP server in a daemon thread, and the engine's chain follower;
     ``server.server_address`` has the port. ``server.shutdown()`` stops both."""
     engine.start_following()
@@ -259,7 +269,7 @@ def serve_engine(engine: Engine, host: str = "127.0.0.1", port: int = 0) -> Thre
         "prefixes_get": {"/proof": api.proof},
         "metrics": engine.metrics.registry,
     })  # fmt: skip
-    return _start(handler, host, port, on_shutdown=engine.stop_following)
+    return _start(handler, host, port, on_shutdown=engine.stop_following, reuse_port=reuse_port)
 
 
 def serve_signer(node: SignerNode, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
@@ -282,7 +292,14 @@ def serve_signer(node: SignerNode, host: str = "127.0.0.1", port: int = 0) -> Th
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128
     on_shutdown: Any = None
+    reuse_port = False
+
+    def server_bind(self) -> None:
+        if self.reuse_port:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def shutdown(self) -> None:
         super().shutdown()
@@ -291,8 +308,126 @@ class _Server(ThreadingHTTPServer):
             self.on_shutdown()
 
 
-def _start(handler: type[BaseHTTPRequestHandler], host: str, port: int, on_shutdown: Any = None) -> ThreadingHTTPServer:
-    server = _Server((host, port), handler)
-    server.on_shutdown = on_shutdown
+def _start(handler: type[BaseHTTPRequestHandler], host: str, port: int, on_shutdown: Any = None,
+           reuse_port: bool = False) -> ThreadingHTTPServer:  # fmt: skip
+    server = _Server((host, port), handler, bind_and_activate=False)
+    server.reuse_port, server.on_shutdown = reuse_port, on_shutdown
+    try:
+        server.server_bind()
+        server.server_activate()
+    except BaseException:
+        server.server_close()
+        raise
     threading.Thread(target=server.serve_forever, name=f"http-{port}", daemon=True).start()
     return server
+
+
+# ---------------------------------------------------------------------- more processes
+@dataclass(frozen=True)
+class EngineSpec:
+    """How to build the same engine in another process (every field pickles).
+
+    Attributes
+    ----------
+    rpc_url : str
+    deployment : Path
+        The deployment file (``Deployment.save``).
+    keys : tuple of str
+        Local risk signer keys.
+    remote : tuple of (str, str)
+        Remote signers as (URL, address).
+    relayer_key : str
+    config : Path or None
+        Risk configuration (default ``config/risk.toml``).
+    lifetime, max_staleness, confirmations
+        As :func:`offchain.engine.service.build_engine`.
+    """
+
+    rpc_url: str
+    deployment: Path
+    keys: tuple[str, ...]
+    relayer_key: str
+    remote: tuple[tuple[str, str], ...] = ()
+    config: Path | None = None
+    lifetime: int = 120
+    max_staleness: float = 0.0
+    confirmations: int = 0
+
+
+def start_workers(spec: EngineSpec, n: int, host: str, port: int, state_dir: Path,
+                  timeout: float = 180.0) -> list[BaseProcess]:  # fmt: skip
+    """Start ``n`` more processes serving attestations on the same ``host:port`` (``SO_REUSEPORT``:
+    the kernel spreads connections over them and the server started with ``reuse_port=True``).
+
+    Each worker builds its own engine from ``spec`` (own indexer, chain follower, signers; its
+    checkpoint under ``state_dir/worker-<i>``), warms it up, then listens; this returns once
+    every worker listens. Workers serve attestations, health and proofs of their own state; only
+    the main process posts rounds (so ``/round/latest`` and ``/proof`` may lag in a worker until
+    its next sync). A worker exits when its parent does. Stop them with ``terminate()``.
+
+    Notes
+    -----
+    Python runs one thread at a time per process; compute and signing hold the interpreter
+    lock most of the time, so threads alone cannot use a second core. Processes can.
+
+    Raises
+    ------
+    PmsimError
+        A worker failed to start (its error is in the message) or did not listen in time.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    procs: list[BaseProcess] = []
+    pipes = []
+    for i in range(n):
+        parent, child = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_worker_main, args=(spec, host, port, state_dir / f"worker-{i}", os.getpid(), child),
+                        name=f"pmsim-engine-worker-{i}", daemon=True)  # fmt: skip
+        p.start()
+        procs.append(p)
+        pipes.append(parent)
+    try:
+        for w, pipe in zip(procs, pipes, strict=True):
+            if not pipe.poll(timeout):
+                raise PmsimError(f"engine worker {w.name} did not start within {timeout:g} s")
+            try:
+                status = pipe.recv()
+            except EOFError:
+                status = f"exited with code {w.exitcode}"
+            if status != "ready":
+                raise PmsimError(f"engine worker {w.name} failed: {status}")
+    except BaseException:
+        for w in procs:
+            w.terminate()
+        raise
+    return procs
+
+
+def _worker_main(spec: EngineSpec, host: str, port: int, state_dir: Path, parent: int, ready: Connection) -> None:
+    from offchain.chain.client import Deployment, Protocol, connect
+    from offchain.engine.service import build_engine
+    from offchain.engine.signer import LocalSigner, RemoteSigner, RiskSigner
+
+    try:
+        proto = Protocol(connect(spec.rpc_url), Deployment.load(spec.deployment))
+        signers: list[RiskSigner] = [LocalSigner(k, proto.domain("RiskOracle")) for k in spec.keys]
+        signers += [RemoteSigner(url, address) for url, address in spec.remote]
+        engine = build_engine(proto, signers, spec.relayer_key, state_dir, config_path=spec.config,
+                              confirmations=spec.confirmations, lifetime=spec.lifetime,
+                              max_staleness=spec.max_staleness)  # fmt: skip
+        _warm_up(engine)
+        server = serve_engine(engine, host, port, reuse_port=True)
+    except Exception as exc:  # reported to the parent, which raises it
+        ready.send(f"{type(exc).__name__}: {exc}")
+        return
+    ready.send("ready")
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    server.shutdown()
+
+
+def _warm_up(engine: Engine) -> None:
+    """Build the market and compile the kernels before taking requests (first call is slow)."""
+    state = engine.refresh()
+    if state.prices.round and state.accounts:
+        account = next(iter(state.accounts))
+        engine.core.attest_status(state, account, state.timestamp, state.timestamp + 1)

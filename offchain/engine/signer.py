@@ -9,6 +9,7 @@ through :class:`RemoteSigner`. A :class:`LocalSigner` signs what its own process
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -59,7 +60,9 @@ class LocalSigner:
         return self._signer.sign(_job_digest(self._domain, job))
 
 
+@functools.lru_cache(maxsize=1024)
 def _job_digest(domain: Domain, job: SignJob) -> bytes:
+    """The EIP-712 digest of the job (memoised: every signer of a quorum signs the same job)."""
     if job.attestation is not None:
         return digest(domain, job.attestation.struct_hash())
     if job.root is not None:
