@@ -156,7 +156,8 @@ class _Handler(BaseHTTPRequestHandler):
 def _no_unknown(body: dict[str, Any], known: frozenset[str]) -> None:
     extra = sorted(str(k) for k in body if k not in known)
     if extra:
-        raise InputError(extra[0][:60], f"unknown field (expected {', '.join(sorted(known))})")
+        name = extra[0] if extra[0].isprintable() and 0 < len(extra[0]) <= 60 else json.dumps(extra[0][:60])
+        raise InputError(name, f"unknown field (expected {', '.join(sorted(known))})")
 
 
 def _field(body: dict[str, Any], name: str) -> Any:
