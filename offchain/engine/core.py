@@ -87,6 +87,7 @@ class EngineCore:
         self._quote = by_symbol[config.quote].address
         self._engines: OrderedDict[tuple[int, str, int, bytes], MarginEngine] = OrderedDict()
         self._build_lock = threading.Lock()
+        self._account_states: dict[tuple[str, int], tuple[ChainAccount, AccountState]] = {}
 
     # ------------------------------------------------------------------ market
     def engine(self, state: ProtocolState) -> MarginEngine:
@@ -126,7 +127,19 @@ class EngineCore:
 
     # ------------------------------------------------------------------ accounts
     def account_state(self, state: ProtocolState, acct: ChainAccount) -> AccountState:
-        """One indexed account as the risk engine's input (USD floats, token units)."""
+        """One indexed account as the risk engine's input (USD floats, token units); remembered per
+        block, since every attestation request of the block starts from it."""
+        key = (state.block_hash, id(acct))
+        hit = self._account_states.get(key)
+        if hit is not None and hit[0] is acct:
+            return hit[1]
+        out = self._account_state(state, acct)
+        if len(self._account_states) >= 4096:
+            self._account_states.clear()
+        self._account_states[key] = (acct, out)
+        return out
+
+    def _account_state(self, state: ProtocolState, acct: ChainAccount) -> AccountState:
         engine = self.engine(state)
         ids = sorted(acct.positions)
         rows = engine.instruments.index_of(ids) if ids else np.zeros(0, dtype=np.int64)

@@ -99,15 +99,24 @@ class ChainFollower:
         Seconds between head checks while no request waits.
     resync : float
         At least this often the indexer syncs even when the height did not change (reorg check).
+    prepare : callable, optional
+        Called with each new state *before* it is published (build the block's market there, so
+        that no request waits for it); an error is logged and the state published anyway.
     on_sync : callable, optional
         Called with each newly published snapshot (metrics).
+    save_every : float
+        Seconds between writes of the indexer's checkpoint (a write with ``fsync`` on every block
+        would stall the requests waiting for that block); :meth:`refresh` always writes it.
     """
 
     def __init__(self, indexer: Indexer, head: Callable[[], int], *, poll: float = 0.25, resync: float = 2.0,
-                 on_sync: Callable[[ProtocolState], None] | None = None) -> None:  # fmt: skip
+                 prepare: Callable[[ProtocolState], object] | None = None,
+                 on_sync: Callable[[ProtocolState], None] | None = None, save_every: float = 30.0) -> None:  # fmt: skip
         self.indexer, self._head = indexer, head
         self.poll, self.resync = poll, resync
-        self._on_sync = on_sync
+        self._prepare, self._on_sync = prepare, on_sync
+        self._checkpoint, self.save_every = indexer.checkpoint, save_every
+        self._saved_at = time.monotonic()
         self._sync_lock = threading.Lock()
         self._cond = threading.Condition()
         self._snapshot = indexer.state.copy()
@@ -142,18 +151,21 @@ class ChainFollower:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread and write the checkpoint."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        with self._sync_lock:
+            self.indexer.save()
 
     def refresh(self) -> ProtocolState:
         """Sync now, in the calling thread, and publish; returns the new snapshot."""
         started = time.monotonic()
         with self._sync_lock:
-            self.indexer.sync()
+            self._sync(save=True)
             state = self._publish()
         with self._cond:
             self._finished_start = max(self._finished_start, started)
@@ -214,7 +226,7 @@ class ChainFollower:
             self.checks += 1
             if head != self._seen_head or time.monotonic() - self._synced_at >= self.resync:
                 with self._sync_lock:
-                    self.indexer.sync()
+                    self._sync(save=time.monotonic() - self._saved_at >= self.save_every)
                     self._publish()
                 self._seen_head = head
             return None
@@ -225,11 +237,27 @@ class ChainFollower:
             log.exception("chain follower failed")
             return ChainUnavailableError(f"the chain follower failed: {type(exc).__name__}")
 
+    def _sync(self, save: bool) -> None:
+        """Index up to the head (call under the sync lock); write the checkpoint only if ``save``."""
+        self.indexer.checkpoint = self._checkpoint if save else None
+        try:
+            self.indexer.sync()
+        finally:
+            self.indexer.checkpoint = self._checkpoint
+        if save:
+            self._saved_at = time.monotonic()
+
     def _publish(self) -> ProtocolState:
         """Copy the indexer's state (call under the sync lock) and make it the snapshot."""
         state = self.indexer.state
         if state.block != self._snapshot.block or state.block_hash != self._snapshot.block_hash:
-            self._snapshot = state.copy()
+            fresh = state.copy()
+            if self._prepare is not None:
+                try:
+                    self._prepare(fresh)
+                except Exception:  # the requests will meet the error themselves, with a proper answer
+                    log.exception("preparing block %d failed", fresh.block)
+            self._snapshot = fresh
             self.syncs += 1
             if self._on_sync is not None:
                 self._on_sync(self._snapshot)

@@ -33,6 +33,7 @@ Signer routes: ``POST /sign`` (a :func:`offchain.engine.signer.job_to_json` body
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import multiprocessing
@@ -168,7 +169,14 @@ def _field(body: dict[str, Any], name: str) -> Any:
 
 def _address(body: dict[str, Any], name: str) -> str:
     v = _field(body, name)
-    if not isinstance(v, str) or not is_address(v):
+    if not isinstance(v, str) or len(v) > 42:
+        raise InputError(name, f"not an address: {_short(v)}")
+    return _checksum(v, name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checksum(v: str, name: str) -> str:
+    if not is_address(v):
         raise InputError(name, f"not an address: {_short(v)}")
     return str(to_checksum_address(v))
 

@@ -139,7 +139,7 @@ class Engine:
         self.lifetime = lifetime
         self.max_staleness = max_staleness
         self.metrics = Metrics()
-        self.follower = ChainFollower(indexer, HeadProbe(protocol), on_sync=self._synced)
+        self.follower = ChainFollower(indexer, HeadProbe(protocol), prepare=self._prepare, on_sync=self._synced)
         self._round_lock = RLock()
         self.latest: RoundResult | None = None
         (state_dir / "rounds").mkdir(parents=True, exist_ok=True)
@@ -160,6 +160,11 @@ class Engine:
 
     def stop_following(self) -> None:
         self.follower.stop()
+
+    def _prepare(self, state: ProtocolState) -> None:
+        """Build the new block's market before requests see the block."""
+        if state.prices.round:
+            self.core.engine(state)
 
     def _synced(self, state: ProtocolState) -> None:
         self.metrics.last_block.set(state.block)

@@ -334,3 +334,17 @@ def test_pmsim_margin_reports_devnet_accounts(h: Harness, tmp_path: Path) -> Non
     assert bad.exit_code == 2 and "account" in bad.output
     idle = runner.invoke(app, ["margin", "--account", addr(CAROL), "--deployment", str(dep)])
     assert idle.exit_code == 2 and "no activity" in idle.output
+
+
+def test_local_signers_sign_exactly_as_the_reference_signer(h: Harness, engine: Engine) -> None:
+    """The engine's fast path (coincurve key kept, separator hashed once) gives the same bytes."""
+    from offchain.chain.eip712 import digest
+
+    h.deposit(ALICE, "USDC", 10_000 * USDC)
+    state = engine.refresh()
+    domain = h.p.domain("RiskOracle")
+    for i in range(5):
+        att = engine.core.attest_status(state, addr(ALICE), state.timestamp + i, state.timestamp + 60)
+        job = SignJob(state.block, attestation=att)
+        for fast, ref in zip(local_signers(h), h.risk_signers[:3], strict=True):
+            assert fast.sign(job) == Signer(ref._key.to_bytes()).sign(digest(domain, att.struct_hash()))
