@@ -33,6 +33,7 @@ Signer routes: ``POST /sign`` (a :func:`offchain.engine.signer.job_to_json` body
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -426,9 +427,14 @@ def _worker_main(spec: EngineSpec, host: str, port: int, state_dir: Path, parent
         _warm_up(engine)
         server = serve_engine(engine, host, port, reuse_port=True)
     except Exception as exc:  # reported to the parent, which raises it
-        ready.send(f"{type(exc).__name__}: {exc}")
+        with contextlib.suppress(OSError):
+            ready.send(f"{type(exc).__name__}: {exc}")
         return
-    ready.send("ready")
+    try:
+        ready.send("ready")
+    except OSError:  # the parent is gone already
+        server.shutdown()
+        return
     while os.getppid() == parent:
         time.sleep(0.5)
     server.shutdown()
