@@ -49,11 +49,9 @@ KINDS = ("trade", "withdraw", "health", "bad")
 
 
 # ---------------------------------------------------------------------- the chain and the book
-def _setup(h: Any) -> tuple[list[str], dict[str, list[tuple[int, int, int]]]]:
-    """List a book of options and futures, give 9 accounts 4-16 positions each.
-
-    Returns the trader addresses and, per address, its positions as (instrument, size, price).
-    """
+def _setup(h: Any) -> dict[str, list[tuple[int, int, int]]]:
+    """List a book of options and futures, give 8 accounts 4-16 positions each (a ninth takes the
+    other side of everything); returns each trader's positions as (instrument, size, price)."""
     from eth_account import Account
 
     from offchain.chain.anvil import DEFAULT_KEYS
@@ -61,8 +59,9 @@ def _setup(h: Any) -> tuple[list[str], dict[str, list[tuple[int, int, int]]]]:
     from offchain.chain.units import Kind
 
     now = h.now()
-    specs = [InstrumentSpec(Kind.CALL if i % 2 else Kind.PUT, i % 2, now + (7 + 7 * (i % 3)) * DAY,
-                            (50_000 + 2_000 * i if i % 2 == 0 else 2_400 + 100 * i) * U) for i in range(12)]  # fmt: skip
+    strikes = [(50_000 + 2_000 * i if i % 2 == 0 else 2_400 + 100 * i) * U for i in range(12)]
+    specs = [InstrumentSpec(Kind.CALL if i % 2 else Kind.PUT, i % 2, now + (7 + 7 * (i % 3)) * DAY, strikes[i])
+             for i in range(12)]  # fmt: skip
     specs.append(InstrumentSpec(Kind.FUTURE, 1, now + 30 * DAY))
     ids = list(h.ids.values()) + list_instruments(h.p, h.deployer, specs)
     maker = DEFAULT_KEYS[9]
@@ -85,7 +84,7 @@ def _setup(h: Any) -> tuple[list[str], dict[str, list[tuple[int, int, int]]]]:
                     h.order(maker, ins, not buy, size, price, nonce=nonce), size)  # fmt: skip
             held.append((ins, size if buy else -size, price))
         book[address] = held
-    return list(book), book
+    return book
 
 
 def _requests(book: dict[str, list[tuple[int, int, int]]], instruments: list[int], n: int,
@@ -111,7 +110,7 @@ def _requests(book: dict[str, list[tuple[int, int, int]]], instruments: list[int
         r = rng.random()
         account = accounts[int(rng.integers(len(accounts)))]
         if r < 0.70:
-            ins, size, price = book[account][int(rng.integers(len(book[account])))]
+            ins, _, price = book[account][int(rng.integers(len(book[account])))]
             lots = int(rng.integers(1, 50)) * (1 if rng.random() < 0.5 else -1)  # 0.001-0.05 units
             body = {"account": account, "instrument": ins, "size": f"{lots / 1000:.3f}",
                     "price": str(price // U), "role": "maker" if rng.random() < 0.5 else "taker"}  # fmt: skip
@@ -237,12 +236,16 @@ def _reference(engine: Any, requests: list[tuple[str, str, str, bytes]], n: int)
     return len(jobs) / (time.perf_counter() - t0)
 
 
-def _rss_mb() -> float:
-    with open(f"/proc/{os.getpid()}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+def _rss_mb(pids: list[int]) -> float:
+    """Resident memory of the engine's processes (this one and the workers), MB."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                total += next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
+        except (OSError, StopIteration):
+            continue
+    return total
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -270,11 +273,15 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--client-procs", type=int, default=2, help="client processes the clients are spread over")
     ap.add_argument("--seconds", type=float, default=20.0, help="load duration (bound)")
-    ap.add_argument("--count", type=int, default=100_000, help="most requests to send (bound)")
+    ap.add_argument("--count", type=int, default=2_000_000, help="most requests to send (bound)")
     ap.add_argument("--block-every", type=float, default=2.0, help="seconds between blocks mined during the load")
     ap.add_argument("--soak", type=float, default=0.0, help="soak SECONDS: one long run, RSS sampled every 5 s")
-    ap.add_argument("--max-staleness", type=float, default=0.0,
-                    help="engine freshness: 0 = every request sees every block mined before it (default)")
+    ap.add_argument(
+        "--max-staleness",
+        type=float,
+        default=0.0,
+        help="engine freshness: 0 = every request sees every block mined before it (default)",
+    )
     ap.add_argument("--workers", type=int, default=2, help="engine processes serving the port (SO_REUSEPORT)")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
@@ -295,10 +302,11 @@ def main() -> None:
     with start_anvil(timestamp=GENESIS) as node, tempfile.TemporaryDirectory() as tmp:
         dev = bootstrap(connect(node.url), DEFAULT_KEYS[0], rpc_url=node.url)
         h = Harness(dev.protocol, DEFAULT_KEYS[0], dev.risk_signers, dev.price_signers, dev.instruments)
-        accounts, book = _setup(h)
+        book = _setup(h)
         signers = [LocalSigner(s._key.to_bytes(), dev.protocol.domain("RiskOracle")) for s in dev.risk_signers]
-        engine = build_engine(dev.protocol, signers, DEFAULT_KEYS[0], Path(tmp), lifetime=300,
-                              max_staleness=args.max_staleness)
+        engine = build_engine(
+            dev.protocol, signers, DEFAULT_KEYS[0], Path(tmp), lifetime=300, max_staleness=args.max_staleness
+        )
         requests = _requests(book, list(dev.instruments.values()), 20_000, args.seed)
         positions = [len(v) for v in book.values()]
         reference_rps = _reference(engine, requests[:50], 50)  # warm-up: numba, caches
@@ -312,7 +320,8 @@ def main() -> None:
             keys = tuple("0x" + s._key.to_bytes().hex() for s in dev.risk_signers)
             spec = EngineSpec(node.url, dep, keys, DEFAULT_KEYS[0], lifetime=300, max_staleness=args.max_staleness)
             workers = start_workers(spec, args.workers - 1, "127.0.0.1", port, Path(tmp))
-        rss: list[tuple[float, float]] = [(0.0, _rss_mb())]
+        pids = [os.getpid(), *(int(w.pid) for w in workers if w.pid is not None)]
+        rss: list[tuple[float, float]] = [(0.0, _rss_mb(pids))]
         stop, mined = threading.Event(), [0]
         miner = threading.Thread(target=_mine_blocks, args=(node.url, args.block_every, stop, mined), daemon=True)
         sampler_stop = threading.Event()
@@ -320,16 +329,17 @@ def main() -> None:
 
         def sample() -> None:
             while not sampler_stop.wait(5.0):
-                rss.append((time.monotonic() - t_start, _rss_mb()))
+                rss.append((time.monotonic() - t_start, _rss_mb(pids)))
 
         sampler = threading.Thread(target=sample, daemon=True)
         try:
             _drive(port, args.clients, args.client_procs, requests, 2.0, 2_000)  # warm-up: threads, connections
-            rss.append((0.0, _rss_mb()))
+            rss.append((0.0, _rss_mb(pids)))
             t_start = time.monotonic()
             miner.start()
             sampler.start()
             results, elapsed = _drive(port, args.clients, args.client_procs, requests, seconds, args.count)
+            rss.append((time.monotonic() - t_start, _rss_mb(pids)))
         finally:
             stop.set()
             sampler_stop.set()
@@ -337,7 +347,6 @@ def main() -> None:
             for w in workers:
                 w.terminate()
                 w.join(10)
-        rss.append((time.monotonic() - t_start, _rss_mb()))
         follower = engine.follower
     _report(args, results, elapsed, reference_rps, positions, mined[0], follower.syncs, rss)
 
@@ -383,8 +392,8 @@ def _report(args: Any, results: list[tuple[str, int, float, bool, float]], elaps
         peak = max(v for _, v in rss)
         flat = end - start <= max(16.0, 0.05 * start)
         print("rss MB by time: " + ", ".join(f"{t:.0f}s {v:.0f}" for t, v in rss[:: max(1, len(rss) // 12)]))
-        print(f"rss start {start:.1f} MB (median of the first minute), end {end:.1f} MB, max {peak:.1f} MB: "
-              f"{'flat' if flat else 'GROWING'}")  # fmt: skip
+        print(f"engine processes' rss start {start:.1f} MB (median of the first minute), end {end:.1f} MB, "
+              f"max {peak:.1f} MB: {'flat' if flat else 'GROWING'}")  # fmt: skip
         out |= {"rss_start_mb": round(start, 1), "rss_end_mb": round(end, 1), "rss_max_mb": round(peak, 1),
                 "rss_flat": flat}  # fmt: skip
     print(json.dumps(out))
