@@ -21,6 +21,11 @@ Prints a table and, last, one JSON line: ``clients``, ``rps`` (attestations per 
 ``unexpected`` (other wrong answers: a valid request refused, a bad one accepted, a transport
 error), ``all_rps`` (every request), ``reference_rps`` and ``ratio`` (rps / reference_rps); with
 ``--soak``, ``rss_start_mb``, ``rss_end_mb``, ``rss_max_mb`` and ``rss_flat``.
+
+By default the clients are a closed loop (each sends its next request when it has the answer):
+that measures the saturation throughput, and at saturation latency is clients / throughput
+(Little's law). ``--rate R`` paces the clients to R requests per second in all, on a fixed
+schedule, latency counted from each request's scheduled start: the latency at a given load.
 """
 
 from __future__ import annotations
@@ -132,8 +137,14 @@ def _requests(book: dict[str, list[tuple[int, int, int]]], instruments: list[int
 
 # ---------------------------------------------------------------------- clients (own processes)
 def _client_process(port: int, threads: int, requests: list[tuple[str, str, str, bytes]], offset: int,
-                    seconds: float, count: int, conn: Connection) -> None:  # fmt: skip
-    """``threads`` keep-alive clients; sends back [(kind, status, ms, field_ok, t_end)] when done."""
+                    seconds: float, count: int, interval: float, conn: Connection) -> None:  # fmt: skip
+    """``threads`` keep-alive clients; sends back [(kind, status, ms, field_ok, t_end)] when done.
+
+    ``interval`` 0: each client sends its next request as soon as it has the answer (closed loop,
+    the saturation throughput). ``interval`` > 0: each client starts a request every ``interval``
+    seconds on a fixed schedule, and latency counts from the scheduled start, so that a slow answer
+    also counts the requests it delayed (no coordinated omission).
+    """
     results: list[tuple[str, int, float, bool, float]] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + seconds
@@ -143,6 +154,7 @@ def _client_process(port: int, threads: int, requests: list[tuple[str, str, str,
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         mine: list[tuple[str, int, float, bool, float]] = []
         i = offset + k
+        scheduled = time.perf_counter() + interval * k / max(threads, 1)
         while time.monotonic() < stop_at:
             with lock:
                 if counter["n"] >= count:
@@ -150,7 +162,11 @@ def _client_process(port: int, threads: int, requests: list[tuple[str, str, str,
                 counter["n"] += 1
             kind, method, path, body = requests[i % len(requests)]
             i += threads * 7 + 1
-            t0 = time.perf_counter()
+            if interval > 0:
+                time.sleep(max(0.0, scheduled - time.perf_counter()))
+                t0, scheduled = scheduled, scheduled + interval
+            else:
+                t0 = time.perf_counter()
             try:
                 headers = {"Content-Type": "application/json"} if body else {}
                 c.request(method, path, body or None, headers)
@@ -183,14 +199,15 @@ def _client_process(port: int, threads: int, requests: list[tuple[str, str, str,
 
 
 def _drive(port: int, clients: int, procs: int, requests: list[tuple[str, str, str, bytes]], seconds: float,
-           count: int) -> tuple[list[tuple[str, int, float, bool, float]], float]:  # fmt: skip
+           count: int, rate: float = 0.0) -> tuple[list[tuple[str, int, float, bool, float]], float]:  # fmt: skip
     ctx = mp.get_context("spawn")
     per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     pipes, children = [], []
+    interval = clients / rate if rate else 0.0
     for i, threads in enumerate(per):
         parent, child = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_client_process, args=(port, threads, requests, sum(per[:i]) * 131, seconds,
-                                                      count // procs, child))  # fmt: skip
+                                                      count // procs, interval, child))  # fmt: skip
         p.start()
         pipes.append(parent)
         children.append(p)
@@ -282,6 +299,12 @@ def main() -> None:
         default=0.0,
         help="engine freshness: 0 = every request sees every block mined before it (default)",
     )
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="requests per second, all clients together, on a fixed schedule (0: as fast as answered)",
+    )
     ap.add_argument("--workers", type=int, default=2, help="engine processes serving the port (SO_REUSEPORT)")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
@@ -338,7 +361,7 @@ def main() -> None:
             t_start = time.monotonic()
             miner.start()
             sampler.start()
-            results, elapsed = _drive(port, args.clients, args.client_procs, requests, seconds, args.count)
+            results, elapsed = _drive(port, args.clients, args.client_procs, requests, seconds, args.count, args.rate)
             rss.append((time.monotonic() - t_start, _rss_mb(pids)))
         finally:
             stop.set()
@@ -354,7 +377,8 @@ def main() -> None:
 def _report(args: Any, results: list[tuple[str, int, float, bool, float]], elapsed: float, reference_rps: float,
             positions: list[int], mined: int, syncs: int, rss: list[tuple[float, float]]) -> None:  # fmt: skip
     expected = {"trade": 200, "withdraw": 200, "health": 200}
-    print(f"accounts {len(positions)} holding {min(positions)}-{max(positions)} positions; "
+    mode = f"paced at {args.rate:g} requests/s" if args.rate else "closed loop (each client as fast as answered)"
+    print(f"{mode}; accounts {len(positions)} holding {min(positions)}-{max(positions)} positions; "
           f"{args.clients} clients in {args.client_procs} processes; {elapsed:.1f} s; "
           f"{mined} blocks mined during the load, {syncs} engine syncs")  # fmt: skip
     print(f"{'kind':<10}{'count':>8}{'per s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}  statuses")
@@ -385,7 +409,8 @@ def _report(args: Any, results: list[tuple[str, int, float, bool, float]], elaps
     out: dict[str, Any] = {"clients": args.clients, "rps": round(rps, 1), "p50_ms": round(_pct(att_ms, 0.5), 3),
                            "p99_ms": round(_pct(att_ms, 0.99), 3), "errors": errors, "unexpected": unexpected,
                            "all_rps": round(len(results) / elapsed, 1), "reference_rps": round(reference_rps, 1),
-                           "ratio": round(rps / reference_rps, 3), "seconds": round(elapsed, 1)}  # fmt: skip
+                           "ratio": round(rps / reference_rps, 3), "seconds": round(elapsed, 1),
+                           "rate": args.rate}  # fmt: skip
     if args.soak > 0:
         start = statistics.median(v for t, v in rss if t <= 60.0) if len(rss) > 2 else rss[0][1]
         end = statistics.median(v for t, v in rss[-5:])

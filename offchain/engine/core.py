@@ -87,7 +87,7 @@ class EngineCore:
         self._quote = by_symbol[config.quote].address
         self._engines: OrderedDict[tuple[int, str, int, bytes], MarginEngine] = OrderedDict()
         self._build_lock = threading.Lock()
-        self._account_states: dict[tuple[str, int], tuple[ChainAccount, AccountState]] = {}
+        self._account_states: OrderedDict[str, dict[int, tuple[ChainAccount, AccountState]]] = OrderedDict()
 
     # ------------------------------------------------------------------ market
     def engine(self, state: ProtocolState) -> MarginEngine:
@@ -129,14 +129,17 @@ class EngineCore:
     def account_state(self, state: ProtocolState, acct: ChainAccount) -> AccountState:
         """One indexed account as the risk engine's input (USD floats, token units); remembered per
         block, since every attestation request of the block starts from it."""
-        key = (state.block_hash, id(acct))
-        hit = self._account_states.get(key)
+        block = self._account_states.get(state.block_hash)
+        if block is None:
+            block = self._account_states[state.block_hash] = {}
+            while len(self._account_states) > 2:  # this block and the one before
+                self._account_states.popitem(last=False)
+        hit = block.get(id(acct))
         if hit is not None and hit[0] is acct:
             return hit[1]
         out = self._account_state(state, acct)
-        if len(self._account_states) >= 4096:
-            self._account_states.clear()
-        self._account_states[key] = (acct, out)
+        if len(block) < 10_000:  # bounded: requests for unknown accounts each bring a new empty one
+            block[id(acct)] = (acct, out)
         return out
 
     def _account_state(self, state: ProtocolState, acct: ChainAccount) -> AccountState:
