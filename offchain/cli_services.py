@@ -64,6 +64,7 @@ def engine(
     lifetime: Annotated[int, typer.Option(help="attestation and root lifetime, seconds")] = 120,
     confirmations: int = 0,
     once: Annotated[bool, typer.Option(help="run one round and exit")] = False,
+    workers: Annotated[int, typer.Option(help="processes serving attestations on the port (1 per core)")] = 1,
     verbose: bool = False,
 ) -> None:
     """Run the risk engine: index, compute, sign, post a root each round; serve attestations."""
@@ -91,8 +92,19 @@ def engine(
         result = eng.run_round()
         console.print(f"round {result.round} posted" if result else "nothing posted (see the log)")
         return
-    server = serve_engine(eng, host, port)
-    console.print(f"engine on http://{host}:{server.server_address[1]} (rounds every {round_seconds:g}s)")
+    if not 1 <= workers <= 64:
+        raise InputError("workers", f"must be 1-64, got {workers}")
+    server = serve_engine(eng, host, port, reuse_port=workers > 1)
+    if workers > 1:
+        from offchain.engine.http import EngineSpec, start_workers
+
+        local = tuple(_keys(key, "PMSIM_RISK_KEYS", "risk", dev)) if not remote or key or dev else ()
+        pairs = tuple((u, a) for u, _, a in (x.partition("=") for x in remote))
+        worker_spec = EngineSpec(rpc or proto.deployment.rpc_url, deployment, local, relayer_key or DEFAULT_KEYS[0],
+                                 pairs, config, lifetime, confirmations=confirmations)  # fmt: skip
+        start_workers(worker_spec, workers - 1, host, int(server.server_address[1]), state_dir)
+    console.print(f"engine on http://{host}:{server.server_address[1]} (rounds every {round_seconds:g}s, "
+                  f"{workers} serving process{'es' if workers > 1 else ''})")  # fmt: skip
     _loop(lambda: eng.run_round(), round_seconds)
 
 

@@ -283,7 +283,7 @@ def measure(url: str | None = None) -> dict[str, int]:
         for n in PORTFOLIOS:
             bench.grow(n)
             by_size[n] = bench.whole_tx()
-        insolvent_start, insolvent_bid = bench.liquidation(insolvent=True)  # at the largest portfolio
+        _, insolvent_bid = bench.liquidation(insolvent=True)  # at the largest portfolio
     whole = {f"{op}_{n}_positions": by_size[n][op] for op in WHOLE_TX_OPS for n in PORTFOLIOS}
     first, last = PORTFOLIOS[0], PORTFOLIOS[-1]
     per_position = round((whole[f"liquidation_bid_{last}_positions"] - whole[f"liquidation_bid_{first}_positions"])

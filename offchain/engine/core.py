@@ -8,6 +8,7 @@ Conversion to the contracts' fixed point rounds against the account (equities do
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from offchain.chain.indexer import AccountState as ChainAccount
 from offchain.chain.indexer import ProtocolState
 from offchain.chain.merkle import StatusLeaf
 from offchain.chain.units import value
+from offchain.engine.checks import check_trade, check_withdraw
 from offchain.errors import InputError, PmsimError
 from offchain.risk.accounts import AccountBook, AccountState
 from offchain.risk.config import RiskConfig
@@ -84,6 +86,8 @@ class EngineCore:
             self._columns.append((t.address, t.decimals))
         self._quote = by_symbol[config.quote].address
         self._engines: OrderedDict[tuple[int, str, int, bytes], MarginEngine] = OrderedDict()
+        self._build_lock = threading.Lock()
+        self._account_states: OrderedDict[str, dict[int, tuple[ChainAccount, AccountState]]] = OrderedDict()
 
     # ------------------------------------------------------------------ market
     def engine(self, state: ProtocolState) -> MarginEngine:
@@ -91,9 +95,12 @@ class EngineCore:
         key = (state.block, state.block_hash, state.prices.round, state.params_hash)
         engine = self._engines.get(key)
         if engine is None:
-            engine = self._engines[key] = self._build_engine(state)
-            while len(self._engines) > 4:
-                self._engines.popitem(last=False)
+            with self._build_lock:  # concurrent requests on a new block build it once
+                engine = self._engines.get(key)
+                if engine is None:
+                    engine = self._engines[key] = self._build_engine(state)
+                    while len(self._engines) > 4:
+                        self._engines.popitem(last=False)
         return engine
 
     def _build_engine(self, state: ProtocolState) -> MarginEngine:
@@ -120,7 +127,22 @@ class EngineCore:
 
     # ------------------------------------------------------------------ accounts
     def account_state(self, state: ProtocolState, acct: ChainAccount) -> AccountState:
-        """One indexed account as the risk engine's input (USD floats, token units)."""
+        """One indexed account as the risk engine's input (USD floats, token units); remembered per
+        block, since every attestation request of the block starts from it."""
+        block = self._account_states.get(state.block_hash)
+        if block is None:
+            block = self._account_states[state.block_hash] = {}
+            while len(self._account_states) > 2:  # this block and the one before
+                self._account_states.popitem(last=False)
+        hit = block.get(id(acct))
+        if hit is not None and hit[0] is acct:
+            return hit[1]
+        out = self._account_state(state, acct)
+        if len(block) < 10_000:  # bounded: requests for unknown accounts each bring a new empty one
+            block[id(acct)] = (acct, out)
+        return out
+
+    def _account_state(self, state: ProtocolState, acct: ChainAccount) -> AccountState:
         engine = self.engine(state)
         ids = sorted(acct.positions)
         rows = engine.instruments.index_of(ids) if ids else np.zeros(0, dtype=np.int64)
@@ -161,7 +183,9 @@ class EngineCore:
         return StatusLeaf(address, acct.risk_nonce, f.margin_equity, f.mtm_equity, f.im, f.mm, acct.deposit_credit)
 
     def attest_trade(self, state: ProtocolState, req: TradeRequest, issued_at: int, expiry: int) -> Attestation:
-        """The attestation of ``req.account``'s state after the proposed fill."""
+        """The attestation of ``req.account``'s state after the proposed fill (refused, as
+        :func:`~offchain.engine.checks.check_trade` says, if the Vault would refuse the fill)."""
+        check_trade(state, req.account, req.instrument, req.size_delta, req.price)
         engine = self.engine(state)
         acct = state.accounts.get(req.account) or ChainAccount()
         current = self.account_state(state, acct)
@@ -171,11 +195,13 @@ class EngineCore:
 
     def attest_withdraw(self, state: ProtocolState, req: WithdrawRequest, issued_at: int,
                         expiry: int) -> Attestation:  # fmt: skip
-        """The attestation of ``req.account``'s state after withdrawing ``req.amount`` of ``req.token``."""
+        """The attestation of ``req.account``'s state after withdrawing ``req.amount`` of ``req.token``
+        (refused, as :func:`~offchain.engine.checks.check_withdraw` says, if the Vault would refuse it)."""
+        symbol, decimals = self._token(req.token)
+        check_withdraw(state, req.account, req.token, req.amount)
         engine = self.engine(state)
         acct = state.accounts.get(req.account) or ChainAccount()
         current = self.account_state(state, acct)
-        symbol, decimals = self._token(req.token)
         after = engine.what_if_withdrawal(current, symbol, req.amount / 10**decimals)
         action = withdraw_action(req.account, req.token, req.amount)
         return self._attestation(state, req.account, acct, action, after.margin, issued_at, expiry)

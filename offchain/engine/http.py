@@ -12,8 +12,20 @@ Engine routes
 
 ``size`` is in units of the underlying (signed, + buys, a multiple of 0.001), ``price`` in USD
 (a multiple of 0.001), ``amount`` in token units (decimal string), ``token`` a symbol or address.
-Bad requests get ``400 {"error": ..., "field": ...}``; unknown routes 404; refusals by the chain
-or the signers 409 or 503.
+Every refusal is JSON ``{"error": ..., "field": ...}`` naming the field at fault:
+
+* 400: malformed or out-of-range input, or an action the contracts would refuse (size beyond
+  ``MAX_SIZE``, off the lot or tick grid, a position below ``minPositionSize`` or beyond
+  ``maxPositions``, an expired or unknown instrument, more than the balance; see
+  :mod:`offchain.engine.checks`);
+* 422: the account would be under-margined after the action (``RiskOracle_InsufficientMargin``),
+  with ``margin_equity``, ``required`` and ``shortfall`` in quote units; nothing is signed;
+* 404 unknown route (field ``path``), 413 body over 64 KiB, 409 the protocol is paused,
+  503 signers below quorum or the chain unreachable.
+
+The server speaks HTTP/1.1 with keep-alive (one thread per connection, idle ones closed after
+30 s); requests are answered concurrently on snapshots of the chain state (see
+:class:`offchain.engine.service.Engine`).
 
 Signer routes: ``POST /sign`` (a :func:`offchain.engine.signer.job_to_json` body) -> ``{"signature"}``,
 ``GET /health``.
@@ -21,18 +33,29 @@ Signer routes: ``POST /sign`` (a :func:`offchain.engine.signer.job_to_json` body
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
+import multiprocessing
+import os
+import socket
 import threading
+import time
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any, ClassVar
 
 from eth_utils import is_address, to_checksum_address
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from offchain.chain.units import to_price, to_size
-from offchain.engine.service import Engine, QuorumError
+from offchain.engine.follower import ChainUnavailableError
+from offchain.engine.service import Engine, InsufficientMarginError, QuorumError
 from offchain.engine.signer import SignerNode, SignerRefused, job_from_json
 from offchain.errors import ChainError, InputError, PmsimError
 
@@ -42,6 +65,9 @@ MAX_BODY = 64 * 1024
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "pmsim"
+    protocol_version = "HTTP/1.1"  # keep-alive: no connection (and thread) per request
+    timeout = 30  # seconds a connection may sit idle
+    disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart (delayed ACK)
 
     # set by the server factory
     routes_get: ClassVar[dict[str, Any]] = {}
@@ -60,23 +86,30 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _error(self, status: int, message: str, field: str | None = None) -> None:
-        self._send(status, {"error": message, **({"field": field} if field else {})})
+    def _error(self, status: int, message: str, field: str | None = None, **extra: Any) -> None:
+        self._send(status, {"error": message, **({"field": field} if field else {}), **extra})
 
     def _dispatch(self, handler: Any, *args: Any) -> None:
         try:
-            self._send(200, handler(*args))
+            payload = handler(*args)
+        except InsufficientMarginError as exc:
+            self._error(422, str(exc), exc.field, margin_equity=str(exc.equity), required=str(exc.required),
+                        shortfall=str(exc.shortfall))  # fmt: skip
         except InputError as exc:
             self._error(400, str(exc), exc.field)
         except (SignerRefused, QuorumError) as exc:
-            self._error(503, str(exc))
+            self._error(503, str(exc), "signers")
+        except ChainUnavailableError as exc:
+            self._error(503, str(exc), "chain")
         except ChainError as exc:
-            self._error(409, str(exc))
+            self._error(409, str(exc), "chain")
         except PmsimError as exc:
-            self._error(400, str(exc))
+            self._error(400, str(exc), "body")
         except Exception:  # never leak a traceback to a client; log it
             log.exception("internal error on %s", self.path)
             self._error(500, "internal error")
+        else:
+            self._send(200, payload)
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
@@ -90,21 +123,30 @@ class _Handler(BaseHTTPRequestHandler):
             if path.startswith(prefix + "/"):
                 self._dispatch(handler, path[len(prefix) + 1 :])
                 return
-        self._error(404, f"no route {path}")
+        self._error(404, f"no route {path}", "path")
 
     def do_POST(self) -> None:
+        text = self.headers.get("Content-Length") or "0"
+        length = int(text) if text.isascii() and text.isdigit() else -1
+        if not 0 <= length <= MAX_BODY:
+            self.close_connection = True  # the body was not read: the connection cannot carry on
+            if length < 0:
+                self._error(400, f"Content-Length must be a byte count, got {text[:40]!r}", "Content-Length")
+            else:
+                self._error(413, f"request body over {MAX_BODY} bytes", "body")
+            return
+        raw = self.rfile.read(length)
         path = self.path.rstrip("/")
         if path not in self.routes_post:
-            self._error(404, f"no route {path}")
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self._error(413, "request body too large")
+            self._error(404, f"no route {path}", "path")
             return
         try:
-            body = json.loads(self.rfile.read(length) or b"{}")
+            body = json.loads(raw or b"{}")
         except json.JSONDecodeError as exc:
             self._error(400, f"body is not JSON: {exc.msg}", "body")
+            return
+        except (ValueError, RecursionError) as exc:  # e.g. an integer over 4300 digits, deep nesting
+            self._error(400, f"body is not acceptable JSON: {type(exc).__name__}", "body")
             return
         if not isinstance(body, dict):
             self._error(400, "body must be a JSON object", "body")
@@ -113,6 +155,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # ---------------------------------------------------------------------- request parsing
+def _no_unknown(body: dict[str, Any], known: frozenset[str]) -> None:
+    extra = sorted(str(k) for k in body if k not in known)
+    if extra:
+        name = extra[0] if extra[0].isprintable() and 0 < len(extra[0]) <= 60 else json.dumps(extra[0][:60])
+        raise InputError(name, f"unknown field (expected {', '.join(sorted(known))})")
+
+
 def _field(body: dict[str, Any], name: str) -> Any:
     if name not in body:
         raise InputError(name, "is required")
@@ -121,28 +170,50 @@ def _field(body: dict[str, Any], name: str) -> Any:
 
 def _address(body: dict[str, Any], name: str) -> str:
     v = _field(body, name)
-    if not isinstance(v, str) or not is_address(v):
-        raise InputError(name, f"not an address: {v!r}")
+    if not isinstance(v, str) or len(v) > 42:
+        raise InputError(name, f"not an address: {_short(v)}")
+    return _checksum(v, name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checksum(v: str, name: str) -> str:
+    if not is_address(v):
+        raise InputError(name, f"not an address: {_short(v)}")
     return str(to_checksum_address(v))
 
 
+MAX_DIGITS = 60  # significant digits and magnitude: far beyond any valid amount, far below trouble
+
+
 def _decimal(body: dict[str, Any], name: str) -> Decimal:
+    """A finite decimal of modest size (``1e999999`` or a 5,000-digit string is refused before any
+    arithmetic could overflow or take long)."""
     v = _field(body, name)
     if isinstance(v, bool) or not isinstance(v, str | int | float):
-        raise InputError(name, f"must be a number or a decimal string, got {v!r}")
+        raise InputError(name, f"must be a number or a decimal string, got {_short(v)}")
+    text = str(v).strip() if not isinstance(v, int) else None
+    if text is not None and len(text) > 4 * MAX_DIGITS:
+        raise InputError(name, f"too long to be an amount ({len(text)} characters)")
     try:
-        d = Decimal(str(v))
-    except InvalidOperation:
-        raise InputError(name, f"not a number: {v!r}") from None
+        d = Decimal(v) if isinstance(v, int) else Decimal(text or "")
+    except (InvalidOperation, ValueError):
+        raise InputError(name, f"not a number: {_short(v)}") from None
     if not d.is_finite():
         raise InputError(name, "must be finite")
+    if (d and not -MAX_DIGITS <= d.adjusted() <= MAX_DIGITS) or len(d.as_tuple().digits) > MAX_DIGITS:
+        raise InputError(name, f"out of range: {_short(v)}")
     return d
+
+
+def _short(v: object) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _instrument(body: dict[str, Any]) -> int:
     v = _field(body, "instrument")
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise InputError("instrument", f"must be a positive integer id, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 2**32:
+        raise InputError("instrument", f"must be a positive integer id (uint32), got {_short(v)}")
     return v
 
 
@@ -152,25 +223,26 @@ class EngineApi:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    FIELDS_TRADE: ClassVar[frozenset[str]] = frozenset({"account", "instrument", "size", "price", "role"})
+    FIELDS_WITHDRAW: ClassVar[frozenset[str]] = frozenset({"account", "token", "amount"})
+
     def attest_trade(self, body: dict[str, Any]) -> dict[str, Any]:
+        _no_unknown(body, self.FIELDS_TRADE)
         account = _address(body, "account")
         instrument = _instrument(body)
-        if instrument not in self.engine.indexer.state.instruments:
-            self.engine.refresh()
-            if instrument not in self.engine.indexer.state.instruments:
-                raise InputError("instrument", f"unknown instrument {instrument}")
         size = to_size(_decimal(body, "size"), "size")
-        if size == 0:
-            raise InputError("size", "must not be zero")
         price = to_price(_decimal(body, "price"), "price")
         role = _field(body, "role")
-        return self.engine.attest_trade(account, instrument, size, price, str(role)).to_json()
+        if role not in ("maker", "taker"):
+            raise InputError("role", f"must be 'maker' or 'taker', got {_short(role)}")
+        return self.engine.attest_trade(account, instrument, size, price, role).to_json()
 
     def attest_withdraw(self, body: dict[str, Any]) -> dict[str, Any]:
+        _no_unknown(body, self.FIELDS_WITHDRAW)
         account = _address(body, "account")
         token = self._token(_field(body, "token"))
         decimals = next(t.decimals for t in self.engine.protocol.deployment.tokens.values() if t.address == token)
-        amount = _decimal(body, "amount") * 10**decimals
+        amount = _decimal(body, "amount").scaleb(decimals)
         if amount <= 0 or amount != amount.to_integral_value():
             raise InputError("amount", f"must be positive with at most {decimals} decimals")
         return self.engine.attest_withdraw(account, token, int(amount)).to_json()
@@ -183,19 +255,22 @@ class EngineApi:
             for t in tokens.values():
                 if t.address.lower() == value.lower():
                     return t.address
-        raise InputError("token", f"unknown token {value!r}; known: {', '.join(tokens)}")
+        raise InputError("token", f"unknown token {_short(value)}; known: {', '.join(tokens)}")
 
     def proof(self, account: str) -> dict[str, Any]:
         if not is_address(account):
-            raise InputError("account", f"not an address: {account!r}")
+            raise InputError("account", f"not an address: {_short(account)}")
         return self.engine.proof(str(to_checksum_address(account)))
 
     def liquidatable(self) -> dict[str, Any]:
         return {"accounts": self.engine.liquidatable()}
 
 
-def serve_engine(engine: Engine, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    """Start the engine's HTTP server in a daemon thread; ``server.server_address`` has the port."""
+def serve_engine(engine: Engine, host: str = "127.0.0.1", port: int = 0, *,
+                 reuse_port: bool = False) -> ThreadingHTTPServer:  # fmt: skip
+    """Start the engine's HTTP server in a daemon thread, and the engine's chain follower;
+    ``server.server_address`` has the port. ``server.shutdown()`` stops both."""
+    engine.start_following()
     api = EngineApi(engine)
     handler = type("EngineHandler", (_Handler,), {
         "routes_get": {"/health": engine.health, "/liquidatable": api.liquidatable,
@@ -204,7 +279,7 @@ def serve_engine(engine: Engine, host: str = "127.0.0.1", port: int = 0) -> Thre
         "prefixes_get": {"/proof": api.proof},
         "metrics": engine.metrics.registry,
     })  # fmt: skip
-    return _start(handler, host, port)
+    return _start(handler, host, port, on_shutdown=engine.stop_following, reuse_port=reuse_port)
 
 
 def serve_signer(node: SignerNode, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
@@ -225,8 +300,149 @@ def serve_signer(node: SignerNode, host: str = "127.0.0.1", port: int = 0) -> Th
     return _start(handler, host, port)
 
 
-def _start(handler: type[BaseHTTPRequestHandler], host: str, port: int) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+    on_shutdown: Any = None
+    reuse_port = False
+
+    def server_bind(self) -> None:
+        if self.reuse_port:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self.server_close()
+        if self.on_shutdown is not None:
+            self.on_shutdown()
+
+
+def _start(handler: type[BaseHTTPRequestHandler], host: str, port: int, on_shutdown: Any = None,
+           reuse_port: bool = False) -> ThreadingHTTPServer:  # fmt: skip
+    server = _Server((host, port), handler, bind_and_activate=False)
+    server.reuse_port, server.on_shutdown = reuse_port, on_shutdown
+    try:
+        server.server_bind()
+        server.server_activate()
+    except BaseException:
+        server.server_close()
+        raise
     threading.Thread(target=server.serve_forever, name=f"http-{port}", daemon=True).start()
     return server
+
+
+# ---------------------------------------------------------------------- more processes
+@dataclass(frozen=True)
+class EngineSpec:
+    """How to build the same engine in another process (every field pickles).
+
+    Attributes
+    ----------
+    rpc_url : str
+    deployment : Path
+        The deployment file (``Deployment.save``).
+    keys : tuple of str
+        Local risk signer keys.
+    remote : tuple of (str, str)
+        Remote signers as (URL, address).
+    relayer_key : str
+    config : Path or None
+        Risk configuration (default ``config/risk.toml``).
+    lifetime, max_staleness, confirmations
+        As :func:`offchain.engine.service.build_engine`.
+    """
+
+    rpc_url: str
+    deployment: Path
+    keys: tuple[str, ...]
+    relayer_key: str
+    remote: tuple[tuple[str, str], ...] = ()
+    config: Path | None = None
+    lifetime: int = 120
+    max_staleness: float = 0.0
+    confirmations: int = 0
+
+
+def start_workers(spec: EngineSpec, n: int, host: str, port: int, state_dir: Path,
+                  timeout: float = 180.0) -> list[BaseProcess]:  # fmt: skip
+    """Start ``n`` more processes serving attestations on the same ``host:port`` (``SO_REUSEPORT``:
+    the kernel spreads connections over them and the server started with ``reuse_port=True``).
+
+    Each worker builds its own engine from ``spec`` (own indexer, chain follower, signers; its
+    checkpoint under ``state_dir/worker-<i>``), warms it up, then listens; this returns once
+    every worker listens. Workers serve attestations, health and proofs of their own state; only
+    the main process posts rounds (so ``/round/latest`` and ``/proof`` may lag in a worker until
+    its next sync). A worker exits when its parent does. Stop them with ``terminate()``.
+
+    Notes
+    -----
+    Python runs one thread at a time per process; compute and signing hold the interpreter
+    lock most of the time, so threads alone cannot use a second core. Processes can.
+
+    Raises
+    ------
+    PmsimError
+        A worker failed to start (its error is in the message) or did not listen in time.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    procs: list[BaseProcess] = []
+    pipes = []
+    for i in range(n):
+        parent, child = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_worker_main, args=(spec, host, port, state_dir / f"worker-{i}", os.getpid(), child),
+                        name=f"pmsim-engine-worker-{i}", daemon=True)  # fmt: skip
+        p.start()
+        procs.append(p)
+        pipes.append(parent)
+    try:
+        for w, pipe in zip(procs, pipes, strict=True):
+            if not pipe.poll(timeout):
+                raise PmsimError(f"engine worker {w.name} did not start within {timeout:g} s")
+            try:
+                status = pipe.recv()
+            except EOFError:
+                status = f"exited with code {w.exitcode}"
+            if status != "ready":
+                raise PmsimError(f"engine worker {w.name} failed: {status}")
+    except BaseException:
+        for w in procs:
+            w.terminate()
+        raise
+    return procs
+
+
+def _worker_main(spec: EngineSpec, host: str, port: int, state_dir: Path, parent: int, ready: Connection) -> None:
+    from offchain.chain.client import Deployment, Protocol, connect
+    from offchain.engine.service import build_engine
+    from offchain.engine.signer import LocalSigner, RemoteSigner, RiskSigner
+
+    try:
+        proto = Protocol(connect(spec.rpc_url), Deployment.load(spec.deployment))
+        signers: list[RiskSigner] = [LocalSigner(k, proto.domain("RiskOracle")) for k in spec.keys]
+        signers += [RemoteSigner(url, address) for url, address in spec.remote]
+        engine = build_engine(proto, signers, spec.relayer_key, state_dir, config_path=spec.config,
+                              confirmations=spec.confirmations, lifetime=spec.lifetime,
+                              max_staleness=spec.max_staleness)  # fmt: skip
+        _warm_up(engine)
+        server = serve_engine(engine, host, port, reuse_port=True)
+    except Exception as exc:  # reported to the parent, which raises it
+        with contextlib.suppress(OSError):
+            ready.send(f"{type(exc).__name__}: {exc}")
+        return
+    try:
+        ready.send("ready")
+    except OSError:  # the parent is gone already
+        server.shutdown()
+        return
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    server.shutdown()
+
+
+def _warm_up(engine: Engine) -> None:
+    """Build the market and compile the kernels before taking requests (first call is slow)."""
+    state = engine.refresh()
+    if state.prices.round and state.accounts:
+        account = next(iter(state.accounts))
+        engine.core.attest_status(state, account, state.timestamp, state.timestamp + 1)

@@ -28,7 +28,9 @@ from offchain.chain.eip712 import Attestation
 from offchain.chain.indexer import Indexer, ProtocolState
 from offchain.chain.merkle import StatusLeaf, StatusRoot, StatusTree
 from offchain.chain.units import Kind
+from offchain.engine.checks import reduces
 from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
+from offchain.engine.follower import ChainFollower, HeadProbe
 from offchain.engine.signer import RiskSigner, SignerRefused, SignJob
 from offchain.errors import ChainError, ConfigError, ContractRevertError, InputError, PmsimError
 
@@ -37,6 +39,20 @@ log = logging.getLogger("pmsim.engine")
 
 class QuorumError(PmsimError):
     """Fewer signers than the on-chain quorum agreed to sign: nothing is posted or served."""
+
+
+class InsufficientMarginError(InputError):
+    """After the action the account's margin equity is below what the contract requires
+    (``RiskOracle_InsufficientMargin``): initial margin, or maintenance margin for a side that
+    only reduces a position. Nothing is signed; ``shortfall`` (quote units) is what a deposit
+    made first would have to cover (deposits do not change the risk nonce)."""
+
+    def __init__(self, field: str, equity: int, required: int, which: str) -> None:
+        self.equity, self.required, self.which = equity, required, which
+        self.shortfall = required - equity
+        super().__init__(field, f"insufficient margin after this action: margin equity {equity / 1e6:,.6f} USD "
+                                f"< {which} {required / 1e6:,.6f} USD (deposit at least "
+                                f"{self.shortfall / 1e6:,.6f} USD first, or ask for less)")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -101,40 +117,71 @@ class Engine:
         Published rounds and the indexer checkpoint.
     lifetime : int
         Seconds an attestation or root lives (capped by the on-chain ``attestationMaxAge``).
+    max_staleness : float
+        0 (the default): every attestation sees every block mined before its request arrived
+        (read-your-writes, see :mod:`offchain.engine.follower`); > 0 accepts a head check that
+        started at most that many seconds before the request.
+
+    Notes
+    -----
+    Attestations are served concurrently: request threads read an immutable snapshot of the
+    indexed state that a :class:`~offchain.engine.follower.ChainFollower` thread publishes once per
+    new block (:meth:`start_following`; without it every request syncs first, as a library call
+    would). Only the indexer sync and a round's post are serialised.
     """
 
     def __init__(self, protocol: Protocol, core: EngineCore, indexer: Indexer, signers: Sequence[RiskSigner],
-                 relayer_key: str, state_dir: Path, lifetime: int = 120) -> None:  # fmt: skip
+                 relayer_key: str, state_dir: Path, lifetime: int = 120,
+                 max_staleness: float = 0.0) -> None:  # fmt: skip
         self.protocol, self.core, self.indexer = protocol, core, indexer
         self.signers = list(signers)
         self.relayer_key = relayer_key
         self.state_dir = state_dir
         self.lifetime = lifetime
+        self.max_staleness = max_staleness
         self.metrics = Metrics()
-        self.lock = RLock()
+        self.follower = ChainFollower(indexer, HeadProbe(protocol), prepare=self._prepare, on_sync=self._synced)
+        self._round_lock = RLock()
         self.latest: RoundResult | None = None
         (state_dir / "rounds").mkdir(parents=True, exist_ok=True)
         self._load_latest_tree()
 
     # ------------------------------------------------------------------ state
     def refresh(self) -> ProtocolState:
-        with self.lock:
-            self.indexer.sync()
-            self.metrics.last_block.set(self.indexer.state.block)
-            return self.indexer.state
+        """Index up to the head now and return the published snapshot (never mutate it)."""
+        return self.follower.refresh()
+
+    def state(self) -> ProtocolState:
+        """The snapshot to answer a request with: fresh as ``max_staleness`` says."""
+        return self.follower.fresh(self.max_staleness)
+
+    def start_following(self) -> None:
+        """Follow the chain in a background thread (the HTTP server starts it)."""
+        self.follower.start()
+
+    def stop_following(self) -> None:
+        self.follower.stop()
+
+    def _prepare(self, state: ProtocolState) -> None:
+        """Build the new block's market before requests see the block."""
+        if state.prices.round:
+            self.core.engine(state)
+
+    def _synced(self, state: ProtocolState) -> None:
+        self.metrics.last_block.set(state.block)
 
     def _window(self, state: ProtocolState) -> tuple[int, int]:
         """(issued_at, expiry) from chain time: the indexed block's timestamp."""
         max_age = state.params.attestation_max_age if state.params else self.lifetime
         return state.timestamp, state.timestamp + min(self.lifetime, max_age)
 
-    def quorum(self) -> int:
+    def quorum(self, state: ProtocolState | None = None) -> int:
         """The oracle's quorum, as indexed (``QuorumSet`` events): no RPC on the attestation path."""
-        return self.indexer.state.risk_quorum
+        return (state or self.follower.snapshot).risk_quorum
 
-    def _collect(self, job: SignJob) -> bytes:
+    def _collect(self, job: SignJob, state: ProtocolState | None = None) -> bytes:
         """Signatures of the job by signers in increasing address order, up to the quorum."""
-        need = self.quorum()
+        need = self.quorum(state)
         sigs: list[tuple[int, bytes]] = []
         for s in sorted(self.signers, key=lambda s: int(s.address, 16)):
             if len(sigs) == need:
@@ -161,21 +208,26 @@ class Engine:
         return self._attest("withdraw", lambda _state: WithdrawRequest(account, token, amount))
 
     def _attest(self, kind: str, make: Callable[[ProtocolState], TradeRequest | WithdrawRequest]) -> SignedAttestation:
-        """Index, compute the post-action attestation, collect the quorum; count and time it."""
+        """Compute the post-action attestation on a fresh snapshot, check it would pass the
+        contract's margin test, collect the quorum; count and time it. No engine-wide lock."""
         t0 = time.perf_counter()
-        with self.lock:
-            state = self.refresh()
-            try:
-                req = make(state)
-                issued, expiry = self._window(state)
-                if isinstance(req, TradeRequest):
-                    att = self.core.attest_trade(state, req, issued, expiry)
-                else:
-                    att = self.core.attest_withdraw(state, req, issued, expiry)
-            except PmsimError:
-                self.metrics.attestation_errors.inc()
-                raise
-            signed = SignedAttestation(att, self._collect(SignJob(state.block, att, req)), state.block)
+        try:
+            state = self.state()
+            req = make(state)
+            issued, expiry = self._window(state)
+            if isinstance(req, TradeRequest):
+                att = self.core.attest_trade(state, req, issued, expiry)
+                held = state.accounts.get(req.account)
+                pos = held.positions.get(req.instrument) if held is not None else None
+                reducing = reduces(pos.size if pos else 0, req.size_delta)
+            else:
+                att = self.core.attest_withdraw(state, req, issued, expiry)
+                reducing = False
+            _require_margin(att, reducing, "size" if isinstance(req, TradeRequest) else "amount")
+        except PmsimError:
+            self.metrics.attestation_errors.inc()
+            raise
+        signed = SignedAttestation(att, self._collect(SignJob(state.block, att, req), state), state.block)
         self.metrics.attestations.labels(kind).inc()
         self.metrics.attestation_seconds.observe(time.perf_counter() - t0)
         return signed
@@ -193,7 +245,7 @@ class Engine:
     def run_round(self) -> RoundResult | None:
         """Index, compute, sign and post one status root; None if nothing could be posted."""
         t0 = time.perf_counter()
-        with self.lock:
+        with self._round_lock:
             state = self.refresh()
             if state.prices.round == 0:
                 self.metrics.rounds_skipped.labels("no_prices").inc()
@@ -298,11 +350,11 @@ class Engine:
         latest = self.latest
         if latest is None:
             return []
-        state = self.indexer.state
+        state = self.follower.snapshot
         return [self.proof(leaf.account) for leaf in latest.tree.leaves if _liquidatable(leaf, state)]
 
     def health(self) -> dict[str, Any]:
-        state = self.indexer.state
+        state = self.follower.snapshot
         return {
             "status": "ok",
             "block": state.block,
@@ -311,7 +363,7 @@ class Engine:
             "params_hash": "0x" + state.params_hash.hex(),
             "engine_config_hash": "0x" + self.core.config.canonical_hash().hex(),
             "signers": [s.address for s in self.signers],
-            "quorum": self.quorum(),
+            "quorum": self.quorum(state),
             "last_round": self.latest.round if self.latest else 0,
             "accounts": len(state.accounts),
         }
@@ -337,13 +389,22 @@ def _liquidatable(leaf: StatusLeaf, state: ProtocolState | None = None) -> bool:
     return rules.liquidatable(leaf.margin_equity, leaf.maintenance_margin, leaf.credit_checkpoint, credit)
 
 
+def _require_margin(att: Attestation, reducing: bool, field: str) -> None:
+    """``RiskOracle._requireMargin`` at signing time (no deposit since: credit = checkpoint)."""
+    required = att.maintenance_margin if reducing else att.initial_margin
+    if att.margin_equity < required:
+        raise InsufficientMarginError(field, att.margin_equity, required,
+                                      "maintenance margin" if reducing else "initial margin")  # fmt: skip
+
+
 def _root_json(r: StatusRoot) -> dict[str, Any]:
     return {"round": r.round, "root": "0x" + r.root.hex(), "priceRound": r.price_round, "issuedAt": r.issued_at,
             "expiry": r.expiry, "paramsHash": "0x" + r.params_hash.hex()}  # fmt: skip
 
 
 def build_engine(protocol: Protocol, signers: Sequence[RiskSigner], relayer_key: str, state_dir: Path, *,
-                 config_path: Path | None = None, confirmations: int = 0, lifetime: int = 120) -> Engine:  # fmt: skip
+                 config_path: Path | None = None, confirmations: int = 0, lifetime: int = 120,
+                 max_staleness: float = 0.0) -> Engine:  # fmt: skip
     """An engine over ``protocol`` with the risk configuration at ``config_path`` (default config).
 
     Raises
@@ -362,4 +423,4 @@ def build_engine(protocol: Protocol, signers: Sequence[RiskSigner], relayer_key:
         raise ConfigError("engine_config_hash", f"chain has 0x{onchain.hex()}, the configuration hashes to "
                           f"0x{config.canonical_hash().hex()}: deploy or govern with this configuration")  # fmt: skip
     return Engine(protocol, EngineCore(config, protocol.deployment), indexer, signers, relayer_key, state_dir,
-                  lifetime=lifetime)  # fmt: skip
+                  lifetime=lifetime, max_staleness=max_staleness)  # fmt: skip

@@ -9,6 +9,8 @@ through :class:`RemoteSigner`. A :class:`LocalSigner` signs what its own process
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import threading
@@ -17,6 +19,8 @@ import urllib.request
 from collections import OrderedDict
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
+
+import coincurve
 
 from offchain.chain.eip712 import Attestation, Domain, Signer, digest
 from offchain.chain.indexer import Indexer, ProtocolState
@@ -48,18 +52,39 @@ class RiskSigner(Protocol):
 
 
 class LocalSigner:
-    """A key in the engine's own process: signs the result this process computed."""
+    """A key in the engine's own process: signs the result this process computed.
+
+    Signatures are byte for byte those of :class:`offchain.chain.eip712.Signer` (libsecp256k1
+    through coincurve: RFC 6979 nonces, low-s, ``v`` in {27, 28}); the coincurve key is built once
+    rather than per signature, and the domain separator is hashed once.
+    """
 
     def __init__(self, key: str | bytes, oracle_domain: Domain) -> None:
-        self._signer = Signer(key)
+        self._signer = Signer(key)  # validates the key, derives the address
         self.address = self._signer.address
-        self._domain = oracle_domain
+        self._domain = _OnceDomain(**dataclasses.asdict(oracle_domain))
+        self._key = coincurve.PrivateKey(self._signer._key.to_bytes())
 
     def sign(self, job: SignJob) -> bytes:
-        return self._signer.sign(_job_digest(self._domain, job))
+        sig = self._key.sign_recoverable(_job_digest(self._domain, job), hasher=None)  # r || s || recovery id
+        return sig[:64] + bytes([sig[64] + 27])
 
 
+@dataclasses.dataclass(frozen=True)
+class _OnceDomain(Domain):
+    """The same EIP-712 domain, its separator hashed once (signers sign thousands of digests)."""
+
+    @functools.cached_property
+    def _separator(self) -> bytes:
+        return Domain.separator(self)
+
+    def separator(self) -> bytes:
+        return self._separator
+
+
+@functools.lru_cache(maxsize=1024)
 def _job_digest(domain: Domain, job: SignJob) -> bytes:
+    """The EIP-712 digest of the job (memoised: every signer of a quorum signs the same job)."""
     if job.attestation is not None:
         return digest(domain, job.attestation.struct_hash())
     if job.root is not None:

@@ -8,6 +8,7 @@ that :meth:`Section.finish` can reject unknown (misspelt) keys. Every error is r
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -20,30 +21,50 @@ def join(path: str, key: str | int) -> str:
     """Dotted path of ``key`` inside ``path`` (``grid`` + ``spot_shocks`` -> ``grid.spot_shocks``)."""
     if isinstance(key, int):
         return f"{path}[{key}]"
+    if not key or not key.isprintable() or len(key) > 64:  # name odd keys so that the message shows them
+        key = json.dumps(key[:64])
     return f"{path}.{key}" if path else key
 
 
 def as_number(value: object, path: str, error: ErrorFactory) -> float:
     """A finite int or float (not bool) as float, else ``error(path, ...)``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise error(path, f"expected a number, got {type(value).__name__} {value!r}")
-    out = float(value)
+        raise error(path, f"expected a number, got {type(value).__name__} {_show(value)}")
+    try:
+        out = float(value)
+    except OverflowError:  # an integer beyond the float range
+        raise error(path, f"expected a finite number, got {_show(value)}") from None
     if not math.isfinite(out):
-        raise error(path, f"expected a finite number, got {value!r}")
+        raise error(path, f"expected a finite number, got {_show(value)}")
     return out
+
+
+def _show(value: object) -> str:
+    """``repr`` of a value, huge integers summarised (``str`` refuses over 4,300 digits)."""
+    if isinstance(value, int) and abs(value) > 10**40:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def in_range(value: float, path: str, error: ErrorFactory, low: float, high: float) -> float:
+    """``value`` if ``low <= value <= high``, else ``error(path, ...)`` quoting the bounds."""
+    if not low <= value <= high:
+        raise error(path, f"{_show(value)} is out of range [{low:g}, {high:g}]")
+    return value
 
 
 def as_int(value: object, path: str, error: ErrorFactory) -> int:
     """An int (not bool, not float), else ``error(path, ...)``."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise error(path, f"expected an integer, got {type(value).__name__} {value!r}")
+        raise error(path, f"expected an integer, got {type(value).__name__} {_show(value)}")
     return value
 
 
 def as_str(value: object, path: str, error: ErrorFactory) -> str:
     """A non-empty string, else ``error(path, ...)``."""
     if not isinstance(value, str) or not value:
-        raise error(path, f"expected a non-empty string, got {value!r}")
+        raise error(path, f"expected a non-empty string, got {_show(value)}")
     return value
 
 
@@ -87,15 +108,23 @@ class Section:
             return default
         return self._data[key]
 
-    def number(self, key: str, default: float | None = None) -> float:
-        """A finite number; ``default`` makes the key optional."""
+    def number(self, key: str, default: float | None = None, *, low: float = -math.inf,
+               high: float = math.inf) -> float:  # fmt: skip
+        """A finite number in ``[low, high]``; ``default`` makes the key optional."""
         value = self.raw(key, default, required=default is None)
-        return as_number(value, join(self._path, key), self._error)
+        path = join(self._path, key)
+        return in_range(as_number(value, path, self._error), path, self._error, low, high)
 
-    def integer(self, key: str, default: int | None = None) -> int:
-        """An integer; ``default`` makes the key optional."""
+    def integer(self, key: str, default: int | None = None, *, low: int | None = None,
+                high: int | None = None) -> int:  # fmt: skip
+        """An integer in ``[low, high]`` (each bound optional); ``default`` makes the key optional."""
         value = self.raw(key, default, required=default is None)
-        return as_int(value, join(self._path, key), self._error)
+        path = join(self._path, key)
+        out = as_int(value, path, self._error)
+        if (low is not None and out < low) or (high is not None and out > high):
+            lo, hi = "-inf" if low is None else low, "inf" if high is None else high
+            raise self._error(path, f"{_show(out)} is out of range [{lo}, {hi}]")
+        return out
 
     def string(self, key: str, default: str | None = None) -> str:
         """A non-empty string; ``default`` makes the key optional."""

@@ -9,11 +9,16 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
+from offchain.chain.client import Deployment, Protocol, connect
+
 ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 def _free_port() -> int:
@@ -28,6 +33,30 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _wait(probe: Callable[[], T], done: Callable[[T], bool], bound: float, why: Callable[[T], str]) -> T:
+    """Poll ``probe`` until ``done`` says so; fail after ``bound`` seconds with ``why(last value)``."""
+    deadline = time.monotonic() + bound
+    value = probe()
+    while not done(value):
+        if time.monotonic() > deadline:
+            pytest.fail(why(value))
+        time.sleep(0.25)
+        value = probe()
+    return value
+
+
+def _health(port: int) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+            return dict(json.loads(resp.read()))
+    except OSError:
+        return {}
+
+
+def _tail(path: Path) -> str:
+    return "\n".join(path.read_text().splitlines()[-20:]) if path.exists() else "(no log)"
 
 
 def _pmsim(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -46,18 +75,14 @@ def test_devnet_up_serves_and_down_stops_everything(tmp_path: Path) -> None:
     try:
         assert f"http://127.0.0.1:{chain}" in up.stdout and f"http://127.0.0.1:{engine}" in up.stdout
         assert (tmp_path / "deployments" / "local.json").exists()
-        health: dict[str, object] = {}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{engine}/health", timeout=2) as resp:
-                    health = json.loads(resp.read())
-                if int(health["price_round"]) >= 2:  # type: ignore[call-overload]
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        assert health.get("status") == "ok" and int(health["price_round"]) >= 2, health  # type: ignore[call-overload]
+        # wait on the chain itself (a second price round posted), then on the engine having indexed
+        # it; generous bounds, since the services start as separate processes on a loaded machine
+        proto = Protocol(connect(f"http://127.0.0.1:{chain}"), Deployment.load(state / "deployment.json"))
+        latest = _wait(lambda: int(proto.feed.functions.latestRound().call()[0]), lambda r: r >= 2, 300,
+                       lambda r: f"price round {r} on chain; prices.log:\n{_tail(state / 'prices.log')}")  # fmt: skip
+        health = _wait(lambda: _health(engine), lambda d: int(d.get("price_round", 0)) >= latest, 120,
+                       lambda d: f"engine health {d}; engine.log:\n{_tail(state / 'engine.log')}")  # fmt: skip
+        assert health["status"] == "ok"
         again = _pmsim("devnet", "up", "--state-dir", str(state), cwd=tmp_path)
         assert again.returncode != 0 and "already up" in (again.stdout + again.stderr)
     finally:

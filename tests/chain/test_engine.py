@@ -19,9 +19,9 @@ from eth_account import Account
 from offchain.chain.eip712 import Attestation, Signer
 from offchain.chain.indexer import Indexer
 from offchain.chain.merkle import StatusTree
-from offchain.engine.core import EngineCore
+from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
 from offchain.engine.http import serve_engine, serve_signer
-from offchain.engine.service import Engine, QuorumError, build_engine
+from offchain.engine.service import Engine, QuorumError, SignedAttestation, build_engine
 from offchain.engine.signer import LocalSigner, RemoteSigner, SignerNode, SignJob
 from offchain.errors import ConfigError, ContractRevertError
 from offchain.risk.config import load_config
@@ -102,11 +102,33 @@ def test_orders_attested_by_the_engine_are_enforced_by_the_contracts(h: Harness,
     alice = leaves[addr(ALICE)]
     assert alice.initial_margin > 0 and alice.maintenance_margin < alice.initial_margin
     assert alice.risk_nonce == 1
-    # a trade the engine finds under-margined is refused by the contract, on the engine's figures
+    # a trade that would leave Carol under-margined is not signed: 422 with the shortfall ...
     h.deposit(CAROL, "USDC", 100 * USDC)
+    body = {"account": addr(CAROL), "instrument": h.ids[PERP], "size": "-5", "price": "55000", "role": "taker"}
+    status, doc = http(api + "/attest/trade", body)  # Carol shorts 5 BTC on 100 USDC
+    assert (status, doc["field"]) == (422, "size"), doc
+    shortfall = int(doc["shortfall"])
+    assert int(doc["margin_equity"]) + shortfall == int(doc["required"]) > 0
+    # ... and the contract refuses the same figures, had they been signed
+    state = engine.refresh()
+    req = TradeRequest(addr(CAROL), h.ids[PERP], -5 * U, 55_000 * U, 137_500_000)
+    att = engine.core.attest_trade(state, req, state.timestamp, state.timestamp + 60)
+    assert att.margin_equity - att.initial_margin == -shortfall
+    signed = SignedAttestation(att, engine._collect(SignJob(state.block, att, req)), state.block)
+    bob_side = h.order(BOB, h.ids[PERP], True, 5 * U, 55_000 * U)
+    carol_side = h.order(CAROL, h.ids[PERP], False, 5 * U, 55_000 * U)
+    bob_status, bob_doc = http(api + "/attest/trade", {**body, "account": addr(BOB), "size": "5", "role": "maker"})
+    assert bob_status == 200, bob_doc
+    fn = h.p.exchange.functions.trade(h.signed(bob_side, BOB), h.signed(carol_side, CAROL), 5 * U, proof_of(bob_doc),
+                                      signed.proof())  # fmt: skip
     with pytest.raises(ContractRevertError) as err:
-        engine_trade(h, api, BOB, CAROL, PERP, True, 5 * U, "55000")  # Carol shorts 5 BTC on 100 USDC
+        h.p.send(fn, DEPLOYER)
     assert err.value.error_name == "RiskOracle_InsufficientMargin"
+    # deposits leave the risk nonce alone: once Carol covers the shortfall, the engine signs
+    h.deposit(CAROL, "USDC", shortfall)
+    status, doc = http(api + "/attest/trade", body)
+    assert status == 200, doc
+    assert int(doc["attestation"]["margin_equity"]) >= int(doc["attestation"]["initial_margin"])
 
 
 def test_withdrawals_attested_by_the_engine(h: Harness, engine: Engine, api: str) -> None:
@@ -117,13 +139,21 @@ def test_withdrawals_attested_by_the_engine(h: Harness, engine: Engine, api: str
     status, doc = http(api + "/attest/withdraw", {"account": addr(ALICE), "token": "USDC", "amount": "1000"})
     assert status == 200, doc
     h.p.send(h.p.vault.functions.withdraw(usdc, 1000 * USDC, addr(ALICE), proof_of(doc)), ALICE)
-    # taking almost everything out leaves equity below IM: the engine says so, the chain refuses
+    # taking almost everything out would leave equity below IM: the engine refuses to sign ...
     cash = h.cash(addr(ALICE)) // USDC - 1
     status, doc = http(api + "/attest/withdraw", {"account": addr(ALICE), "token": usdc, "amount": str(cash)})
-    assert status == 200
-    assert int(doc["attestation"]["margin_equity"]) < int(doc["attestation"]["initial_margin"])
+    assert (status, doc["field"]) == (422, "amount"), doc
+    assert "initial margin" in doc["error"] and int(doc["shortfall"]) > 0
+    # ... and the chain refuses the same figures, had they been signed
+    state = engine.refresh()
+    req = WithdrawRequest(addr(ALICE), usdc, cash * USDC)
+    att = engine.core.attest_withdraw(state, req, state.timestamp, state.timestamp + 60)
+    sigs = engine._collect(SignJob(state.block, att, req))
     with pytest.raises(ContractRevertError, match="RiskOracle_InsufficientMargin"):
-        h.p.send(h.p.vault.functions.withdraw(usdc, cash * USDC, addr(ALICE), proof_of(doc)), ALICE)
+        h.p.send(h.p.vault.functions.withdraw(usdc, cash * USDC, addr(ALICE), (att.as_tuple(), sigs)), ALICE)
+    # more than the account holds: refused before any computation, as the Vault would
+    status, doc = http(api + "/attest/withdraw", {"account": addr(ALICE), "token": "WETH", "amount": "1"})
+    assert (status, doc["field"]) == (400, "amount"), doc
 
 
 def test_rounds_post_roots_and_publish_leaves_for_keepers(h: Harness, engine: Engine, api: str) -> None:
@@ -304,3 +334,17 @@ def test_pmsim_margin_reports_devnet_accounts(h: Harness, tmp_path: Path) -> Non
     assert bad.exit_code == 2 and "account" in bad.output
     idle = runner.invoke(app, ["margin", "--account", addr(CAROL), "--deployment", str(dep)])
     assert idle.exit_code == 2 and "no activity" in idle.output
+
+
+def test_local_signers_sign_exactly_as_the_reference_signer(h: Harness, engine: Engine) -> None:
+    """The engine's fast path (coincurve key kept, separator hashed once) gives the same bytes."""
+    from offchain.chain.eip712 import digest
+
+    h.deposit(ALICE, "USDC", 10_000 * USDC)
+    state = engine.refresh()
+    domain = h.p.domain("RiskOracle")
+    for i in range(5):
+        att = engine.core.attest_status(state, addr(ALICE), state.timestamp + i, state.timestamp + 60)
+        job = SignJob(state.block, attestation=att)
+        for fast, ref in zip(local_signers(h), h.risk_signers[:3], strict=True):
+            assert fast.sign(job) == Signer(ref._key.to_bytes()).sign(digest(domain, att.struct_hash()))

@@ -1,0 +1,112 @@
+"""What the contracts would refuse, checked before the engine computes or signs anything.
+
+An attestation binds one action; if the Vault would refuse the action itself, signing it only
+hands the client something that fails on chain (and feeds absurd numbers to the margin model).
+These checks mirror ``Vault.applyTrade`` / ``_updateList`` / ``withdraw`` on the indexed state:
+
+==========================================  ==============================  =========
+rule (contract)                             error                           field
+==========================================  ==============================  =========
+fill size 0 (``Vault_ZeroAmount``)          size must not be zero           size
+size not a multiple of ``LOT``              not on the lot grid             size
+size > ``MAX_SIZE`` (``Vault_SizeTooLarge``) beyond the largest fill        size
+price not on ``TICK`` or > ``MAX_PRICE``    not on the tick grid / too big  price
+unlisted instrument                         unknown instrument              instrument
+dated instrument at or after expiry         expired                         instrument
+resulting position below ``minPositionSize`` position too small             size
+a new position beyond ``maxPositions``      too many positions              instrument
+paused, and the side adds risk              paused (HTTP 409)               —
+withdrawal of 0 (``Vault_ZeroAmount``)      must be positive                amount
+more than the balance                       insufficient balance            amount
+==========================================  ==============================  =========
+
+Margin itself (``RiskOracle_InsufficientMargin``) is checked on the computed attestation by
+:meth:`offchain.engine.service.Engine._attest`: a side that only reduces its position needs
+maintenance margin after the action, anything else initial margin.
+"""
+
+from __future__ import annotations
+
+from offchain.chain.indexer import AccountState, ProtocolState
+from offchain.chain.params import OnchainParams
+from offchain.chain.units import LOT, TICK, Kind
+from offchain.errors import ChainError, InputError
+from offchain.protocol import MAX_PRICE, MAX_SIZE, PRICE_SCALE, SIZE_SCALE
+
+
+class ProtocolPausedError(ChainError):
+    """The guardian paused new risk: only position-reducing trades are accepted."""
+
+
+def reduces(old: int, delta: int) -> bool:
+    """``Vault._requireTradeMargin``: the side only reduces an open position (MM suffices)."""
+    return old != 0 and (old > 0) != (delta > 0) and abs(delta) <= abs(old)
+
+
+def check_trade(state: ProtocolState, account: str, instrument: int, size_delta: int, price: int) -> None:
+    """Refuse a fill side the Vault would refuse (see the module table).
+
+    Raises
+    ------
+    InputError
+        ``field`` names the request field at fault.
+    ProtocolPausedError
+        The protocol is paused and this side does not only reduce a position.
+    """
+    if size_delta == 0:
+        raise InputError("size", "must not be zero")
+    if size_delta % LOT:
+        raise InputError("size", f"must be a multiple of the lot size {LOT / SIZE_SCALE}")
+    if abs(size_delta) > MAX_SIZE:
+        raise InputError("size", f"beyond the largest fill of {MAX_SIZE // SIZE_SCALE} units")
+    if price <= 0:
+        raise InputError("price", "must be positive")
+    if price % TICK:
+        raise InputError("price", f"must be a multiple of the tick {TICK / PRICE_SCALE}")
+    if price > MAX_PRICE:
+        raise InputError("price", f"beyond the largest price of {MAX_PRICE // PRICE_SCALE} USD")
+    ins = state.instruments.get(instrument)
+    if ins is None:
+        raise InputError("instrument", f"unknown instrument {instrument}")
+    if ins.kind != Kind.PERP and state.timestamp >= ins.expiry:
+        raise InputError("instrument", f"{instrument} expired at {ins.expiry} (chain time {state.timestamp})")
+    acct = state.accounts.get(account) or AccountState()
+    pos = acct.positions.get(instrument)
+    old = pos.size if pos is not None else 0
+    new = old + size_delta
+    params = _params(state)
+    if new != 0 and abs(new) < params.min_position_size:
+        raise InputError("size", f"would leave a position of {new / SIZE_SCALE} units, below the minimum "
+                                 f"{params.min_position_size / SIZE_SCALE} (close it whole or trade more)")  # fmt: skip
+    if old == 0 and len(acct.positions) >= params.max_positions:
+        raise InputError("instrument", f"the account already holds {len(acct.positions)} positions, the most "
+                                       f"allowed (maxPositions {params.max_positions})")  # fmt: skip
+    if state.paused and not reduces(old, size_delta):
+        raise ProtocolPausedError("the protocol is paused: only trades that reduce a position are accepted")
+
+
+def check_withdraw(state: ProtocolState, account: str, token: str, amount: int) -> None:
+    """Refuse a withdrawal the Vault would refuse (see the module table).
+
+    Raises
+    ------
+    InputError
+        ``field`` is ``amount``.
+    ProtocolPausedError
+        The protocol is paused and the account needs a margin proof to withdraw.
+    """
+    if amount <= 0:
+        raise InputError("amount", "must be positive")
+    acct = state.accounts.get(account) or AccountState()
+    held = {t.lower(): b for t, b in acct.collateral.items()}
+    balance = acct.cash if token.lower() == state.quote.lower() else held.get(token.lower(), 0)
+    if amount > balance:
+        raise InputError("amount", f"{amount} token units is more than the account holds ({max(balance, 0)})")
+    if state.paused and (acct.positions or acct.cash < 0):
+        raise ProtocolPausedError("the protocol is paused: withdrawals need no risk, close positions first")
+
+
+def _params(state: ProtocolState) -> OnchainParams:
+    if state.params is None:
+        raise ChainError("risk parameters not indexed yet")
+    return state.params
