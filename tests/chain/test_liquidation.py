@@ -20,7 +20,7 @@ from offchain.chain.indexer import Indexer
 from offchain.chain.merkle import StatusLeaf, StatusTree
 from offchain.chain.params import LiquidationParams
 from offchain.protocol import WAD
-from tests.chain.conftest import ALICE, BOB, CAROL, DAY, SUITE_LIQUIDATION, addr
+from tests.chain.conftest import ALICE, BOB, CAROL, DAY, RELAYER, SUITE_LIQUIDATION, addr
 from tests.chain.harness import USDC, Harness, empty_proof, post_status_root, reverts, status_leaf, status_root
 from tests.chain.test_indexer import LIQUIDATION_EVENTS, assert_matches_chain
 
@@ -46,7 +46,8 @@ def post_leaves(h: Harness, leaves: list[StatusLeaf]) -> StatusTree:
 
 def start(h: Harness, account: str, *, mtm: int, equity: int, mm: int, im: int) -> Any:
     leaf = status_leaf(h, account, equity=equity, mm=mm, im=im, mtm_equity=mtm)
-    tree = post_leaves(h, [leaf, status_leaf(h, addr(BOB))])
+    other = addr(RELAYER)  # a second leaf, so that the proof is not empty
+    tree = post_leaves(h, [leaf, status_leaf(h, other)])
     return h.send(h.p.liquidator.functions.start(account, leaf.as_tuple(), tree.proof(account)), CAROL)
 
 
