@@ -97,7 +97,7 @@ def portfolio(h: Harness, account: str) -> tuple[int, dict[str, int], dict[int, 
 
 # ---------------------------------------------------------------------- start
 def test_start_needs_a_proof_of_breach_and_freezes_the_account(h: Harness) -> None:
-    """L-1, L-5: only a credited equity below MM starts an auction; the account is frozen, its nonce
+    """I-19, I-23: only a credited equity below MM starts an auction; the account is frozen, its nonce
     bumped (the same proof cannot start or bid twice); refusals are named."""
     book(h)
     a, liq = addr(ALICE), h.p.liquidator.functions
@@ -105,7 +105,7 @@ def test_start_needs_a_proof_of_breach_and_freezes_the_account(h: Harness) -> No
     tree = post_leaves(h, [healthy, status_leaf(h, addr(BOB))])
     with reverts("Liquidator_Healthy", 12_000 * USDC, 12_000 * USDC):
         h.send(liq.start(a, healthy.as_tuple(), tree.proof(a)), CAROL)
-    # a deposit credited since the leaf lifts a breached account back: still healthy (L-1)
+    # a deposit credited since the leaf lifts a breached account back: still healthy (I-19)
     breached = status_leaf(h, a, equity=11_000 * USDC, mm=12_000 * USDC, im=15_000 * USDC)
     tree = post_leaves(h, [breached, status_leaf(h, addr(BOB))])
     h.deposit(BOB, "USDC", 1_000 * USDC, account=a)
@@ -142,7 +142,7 @@ def test_start_with_a_status_attestation(h: Harness) -> None:
 
 # ---------------------------------------------------------------------- solvent auctions
 def test_solvent_partial_bids_follow_the_rules(h: Harness) -> None:
-    """L-2, L-3: partial bids take at most f_max, pay ceil(f·V·d), pay the fee to the fund, move the
+    """I-20, I-21, I-24: partial bids take at most f_max, pay ceil(f·V·d), pay the fee to the fund, move the
     exact fraction of every position, collateral and the cash; the snapshot scales per fill; the
     account's ratio never worsens; the auction ends once E ≥ B. Conservation holds throughout."""
     book(h)
@@ -185,9 +185,9 @@ def test_solvent_partial_bids_follow_the_rules(h: Harness) -> None:
     s1 = auction_state(h, a)
     expected = rules.after_bid(s0, f, price)
     assert expected is not None and s1 == expected
-    assert s1.equity * s0.maintenance_margin >= s0.equity * s1.maintenance_margin  # L-3: ratio not worse
+    assert s1.equity * s0.maintenance_margin >= s0.equity * s1.maintenance_margin  # I-20: ratio not worse
     h.check_conservation()
-    # the rest: the largest fraction now restores the buffer and ends the auction (L-2)
+    # the rest: the largest fraction now restores the buffer and ends the auction (I-20)
     t2 = t + 60
     f2 = rules.max_fraction(s1, t2, p)
     price2, _ = rules.bid_price(s1, f2, t2, p)
@@ -217,7 +217,7 @@ def test_refresh_ends_an_auction_on_a_healthy_leaf(h: Harness) -> None:
 
 # ---------------------------------------------------------------------- insolvent auctions
 def test_insolvent_auction_draws_on_the_fund_then_socialises(h: Harness) -> None:
-    """L-4, L-6: the fund pays the bidder f·(|V| + M·t/T); what it cannot pay is socialised through the
+    """I-22, I-25, I-1b: the fund pays the bidder f·(|V| + M·t/T); what it cannot pay is socialised through the
     loss index (never silent); bad debt = fund draws + socialised loss exactly; positive balances are
     charged pro rata; earlier attestations stop verifying; the indexer follows every event."""
     book(h)
@@ -237,7 +237,7 @@ def test_insolvent_auction_draws_on_the_fund_then_socialises(h: Harness) -> None
     rc = bid(h, a, WAD, price, when=t)
     [ev] = h.events(h.p.liquidator, "Bid", rc)
     assert (ev["price"], ev["fundDraw"], ev["socialised"]) == (price, draw, rest)
-    assert ev["fundDraw"] + ev["socialised"] == -price  # L-6: bad debt = fund draw + socialised loss
+    assert ev["fundDraw"] + ev["socialised"] == -price  # I-22: bad debt = fund draw + socialised loss
     [soc] = h.events(h.p.vault, "LossSocialised", rc)
     assert soc["socialised"] == rest and soc["lossIndex"] == h.p.vault.functions.lossIndex().call() > 0
     assert h.cash(fund) == 0
@@ -280,7 +280,7 @@ def test_solvent_bid_moves_collateral_and_is_indexed(h: Harness) -> None:
 
 # ---------------------------------------------------------------------- emergency mode
 def test_emergency_mode_lets_healthy_accounts_out_and_liquidates_on_standard_margin(h: Harness) -> None:
-    """L-7: with no status root for `emergencyDelay`, no new risk; withdrawals need only the on-chain
+    """I-26: with no status root for `emergencyDelay`, no new risk; withdrawals need only the on-chain
     standard margin (no signatures); liquidations start and bid on it; a new root ends the mode."""
     book(h)
     a, v = addr(ALICE), h.p.vault.functions
@@ -340,7 +340,7 @@ def test_liquidation_parameters_are_bounded(h: Harness, field: str, bad: dict[st
     waits=st.lists(st.integers(0, 14 * 3600), min_size=1, max_size=4),
 )  # fmt: skip
 def test_auction_views_equal_the_python_rules(h: Harness, mtm: int, gap: int, mm: int, waits: list[int]) -> None:
-    """Differential: discount, max fraction and quotes of the Liquidator equal ``offchain.rules`` to the
+    """I-27, differential: discount, max fraction and quotes of the Liquidator equal ``offchain.rules`` to the
     unit, at random snapshots and times."""
     with h.isolated():
         book(h)
