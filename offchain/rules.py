@@ -106,10 +106,22 @@ def credited_equity(equity: int, credit_checkpoint: int, credit: int) -> int:
     return equity + (credit - credit_checkpoint)
 
 
+def reduces(old: int, delta: int) -> bool:
+    """``Vault._requireTradeMargin``: a fill side that only reduces an open position (MM suffices,
+    allowed while paused or frozen)."""
+    return old != 0 and (old > 0) != (delta > 0) and abs(delta) <= abs(old)
+
+
+def covers(margin_equity: int, required: int, credit_checkpoint: int, credit: int) -> bool:
+    """``RiskOracle._requireMargin``: the credited margin equity covers ``required`` (IM for what adds
+    risk or takes value out, MM for a pure reduction)."""
+    return credited_equity(margin_equity, credit_checkpoint, credit) >= required
+
+
 def liquidatable(margin_equity: int, maintenance_margin: int, credit_checkpoint: int, credit: int) -> bool:
     """``Liquidator._open``: a status result proves the account liquidatable when its credited margin
     equity is below its maintenance margin."""
-    return credited_equity(margin_equity, credit_checkpoint, credit) < maintenance_margin
+    return not covers(margin_equity, maintenance_margin, credit_checkpoint, credit)
 
 
 # ---------------------------------------------------------------------- liquidation auctions

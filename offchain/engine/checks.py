@@ -27,6 +27,7 @@ maintenance margin after the action, anything else initial margin.
 
 from __future__ import annotations
 
+from offchain import rules
 from offchain.chain.indexer import AccountState, ProtocolState
 from offchain.chain.params import OnchainParams
 from offchain.chain.units import LOT, TICK, Kind
@@ -38,9 +39,7 @@ class ProtocolPausedError(ChainError):
     """The guardian paused new risk: only position-reducing trades are accepted."""
 
 
-def reduces(old: int, delta: int) -> bool:
-    """``Vault._requireTradeMargin``: the side only reduces an open position (MM suffices)."""
-    return old != 0 and (old > 0) != (delta > 0) and abs(delta) <= abs(old)
+reduces = rules.reduces  # the contract rule's one home
 
 
 def check_trade(state: ProtocolState, account: str, instrument: int, size_delta: int, price: int) -> None:
@@ -83,6 +82,8 @@ def check_trade(state: ProtocolState, account: str, instrument: int, size_delta:
                                        f"allowed (maxPositions {params.max_positions})")  # fmt: skip
     if state.paused and not reduces(old, size_delta):
         raise ProtocolPausedError("the protocol is paused: only trades that reduce a position are accepted")
+    if acct.frozen and not reduces(old, size_delta):
+        raise ProtocolPausedError("the account is in a liquidation auction: only trades that reduce a position")
 
 
 def check_withdraw(state: ProtocolState, account: str, token: str, amount: int) -> None:
@@ -99,9 +100,11 @@ def check_withdraw(state: ProtocolState, account: str, token: str, amount: int) 
         raise InputError("amount", "must be positive")
     acct = state.accounts.get(account) or AccountState()
     held = {t.lower(): b for t, b in acct.collateral.items()}
-    balance = acct.cash if token.lower() == state.quote.lower() else held.get(token.lower(), 0)
+    balance = acct.effective_cash(state.loss_index) if token.lower() == state.quote.lower() else held.get(token.lower(), 0)
     if amount > balance:
         raise InputError("amount", f"{amount} token units is more than the account holds ({max(balance, 0)})")
+    if acct.frozen:
+        raise ProtocolPausedError("the account is in a liquidation auction: no withdrawals until it ends")
     if state.paused and (acct.positions or acct.cash < 0):
         raise ProtocolPausedError("the protocol is paused: withdrawals need no risk, close positions first")
 

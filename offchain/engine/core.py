@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from offchain import rules
 from offchain.chain.actions import STATUS, trade_action, withdraw_action
 from offchain.chain.client import Deployment
 from offchain.chain.eip712 import Attestation
 from offchain.chain.indexer import AccountState as ChainAccount
 from offchain.chain.indexer import ProtocolState
 from offchain.chain.merkle import StatusLeaf
-from offchain.chain.units import value
 from offchain.engine.checks import check_trade, check_withdraw
 from offchain.errors import InputError, PmsimError
 from offchain.risk.accounts import AccountBook, AccountState
@@ -232,4 +232,4 @@ def _funding_owed(state: ProtocolState, instrument: int, acct: ChainAccount) -> 
     """Funding accrued on the stored index since the position's snapshot (quote units, + = owes),
     truncated towards zero exactly as ``Vault._settleFunding`` (exact anyway: LOT and TICK grids)."""
     pos = acct.positions[instrument]
-    return value(pos.size, state.instruments[instrument].cumulative_funding - pos.funding_snapshot)
+    return rules.funding_payment(pos.size, state.instruments[instrument].cumulative_funding, pos.funding_snapshot)

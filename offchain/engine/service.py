@@ -392,7 +392,7 @@ def _liquidatable(leaf: StatusLeaf, state: ProtocolState | None = None) -> bool:
 def _require_margin(att: Attestation, reducing: bool, field: str) -> None:
     """``RiskOracle._requireMargin`` at signing time (no deposit since: credit = checkpoint)."""
     required = att.maintenance_margin if reducing else att.initial_margin
-    if att.margin_equity < required:
+    if not rules.covers(att.margin_equity, required, att.credit_checkpoint, att.credit_checkpoint):
         raise InsufficientMarginError(field, att.margin_equity, required,
                                       "maintenance margin" if reducing else "initial margin")  # fmt: skip
 
