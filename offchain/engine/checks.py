@@ -100,7 +100,8 @@ def check_withdraw(state: ProtocolState, account: str, token: str, amount: int) 
         raise InputError("amount", "must be positive")
     acct = state.accounts.get(account) or AccountState()
     held = {t.lower(): b for t, b in acct.collateral.items()}
-    balance = acct.effective_cash(state.loss_index) if token.lower() == state.quote.lower() else held.get(token.lower(), 0)
+    is_quote = token.lower() == state.quote.lower()
+    balance = acct.effective_cash(state.loss_index) if is_quote else held.get(token.lower(), 0)
     if amount > balance:
         raise InputError("amount", f"{amount} token units is more than the account holds ({max(balance, 0)})")
     if acct.frozen:
