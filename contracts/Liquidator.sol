@@ -134,6 +134,7 @@ contract Liquidator is ILiquidator, ReentrancyGuard {
         MarginProof calldata bidderProof
     ) external nonReentrant returns (int256 price) {
         if (msg.sender == account) revert Liquidator_SelfBid();
+        if (_auctions[msg.sender].active) revert Liquidator_AlreadyInAuction(msg.sender); // a frozen bidder adds no risk
         Auction storage a = _active(account);
         if (a.version != expectedVersion) revert Liquidator_VersionChanged(expectedVersion, a.version);
         uint64 nonce = vault.riskNonce(account);

@@ -91,7 +91,8 @@ interface ILiquidator {
     /// @notice Updates the snapshot from the on-chain standard margin; emergency mode only.
     function refreshEmergency(address account) external;
 
-    /// @notice Takes `fractionWad` of the account's remaining portfolio.
+    /// @notice Takes `fractionWad` of the account's remaining portfolio. The bidder may not itself be
+    /// in an auction (Liquidator_AlreadyInAuction), nor be the account.
     /// @param account the account in auction
     /// @param fractionWad share of the remaining portfolio, at most maxFraction(account)
     /// @param worstPrice the most the bidder will pay (negative: the least it will be paid)

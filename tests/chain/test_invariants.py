@@ -10,12 +10,13 @@ from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from offchain import rules
 from offchain.chain.actions import bid_action
 from offchain.chain.units import LOT, TICK, Kind
 from offchain.errors import ContractRevertError
 from tests.chain.conftest import ALICE, BOB, CAROL, RELAYER, addr
-from tests.chain.harness import USDC, Harness, empty_proof, next_nonce
-from tests.chain.test_liquidation import start
+from tests.chain.harness import USDC, Harness, empty_proof, next_nonce, status_leaf
+from tests.chain.test_liquidation import post_leaves, start
 
 U = 10**18
 KEYS = (ALICE, BOB, CAROL)
@@ -161,8 +162,10 @@ class ProtocolMachine(RuleBasedStateMachine):
         parts = [size // 2 // LOT * LOT, size - size // 2 // LOT * LOT] if split and lots >= 20 else [size]
         mh = h.p.exchange.functions.orderHash(maker.as_tuple()).call()
         done = 0
+        kind = Kind(h.p.instruments.functions.get(iid).call()[0])
         for part in parts:
             before = self.nonces()
+            held = {k: h.positions(addr(k)).get(iid, (0, 0, 0)) for k in pair}
             try:
                 h.trade(maker_key, maker, taker_key, taker, part)
             except ContractRevertError as exc:
@@ -176,6 +179,10 @@ class ProtocolMachine(RuleBasedStateMachine):
                 y == x + 1 for x, y in zip(before, after, strict=True) if y != x
             ), "I-7: a fill bumps exactly its two accounts' nonces by one"
             assert h.p.exchange.functions.filled(mh).call() == done <= maker.size, "I-12"
+            for k, delta in ((maker_key, part if maker_buys else -part), (taker_key, -part if maker_buys else part)):
+                size, cost, _ = held[k]
+                want = rules.trade(kind, size, cost, delta, price)[:2]  # I-27: the contract's _trade, to the unit
+                assert h.positions(addr(k)).get(iid, (0, 0, 0))[:2] == want, f"I-27: {k} after a fill"
 
     @rule(key=st.sampled_from(KEYS), sym=st.sampled_from(sorted(TOKENS)), pct=st.integers(1, 100))
     def withdraw(self, key: str, sym: str, pct: int) -> None:
@@ -251,6 +258,13 @@ class ProtocolMachine(RuleBasedStateMachine):
             assert h.nonce(a) == nonce + 1, "I-23: a start bumps the nonce"
         h.warp(wait)
         h.refresh_prices()
+        if liq.auctionOf(b).call()[0]:  # a bidder in its own auction adds no risk
+            return
+        if liq.auctionOf(a).call()[5] != h.nonce(a):  # the account reduced a position: refresh first
+            leaf = status_leaf(h, a, equity=(mm - gap) * USDC, mm=mm * USDC, im=mm * USDC * 5 // 4,
+                               mtm_equity=mtm * USDC)  # fmt: skip
+            tree = post_leaves(h, [leaf, status_leaf(h, addr(RELAYER))])
+            h.send(liq.refresh(a, leaf.as_tuple(), tree.proof(a)), RELAYER)
         s0 = liq.auctionOf(a).call()
         fmax = liq.maxFraction(a).call()
         if fmax == 0:

@@ -365,3 +365,13 @@ def test_gas_of_a_start_is_independent_of_the_signed_figures(h: Harness) -> None
     rc = start(h, addr(ALICE), mtm=10_000 * USDC, equity=9_000 * USDC, mm=12_000 * USDC, im=15_000 * USDC)
     assert rc["gasUsed"] < 250_000
     assert DAY  # the suite's emergency delay (SUITE_LIQUIDATION) is long: see conftest
+
+
+def test_a_bidder_in_its_own_auction_cannot_bid(h: Harness) -> None:
+    """A frozen account takes on no risk: it cannot bid on another auction while its own runs."""
+    book(h)
+    a, b = addr(ALICE), addr(BOB)
+    start(h, a, mtm=10_000 * USDC, equity=9_000 * USDC, mm=12_000 * USDC, im=15_000 * USDC)
+    start(h, b, mtm=10_000 * USDC, equity=9_000 * USDC, mm=12_000 * USDC, im=15_000 * USDC)
+    with reverts("Liquidator_AlreadyInAuction", b):
+        bid(h, a, 10**15, 10**12, key=BOB)
