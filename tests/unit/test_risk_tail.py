@@ -38,13 +38,16 @@ def test_historical_es_and_var_of_a_linear_position(config: RiskConfig, listing:
     margin = MarginEngine(config, listing, market).account(
         AccountState(np.array([perp]), np.array([size]), 0.0, 0.0, 0.0, np.zeros(3))
     )
-    losses = -size * market.spot[u] * config.history.returns[:, u]
+    known = config.history.as_of(market.now)  # returns closed by 2025-01-01 00:00 UTC only
+    assert known.dates[-1] == "2024-12-31"
+    losses = -size * market.spot[u] * known.returns[:, u]
     es, var = _es_var(losses, 0.975, 0.99)
     assert margin.es == pytest.approx(es, rel=1e-12)
     assert margin.var == pytest.approx(var, rel=1e-12)
-    # 3,406 days: ES_97.5 averages the 85 worst days and 0.15 of the 86th; VaR_99 is the 35th worst
+    # 3,140 days: ES_97.5 averages the 78 worst days and half the 79th; VaR_99 is the 32nd worst
+    assert len(known.dates) == 3_140
     ordered = np.sort(losses)[::-1]
-    assert margin.var == pytest.approx(ordered[34], rel=1e-12)
+    assert margin.var == pytest.approx(ordered[31], rel=1e-12)
 
 
 @settings(max_examples=15, deadline=None)
