@@ -61,6 +61,9 @@ def _mount_subcommands() -> None:
     from offchain import cli_margin  # the risk engine's report command
 
     app.command("margin")(cli_margin.margin)
+    from offchain import cli_backtest  # model validation
+
+    app.command("backtest")(cli_backtest.backtest)
 
 
 _mount_subcommands()
