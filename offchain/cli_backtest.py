@@ -21,7 +21,7 @@ from offchain.cli_margin import _pairs
 from offchain.errors import InputError, PmsimError
 from offchain.risk.config import RiskConfig, load_config
 from offchain.risk.positions_file import MarketFlags, load_positions
-from offchain.validation.backtest import DEFAULT_BURN_IN, BacktestSeries, load_closes, run, test_days
+from offchain.validation.backtest import DEFAULT_BURN_IN, BacktestSeries, backtest_days, load_closes, run
 from offchain.validation.portfolios import REPRESENTATIVE, Portfolio, from_positions
 from offchain.validation.report import (
     apc_tools,
@@ -77,7 +77,7 @@ def backtest(
             if value is not None and not _iso(value):
                 raise InputError(name, f"not an ISO date: {value!r}")
         portfolios = _portfolios(positions_file, cfg, MarketFlags(now, 0, _pairs(spot, "--spot"), {}))
-        days = test_days(cfg, burn_in, first, last)
+        days = backtest_days(cfg, burn_in, first, last)
         if not days:
             raise InputError("--first/--last", "no test day in that range")
         calibrations: dict[str, Callable[[RiskConfig], RiskConfig]] = {CONFIGURED: _unchanged}

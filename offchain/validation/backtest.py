@@ -97,7 +97,7 @@ class BacktestSeries:
                               self.tail[start:stop], self.n_scenarios[start:stop])  # fmt: skip
 
 
-def test_days(config: RiskConfig, burn_in: int, first: str | None = None, last: str | None = None) -> list[int]:
+def backtest_days(config: RiskConfig, burn_in: int, first: str | None = None, last: str | None = None) -> list[int]:
     """Indices into ``config.history`` of the test days (after ``burn_in`` joint returns)."""
     dates = config.history.dates
     days = [i for i in range(burn_in, len(dates)) if (first is None or dates[i] >= first)]
