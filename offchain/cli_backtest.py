@@ -86,8 +86,13 @@ def backtest(
         series: dict[str, BacktestSeries] = {}
         with Progress(transient=True, disable=as_json) as bar:
             for name, change in calibrations.items():
+                variant = change(cfg)
+                same = next((n for n in series if name != CONFIGURED and variant.es == cfg.es), None)
+                if same is not None:  # the configured calibration is on the menu: run it once
+                    series[name] = series[same]
+                    continue
                 task = bar.add_task(f"{name:24s}", total=len(days))
-                series[name] = run(change(cfg), portfolios, closes, days, _advance(bar, task))
+                series[name] = run(variant, portfolios, closes, days, _advance(bar, task))
     except PmsimError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
