@@ -75,3 +75,15 @@ def test_option_marks_take_the_median_and_stay_near_the_model() -> None:
     broken = np.array([np.nan, -1.0, 41.0])
     np.testing.assert_allclose(option_marks(model, [broken]), [1_000.0, 250.0, 41.0])
     assert list(itertools.chain(option_marks(model, []))) == list(model)
+
+
+def test_price_service_source_spec_takes_the_median_of_sources() -> None:
+    from offchain.feeds.sources import scaled_steps
+
+    spot = (60_000.0, 3_000.0)
+    merged = list(scaled_steps("median:replay:2021-05,replay:2021-05,gbm", spot, 1, 50))
+    replay = list(scaled_steps("replay:2021-05", spot, 1, 50))
+    assert [s.prices for s in merged] == [s.prices for s in replay]  # two honest copies outvote the third
+    with pytest.raises(InputError) as info:
+        list(scaled_steps("median:gbm,gbm", spot, 1, 5))
+    assert info.value.field == "source"
