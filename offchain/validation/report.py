@@ -94,8 +94,8 @@ def backtest_markdown(rows: dict[str, list[Row]]) -> str:
     """One markdown table: every calibration × portfolio."""
     lines = [
         "| Calibration | Portfolio | Days | VaR 99 % exceptions (expected) | Kupiec p | Christoffersen p "
-        "| Zone (250-day blocks g/y/r) | ES 97.5 % Z2 (p) | Mean IM |",
-        "|---|---|---:|---:|---:|---:|---|---:|---:|",
+        "| Zone (250-day blocks g/y/r) | ES 97.5 % Z2 (p) | IM exceptions | Mean IM |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for cal, cal_rows in rows.items():
         for r in cal_rows:
@@ -103,7 +103,7 @@ def backtest_markdown(rows: dict[str, list[Row]]) -> str:
             lines.append(
                 f"| {cal} | {r.portfolio} | {r.days:,} | {r.exceptions} ({r.expected:.0f}) | {_p(r.kupiec_p)} "
                 f"| {_p(r.christoffersen_p)} | {r.zone} ({z['green']}/{z['yellow']}/{z['red']}) "
-                f"| {r.es_z2:+.2f} ({_p(r.es_p)}) | {r.mean_im:,.0f} |"
+                f"| {r.es_z2:+.2f} ({_p(r.es_p)}) | {r.im_exceptions} | {r.mean_im:,.0f} |"
             )
     return "\n".join(lines)
 
