@@ -200,6 +200,7 @@ def _im_figure(series: dict[str, BacktestSeries], j: int, name: str) -> str:
         ax.set_title(f"{name}: IM through {episode}", fontsize=9)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
+    fig.autofmt_xdate()
     png = _png(fig)
     plt.close(fig)
     return png
