@@ -109,9 +109,10 @@ def test_greeks_match_finite_differences(
     def v(f: float = forward, tt: float = t, s: float = vol) -> float:
         return float(black76_price(f, strike, tt, s, call, rate))
 
-    hf, ht, hv = 1e-4 * forward, 1e-5 * t, 1e-5
+    sd = forward * vol * math.sqrt(t)  # forward steps scale with its s.d. to expiry (short, low-vol options)
+    hf, hg, ht, hv = 1e-3 * sd, 1e-2 * sd, 1e-5 * t, 1e-5
     fd_delta = (v(f=forward + hf) - v(f=forward - hf)) / (2 * hf)
-    fd_gamma = (v(f=forward + hf) - 2 * v() + v(f=forward - hf)) / hf**2
+    fd_gamma = (v(f=forward + hg) - 2 * v() + v(f=forward - hg)) / hg**2
     fd_vega = (v(s=vol + hv) - v(s=vol - hv)) / (2 * hv)
     fd_theta = -(v(tt=t + ht) - v(tt=t - ht)) / (2 * ht)
     assert float(g.delta) == pytest.approx(fd_delta, rel=1e-5, abs=1e-7)
