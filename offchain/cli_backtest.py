@@ -31,7 +31,7 @@ from offchain.validation.report import (
     procyclicality_markdown,
     to_json,
 )
-from offchain.validation.study import CALIBRATIONS, Row, summarise
+from offchain.validation.study import CALIBRATIONS, Row, stressed_im, summarise
 
 CONFIGURED = "configured"
 
@@ -99,7 +99,12 @@ def backtest(
     names = [p.name for p in portfolios]
     rows = {n: summarise(s, names, cfg.es.var_level, cfg.es.es_level, seed) for n, s in series.items()}
     pro = procyclicality(series, names)
-    tools = apc_tools(series[CONFIGURED], series["expanding"], names) if "expanding" in series else []
+    tools = []
+    if "expanding" in series:  # --compare: the anti-procyclicality tools on the configured calibration
+        with Progress(transient=True, disable=as_json) as bar:
+            bar.add_task("stressed window", total=None)
+            im_stress = stressed_im(cfg, portfolios, load_closes(config), days)
+        tools = apc_tools(series[CONFIGURED], series["expanding"], names, im_stress)
     notes = (f"Configured calibration: {_describe(cfg)}. Test days {series[CONFIGURED].dates[0]} to "
              f"{series[CONFIGURED].dates[-1]} ({len(days):,}); each valued at the close before with the history "
              f"known then. ES test: Acerbi–Székely Z2, p-value from 2,000 simulations (seed {seed}).")  # fmt: skip

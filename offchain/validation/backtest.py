@@ -141,8 +141,13 @@ def run(
     closes: DailyCloses,
     days: Sequence[int],
     progress: Callable[[int], None] | None = None,
+    engine_config: RiskConfig | None = None,
 ) -> BacktestSeries:
-    """Backtest ``portfolios`` under ``config`` on the test days ``days`` (see the module notes)."""
+    """Backtest ``portfolios`` under ``config`` on the test days ``days`` (see the module notes).
+
+    ``days`` index ``config.history`` (the realised returns); ``engine_config`` (default
+    ``config``) is what the engine values with, e.g. one whose history is a stressed window.
+    """
     if not portfolios:
         raise InputError("portfolios", "nothing to backtest")
     h = config.history
@@ -158,7 +163,7 @@ def run(
         now = close_time(prev)
         instruments, book = _instruments(portfolios, spot, now)
         market = MarketState(spot, now, surfaces, round_id=k + 1, as_of=now)
-        engine = MarginEngine(config, instruments, market)
+        engine = MarginEngine(engine_config or config, instruments, market)
         result = engine.compute(book)
         var[k], es[k], im[k] = result.var, result.es, result.im
         realised = ScenarioBlock(

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from offchain._typing import BoolArray, Float64Array
 from offchain.validation.backtest import BacktestSeries
 from offchain.validation.stats import zones
-from offchain.validation.study import EPISODES, Row, buffer_release, lookback_floor, peak_to_trough
+from offchain.validation.study import EPISODES, Row, buffer_release, lookback_floor, peak_to_trough, stressed_weight
 
 _ZONE_COLOURS = {"green": "#2e7d32", "yellow": "#f9a825", "red": "#c62828"}
 
@@ -63,10 +63,13 @@ def _normal(dates: tuple[str, ...]) -> BoolArray:
     return np.array([not any(a <= d <= b for a, b in EPISODES.values()) for d in dates])
 
 
-def apc_tools(chosen: BacktestSeries, long_lookback: BacktestSeries, names: Sequence[str]) -> list[ApcTool]:
-    """EMIR-style tools on the chosen calibration's IM: a 25 % buffer released in stress, and a
-    floor at the IM of the longest look-back (``long_lookback``, all history known: up to 9.3 years
-    here, the whole of the 10-year look-back the rule asks for)."""
+def apc_tools(
+    chosen: BacktestSeries, long_lookback: BacktestSeries, names: Sequence[str], im_stress: Float64Array | None = None
+) -> list[ApcTool]:
+    """EMIR-style tools on the chosen calibration's IM: a 25 % buffer released in stress, a floor at
+    the IM of the longest look-back (``long_lookback``, all history known: up to 9.3 years here, the
+    whole of the 10-year look-back the rule asks for) and, given ``im_stress``
+    (:func:`~offchain.validation.study.stressed_im`), a 25 % weight on stressed observations."""
     normal = _normal(chosen.dates)
     out = []
     for j, name in enumerate(names):
@@ -76,6 +79,8 @@ def apc_tools(chosen: BacktestSeries, long_lookback: BacktestSeries, names: Sequ
             "25 % buffer, released in stress": buffer_release(im),
             "floor: 10-year look-back IM": lookback_floor(im, long_lookback.im[:, j]),
         }
+        if im_stress is not None:
+            tools["25 % weight on the stressed window"] = stressed_weight(im, im_stress[:, j])
         base = float(im[normal].mean())
         for tool, charged in tools.items():
             ratios = {e: peak_to_trough(chosen.dates, charged, *span) for e, span in EPISODES.items()}

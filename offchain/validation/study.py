@@ -8,14 +8,18 @@ period); :data:`CALIBRATIONS` is the menu a risk committee compares. :func:`summ
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from offchain._typing import BoolArray, Float64Array
+from offchain.errors import InputError
 from offchain.risk.config import RiskConfig, VolatilityFilter
-from offchain.validation.backtest import BacktestSeries
+from offchain.risk.history import HistoricalReturns
+from offchain.validation.backtest import BacktestSeries, DailyCloses, run
+from offchain.validation.portfolios import Portfolio
 from offchain.validation.stats import (
     Zone,
     acerbi_szekely_z2,
@@ -155,4 +159,54 @@ def buffer_release(im: Float64Array, buffer: float = 0.25, rebuild_days: int = 2
 def lookback_floor(im: Float64Array, im_long: Float64Array) -> Float64Array:
     """EMIR's floor: never below the margin of a long (10-year) look-back, ``max(IM, IM_long)``."""
     out: Float64Array = np.maximum(im, im_long)
+    return out
+
+
+def stressed_windows(history: HistoricalReturns, days: list[int], length: int = 120) -> list[tuple[int, int]]:
+    r"""Per test day, the most volatile ``length``-day window of returns known before it.
+
+    Notes
+    -----
+    Window score: :math:`\sum_{i \in W} \sum_u \ln(1 + r_{i,u})^2` over consecutive joint returns;
+    for day :math:`D` (history index ``i``) the candidates end at or before ``i - 1``, so the choice
+    never looks ahead. Returns ``(start, stop)`` history indices.
+    """
+    x2 = (np.log1p(history.returns) ** 2).sum(axis=1)
+    score = np.convolve(x2, np.ones(length), mode="valid")  # score[j]: window j .. j + length - 1
+    best = np.maximum.accumulate(score)
+    arg = np.array([int(np.flatnonzero(score[: k + 1] == best[k])[-1]) for k in range(score.size)])
+    out = []
+    for i in days:
+        k = i - length  # last window ending at i - 1
+        if k < 0:
+            raise InputError("burn_in", f"the first test day needs {length} earlier returns")
+        out.append((int(arg[k]), int(arg[k]) + length))
+    return out
+
+
+def stressed_im(
+    config: RiskConfig, portfolios: Sequence[Portfolio], closes: DailyCloses, days: list[int], length: int = 120
+) -> Float64Array:
+    """IM of every portfolio on every test day with only the stressed window's raw returns as scenarios.
+
+    The engine runs unchanged on a configuration whose history is that window (unfiltered, whole
+    window), so grid, add-ons and ES come from the one rule; days sharing a window share a run.
+    """
+    windows = stressed_windows(config.history, days, length)
+    out = np.zeros((len(days), len(portfolios)))
+    es = dataclasses.replace(config.es, window_days=0, volatility_filter="none", stress_period=())
+
+    for _, group in itertools.groupby(range(len(days)), key=lambda k: windows[k]):
+        ks = list(group)
+        a, b = windows[ks[0]]
+        h = config.history
+        stressed = dataclasses.replace(config, es=es, history=HistoricalReturns(h.dates[a:b], h.returns[a:b]))
+        out[ks[0] : ks[-1] + 1] = run(config, portfolios, closes, [days[k] for k in ks], engine_config=stressed).im
+
+    return out
+
+
+def stressed_weight(im: Float64Array, im_stress: Float64Array, weight: float = 0.25) -> Float64Array:
+    """EMIR's stressed-observation tool: ``(1 - weight) × IM + weight × IM on the stressed window``."""
+    out: Float64Array = (1.0 - weight) * im + weight * im_stress
     return out

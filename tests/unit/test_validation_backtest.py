@@ -111,3 +111,23 @@ def test_full_backtest_reproduces_the_issue_counts(config: RiskConfig) -> None:
     s = run(cfg, REPRESENTATIVE[:4], load_closes(), days)
     assert len(days) == 2_906
     assert list(np.sum(s.loss > s.var, axis=0)) == [17, 8, 2, 15]
+
+
+def test_stressed_window_is_known_before_each_day_and_feeds_the_engine(config: RiskConfig) -> None:
+    from offchain.validation.study import stressed_im, stressed_weight, stressed_windows
+
+    h = config.history
+    days = backtest_days(config, DEFAULT_BURN_IN, "2020-03-10", "2020-03-14")
+    windows = stressed_windows(h, days, 120)
+    x2 = (np.log1p(h.returns) ** 2).sum(axis=1)
+    for i, (a, b) in zip(days, windows, strict=True):
+        assert b - a == 120 and b <= i  # every return of the window is known the evening before
+        best = max(range(i - 119), key=lambda s: (x2[s : s + 120].sum(), s))
+        assert x2[a:b].sum() == pytest.approx(x2[best : best + 120].sum(), rel=1e-12)
+    im = stressed_im(config, REPRESENTATIVE[:1], load_closes(), days, 120)
+    a, b = windows[0]
+    btc = NOTIONAL * -h.returns[a:b, 0]
+    es = np.sort(btc)[::-1][:3].sum() / 3  # 120 returns: ES 97.5 % averages the 3 worst exactly
+    assert im[0, 0] == pytest.approx(max(0.15 * NOTIONAL, es), rel=1e-9)  # grid 15 % or the stressed ES
+    mixed = stressed_weight(np.array([[100.0]]), np.array([[200.0]]))
+    assert mixed[0, 0] == pytest.approx(125.0)
