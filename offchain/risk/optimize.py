@@ -67,6 +67,8 @@ class Optimisation:
     ----------
     feasible : bool
         Whether some trades within the limits reach the target.
+    rows : ndarray of int
+        Engine row of each candidate, in the order given.
     trades : ndarray
         Size traded per candidate (+ buy, − sell), in the order given.
     cost : float
@@ -97,8 +99,8 @@ def optimise_margin(
     Raises
     ------
     InputError
-        A non-finite or negative target, a candidate row out of range or listed twice, an expired
-        candidate, a negative cost, or limits that exclude the current position... of nothing.
+        A non-finite or negative target, no candidate, a candidate row out of range or listed
+        twice, an expired candidate, a negative cost or ``lower > upper``; the field names it.
     """
     n_ins = len(engine.instruments)
     if not np.isfinite(target_im) or target_im < 0.0:
