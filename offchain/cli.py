@@ -93,6 +93,10 @@ def _mount_subcommands() -> None:
     from offchain import cli_margin  # the risk engine's report command
 
     app.command("margin")(cli_margin.margin)
+    from offchain import cli_backtest, cli_optimize  # model validation, the margin optimiser
+
+    app.command("backtest")(cli_backtest.backtest)
+    app.command("optimize")(cli_optimize.optimize)
 
 
 _mount_subcommands()

@@ -122,6 +122,7 @@ class EngineCore:
             vol=self.config.vol_surfaces(),
             round_id=price_round,
             settlements={(u, e): p / E18 for (u, e), p in state.settlements.items()},
+            as_of=state.prices.timestamp,  # historical scenarios: only returns known at the round's time
         )
         return MarginEngine(self.config, table, market)
 

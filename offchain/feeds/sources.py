@@ -124,7 +124,18 @@ def scaled_steps(source: str, spot: Sequence[float], seed: int, steps: int) -> I
     """Steps of ``source`` (``gbm`` or ``replay:<name>``), replays rescaled to start at ``spot``.
 
     A replay keeps the historical relative moves (the crash's shape) from today's price level.
+    ``median:SRC,SRC,SRC`` posts the per-underlying median of three or more sources (GBM sources
+    get seeds ``seed + i``), so one manipulated or broken source never reaches the chain
+    (:func:`offchain.feeds.marking.median_steps`).
     """
+    if source.startswith("median:"):
+        from offchain.feeds.marking import median_steps
+
+        parts = [p.strip() for p in source.split(":", 1)[1].split(",")]
+        if len(parts) < 3 or "" in parts or any(p.startswith("median:") for p in parts):
+            raise InputError("source", f"median needs 3 or more comma-separated sources, got {source!r}")
+        yield from median_steps(scaled_steps(p, spot, seed + i, steps) for i, p in enumerate(parts))
+        return
     if source == "gbm":
         gbm = GbmSource(spot=tuple(spot), vol=(0.6, 0.8)[: len(spot)] + (0.7,) * max(0, len(spot) - 2),
                         corr=_default_corr(len(spot)), jump_rate=10.0)  # fmt: skip

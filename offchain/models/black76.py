@@ -1,8 +1,11 @@
 """Black-76 prices and Greeks of European calls and puts, vectorised over numpy arrays.
 
-All functions broadcast their arguments against each other. Inputs are checked once at the
-public entry points (:func:`black76_price`, :func:`black76_greeks`); the engine, which validates
-its market state once per price round, calls :func:`price_unchecked` on its hot path.
+All functions broadcast their arguments against each other. Inputs are checked at these public
+entry points (:func:`black76_price`, :func:`black76_greeks`): prices, strikes and volatilities
+finite and > 0, times >= 0, and ``is_call`` a real boolean (or boolean array) or an
+:class:`OptionType` — never a string, a number or NaN, which ``bool()`` would silently turn into
+a call. The unchecked fast path used by the risk engine on inputs it has validated once per price
+round is private (``offchain.models._fast``).
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import ndtr
 
-from offchain._typing import ArrayLike, BoolArray, Float64Array
-from offchain.models._checks import check_finite, check_non_negative, check_positive
+from offchain._typing import ArrayLike, Float64Array
+from offchain.models._checks import OptionType, check_finite, check_is_call, check_non_negative, check_positive
+from offchain.models._fast import d1_d2, price_unchecked
+
+__all__ = ["Greeks", "OptionType", "black76_greeks", "black76_price"]
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
@@ -45,49 +51,6 @@ def _checked(
     return f, k, tt, v, r
 
 
-def _d1_d2(
-    f: Float64Array, k: Float64Array, t: Float64Array, vol: Float64Array
-) -> tuple[BoolArray, Float64Array, Float64Array, Float64Array]:
-    """Return (live, sqrt_t, d1, d2); where ``live`` is False (expired) d1 and d2 are unused."""
-    sqrt_t = np.sqrt(t)
-    live = sqrt_t > 0.0
-    sd = np.where(live, vol * sqrt_t, 1.0)
-    d1 = (np.log(f / k) + 0.5 * sd * sd) / sd
-    return live, sqrt_t, d1, d1 - sd
-
-
-def price_unchecked(
-    forward: Float64Array,
-    strike: Float64Array,
-    t: Float64Array,
-    vol: Float64Array,
-    is_call: BoolArray,
-    discount: Float64Array | float = 1.0,
-) -> Float64Array:
-    """Black-76 value with no input checks (inputs must already be finite, positive, t >= 0).
-
-    Parameters
-    ----------
-    forward, strike, t, vol : ndarray
-        Forward price, strike, time to expiry in years and Black volatility.
-    is_call : ndarray of bool
-        True for calls, False for puts.
-    discount : ndarray or float
-        Discount factor ``exp(-r t)`` applied to the payoff.
-
-    Returns
-    -------
-    ndarray
-        Option value; intrinsic value ``max(±(F - K), 0)`` where ``t == 0``.
-    """
-    live, _, d1, d2 = _d1_d2(forward, strike, t, vol)
-    sign = np.where(is_call, 1.0, -1.0)
-    black = sign * (forward * ndtr(sign * d1) - strike * ndtr(sign * d2))
-    intrinsic = np.maximum(sign * (forward - strike), 0.0)
-    out: Float64Array = discount * np.where(live, black, intrinsic)
-    return out
-
-
 def black76_price(
     forward: ArrayLike,
     strike: ArrayLike,
@@ -108,8 +71,9 @@ def black76_price(
         Time to expiry in years, >= 0 (0 gives intrinsic value).
     vol : array_like
         Black volatility per sqrt(year), > 0.
-    is_call : array_like of bool
-        True for a call, False for a put.
+    is_call : bool, array of bool, or OptionType
+        True (``OptionType.CALL``) for a call, False (``OptionType.PUT``) for a put. Anything
+        else (``"put"``, 1, NaN) raises.
     rate : array_like, optional
         Continuously compounded discount rate (default 0).
 
@@ -122,7 +86,8 @@ def black76_price(
     ------
     PricingInputError
         A non-positive or non-finite forward, strike or volatility, a negative or non-finite
-        time, or a non-finite rate; the message names the field and the first bad index.
+        time, a non-finite rate, or an ``is_call`` that is not a boolean or an
+        :class:`OptionType`; the message names the field and the first bad index.
 
     Notes
     -----
@@ -137,7 +102,7 @@ def black76_price(
     Put-call parity :math:`C - P = e^{-rT}(F - K)` holds to rounding.
     """
     f, k, tt, v, r = _checked(forward, strike, t, vol, rate)
-    calls = np.asarray(is_call, dtype=bool)
+    calls = check_is_call("is_call", is_call)
     return price_unchecked(f, k, tt, v, calls, np.exp(-r * tt))
 
 
@@ -174,9 +139,9 @@ def black76_greeks(
     are 0.
     """
     f, k, tt, v, r = _checked(forward, strike, t, vol, rate)
-    f, k, tt, v, r, calls = np.broadcast_arrays(f, k, tt, v, r, np.asarray(is_call, dtype=bool))
+    f, k, tt, v, r, calls = np.broadcast_arrays(f, k, tt, v, r, check_is_call("is_call", is_call))
     disc = np.exp(-r * tt)
-    live, sqrt_t, d1, _ = _d1_d2(f, k, tt, v)
+    live, sqrt_t, d1, _ = d1_d2(f, k, tt, v)
     sign = np.where(calls, 1.0, -1.0)
     price = price_unchecked(f, k, tt, v, calls, disc)
     step = sign * (sign * (f - k) > 0.0)

@@ -42,6 +42,8 @@ def _check_all(forward: float, strike: float, t: float, vol: float, rate: float)
 def black76_price_ref(forward: float, strike: float, t: float, vol: float, is_call: bool, rate: float = 0.0) -> float:
     """Black-76 value of one European option (see :func:`offchain.models.black76_price`)."""
     _check_all(forward, strike, t, vol, rate)
+    if not isinstance(is_call, bool):
+        raise PricingInputError("is_call", f"must be a bool, got {is_call!r}")
     sign = 1.0 if is_call else -1.0
     if t == 0.0:
         return max(sign * (forward - strike), 0.0)

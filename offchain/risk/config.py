@@ -13,6 +13,7 @@ import json
 import math
 import tomllib
 from dataclasses import dataclass, fields
+from datetime import date
 from fractions import Fraction
 from functools import cached_property
 from pathlib import Path
@@ -31,6 +32,8 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "risk.tom
 SCHEMA = "pmsim.risk/1"
 TailMethod = Literal["historical", "monte_carlo", "none"]
 TAIL_METHODS: tuple[TailMethod, ...] = ("historical", "monte_carlo", "none")
+VolatilityFilter = Literal["none", "ewma"]
+VOLATILITY_FILTERS: tuple[VolatilityFilter, ...] = ("none", "ewma")
 
 
 @dataclass(frozen=True)
@@ -111,13 +114,38 @@ class GridConfig:
 
 @dataclass(frozen=True)
 class TailRiskConfig:
-    """Expected Shortfall / VaR settings (``[es]``); ``window_days = 0`` uses all history."""
+    """Expected Shortfall / VaR settings (``[es]``).
+
+    Attributes
+    ----------
+    method : {"historical", "monte_carlo", "none"}
+        Where the tail scenarios come from.
+    es_level, var_level : float
+        ES level feeding IM and the reported VaR level.
+    horizon_days : float
+        Margin period of risk in days (time advance of the tail scenarios).
+    window_days : int
+        Look-back of historical simulation in joint days before the valuation (0 = all history
+        known at the valuation time).
+    volatility_filter : {"none", "ewma"}
+        ``ewma``: volatility-filtered historical simulation (FHS, as CME and OCC use): each
+        return is rescaled by today's EWMA volatility over the volatility on its own day
+        (:func:`offchain.risk.scenarios.filtered_returns`).
+    ewma_lambda : float
+        Decay of the EWMA variance, in (0, 1).
+    stress_period : tuple of str
+        Empty, or ``(first, last)`` ISO dates of a stressed period whose returns are always
+        added to the window's scenarios once known (a stressed-period floor), unfiltered.
+    """
 
     method: TailMethod
     es_level: float
     var_level: float
     horizon_days: float
     window_days: int
+    volatility_filter: VolatilityFilter = "none"
+    ewma_lambda: float = 0.97
+    stress_period: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -178,9 +206,14 @@ class RiskConfig:
         """The correlation matrix as a float64 array."""
         return np.array(self.correlation, dtype=np.float64)
 
-    def tail_history(self) -> HistoricalReturns:
-        """The historical returns inside the configured window."""
-        return self.history.window(self.es.window_days)
+    def tail_history(self, as_of: int | None = None) -> HistoricalReturns:
+        """The historical returns inside the configured window, as known at unix time ``as_of``.
+
+        ``as_of = None`` takes the whole history (configuration checks only); the engine always
+        passes its market's observation time, so no return closing later is ever used.
+        """
+        history = self.history if as_of is None else self.history.as_of(as_of)
+        return history.window(self.es.window_days)
 
     def canonical_json(self) -> str:
         """Canonical serialisation: JSON, sorted keys, no spaces, floats as ``repr``.
@@ -337,6 +370,11 @@ def _validate_tail(cfg: RiskConfig) -> None:
     _check(es.var_level < 1.0, "es.var_level", "must be < 1")
     _in(es.horizon_days, 0.0, 30.0, "es.horizon_days", lo_open=True)
     _check(es.window_days >= 0, "es.window_days", "must be >= 0 (0 = all history)")
+    filters = ", ".join(VOLATILITY_FILTERS)
+    _check(es.volatility_filter in VOLATILITY_FILTERS, "es.volatility_filter", f"must be one of {filters}")
+    _in(es.ewma_lambda, 0.0, 1.0, "es.ewma_lambda", lo_open=True)
+    _check(es.ewma_lambda < 1.0, "es.ewma_lambda", "must be < 1")
+    _validate_stress_period(es.stress_period)
     _in(float(mc.paths), 100.0, 1e6, "monte_carlo.paths")
     dof_ok = mc.student_t_dof == 0.0 or 2.0 < mc.student_t_dof <= 1e6
     _check(dof_ok, "monte_carlo.student_t_dof", "must be 0 (Gaussian) or > 2")
@@ -347,6 +385,18 @@ def _validate_tail(cfg: RiskConfig) -> None:
                 level_name,
                 f"{n} scenarios ({name}) leave no observation beyond the {level} quantile",
             )
+
+
+def _validate_stress_period(period: tuple[str, ...]) -> None:
+    if not period:
+        return
+    _check(len(period) == 2, "es.stress_period", "must be [] or [first, last] ISO dates")
+    for i, text in enumerate(period):
+        try:
+            date.fromisoformat(text)
+        except (TypeError, ValueError):
+            raise _fail(f"es.stress_period[{i}]", f"not an ISO date: {text!r}") from None
+    _check(period[0] <= period[1], "es.stress_period", "first date must not be after the last")
 
 
 def tail_count(n: int, level: float) -> float:
@@ -472,9 +522,19 @@ def _read_tail(t: Section) -> TailRiskConfig:
         var_level=t.number("var_level"),
         horizon_days=t.number("horizon_days"),
         window_days=t.integer("window_days", 0),
+        volatility_filter=cast("VolatilityFilter", t.string("volatility_filter", "none")),
+        ewma_lambda=t.number("ewma_lambda", 0.97),
+        stress_period=_read_dates(t, "stress_period"),
     )
     t.finish()
     return out
+
+
+def _read_dates(t: Section, key: str) -> tuple[str, ...]:
+    items = t.raw(key, [], required=False)
+    if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+        raise t.error(key, f"expected a list of ISO dates, got {items!r}")
+    return tuple(items)
 
 
 def _read_mc(t: Section) -> MonteCarloConfig:

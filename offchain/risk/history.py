@@ -15,13 +15,22 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 from eth_utils import keccak
 
-from offchain._typing import Float64Array
-from offchain.errors import ConfigError
+from offchain._typing import Float64Array, Int64Array
+from offchain.errors import ConfigError, InputError
+
+_DAY_SECONDS = 86_400
+
+
+def close_time(date: str) -> int:
+    """Unix time at which the daily return ending on ISO ``date`` is known (the next 00:00 UTC)."""
+    day = dt.date.fromisoformat(date)
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) + _DAY_SECONDS
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,6 +56,36 @@ class HistoricalReturns:
         """Hex keccak256 of the dates and the little-endian float64 returns (binds the data)."""
         payload = ",".join(self.dates).encode() + self.returns.astype("<f8").tobytes()
         return "0x" + keccak(payload).hex()
+
+    @property
+    def known_at(self) -> Int64Array:
+        """Unix time from which each return is known (:func:`close_time` of its date), ascending."""
+        return self._known_at
+
+    @cached_property
+    def _known_at(self) -> Int64Array:
+        out = np.array([close_time(d) for d in self.dates], dtype=np.int64)
+        out.setflags(write=False)
+        return out
+
+    def count_as_of(self, timestamp: int) -> int:
+        """Number of returns known at unix time ``timestamp`` (a prefix of the history)."""
+        return int(np.searchsorted(self.known_at, timestamp, side="right"))
+
+    def as_of(self, timestamp: int) -> HistoricalReturns:
+        """The returns known at unix time ``timestamp``: closes after it are never included.
+
+        Raises
+        ------
+        InputError
+            No return is known yet at ``timestamp`` (field ``market.as_of``).
+        """
+        n = self.count_as_of(timestamp)
+        if n == len(self.dates):
+            return self
+        if n == 0:
+            raise InputError("market.as_of", f"no historical return is known at {timestamp} (first: {self.dates[0]})")
+        return HistoricalReturns(self.dates[:n], self.returns[:n])
 
     def window(self, days: int) -> HistoricalReturns:
         """The most recent ``days`` returns (all of them for ``days == 0``)."""

@@ -34,6 +34,11 @@ class MarketState:
     settlements : mapping
         ``(underlying index, expiry) -> settlement price`` for expiries already settled by the
         feed (the first round at or after the expiry).
+    as_of : int, optional
+        Unix time of the price observation (the price round's timestamp); defaults to ``now``.
+        Historical-simulation scenarios only use returns known at this time
+        (:meth:`offchain.risk.history.HistoricalReturns.as_of`), so a replay of a past date
+        never sees later returns.
     """
 
     spot: Float64Array
@@ -41,6 +46,7 @@ class MarketState:
     vol: tuple[VolSurface, ...]
     round_id: int
     settlements: Mapping[tuple[int, int], float] = field(default_factory=dict)
+    as_of: int | None = None
 
     def __post_init__(self) -> None:
         spot = np.array(check_positive("market.spot", self.spot), dtype=np.float64)
@@ -48,7 +54,9 @@ class MarketState:
             raise InputError("market.spot", "must be one price per underlying")
         spot.setflags(write=False)
         object.__setattr__(self, "spot", spot)
-        for name in ("now", "round_id"):
+        if self.as_of is None:
+            object.__setattr__(self, "as_of", self.now)
+        for name in ("now", "round_id", "as_of"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
                 raise InputError(f"market.{name}", f"must be an integer >= 0, got {value!r}")
@@ -64,4 +72,4 @@ class MarketState:
         """The same market with one underlying's spot replaced."""
         spot = self.spot.copy()
         spot[underlying] = price
-        return MarketState(spot, self.now, self.vol, self.round_id, self.settlements)
+        return MarketState(spot, self.now, self.vol, self.round_id, self.settlements, self.as_of)

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from offchain._typing import BoolArray, Float64Array, Int64Array
-from offchain.models.black76 import Greeks, black76_greeks, price_unchecked
+from offchain.models._fast import price_unchecked
+from offchain.models.black76 import Greeks, black76_greeks
 from offchain.risk.config import RiskConfig
 from offchain.risk.instruments import InstrumentTable, Kind
 from offchain.risk.market import SECONDS_PER_YEAR, MarketState

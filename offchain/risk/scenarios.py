@@ -33,9 +33,11 @@ from enum import IntEnum
 
 import numpy as np
 from eth_utils import keccak
+from scipy.signal import lfilter
 
 from offchain._typing import Float64Array, Int64Array
-from offchain.risk.config import RiskConfig
+from offchain.errors import InputError
+from offchain.risk.config import RiskConfig, tail_count
 from offchain.risk.history import HistoricalReturns
 from offchain.risk.market import MarketState
 
@@ -216,10 +218,85 @@ def build_monte_carlo(config: RiskConfig, market: MarketState) -> ScenarioBlock:
     return _tail_block(spot_mult, h, ScenarioKind.MONTE_CARLO, [str(p) for p in range(mc.paths)])
 
 
+def ewma_variance(returns: Float64Array, lam: float) -> Float64Array:
+    r"""EWMA variance forecasts, shape ``(n + 1, underlyings)``: row ``i`` uses returns before ``i``.
+
+    Notes
+    -----
+    RiskMetrics recursion on log-returns :math:`x_i`:
+    :math:`\sigma^2_{i+1} = \lambda \sigma^2_i + (1 - \lambda) x_i^2`, seeded with
+    :math:`\sigma^2_0` = the mean of :math:`x^2` over the first ``min(n, 30)`` returns. Row ``n`` is
+    the forecast for the day after the last return. A causal filter: the rows of a prefix of the
+    history are the same numbers as the first rows of the whole history's forecasts.
+    """
+    x2 = np.log1p(returns) ** 2
+    seed = x2[: min(x2.shape[0], 30)].mean(axis=0)
+    out = np.empty((x2.shape[0] + 1, x2.shape[1]))
+    out[0] = seed
+    for u in range(x2.shape[1]):
+        out[1:, u] = lfilter([1.0 - lam], [1.0, -lam], x2[:, u], zi=[lam * seed[u]])[0]
+    return out
+
+
+def filtered_returns(history: HistoricalReturns, lam: float) -> Float64Array:
+    r"""Volatility-filtered returns (FHS): every day's move rescaled to today's volatility.
+
+    Notes
+    -----
+    With log-returns :math:`x_i` and EWMA forecasts :math:`\sigma_i` (:func:`ewma_variance`),
+    :math:`\tilde x_i = x_i\,\sigma_{n} / \sigma_i` and the scenario return is
+    :math:`e^{\tilde x_i} - 1` (so a filtered move never takes a price to zero or below).
+    Barone-Adesi, Giannopoulos & Vosper (1999); Hull & White (1998).
+    """
+    sigma = np.sqrt(np.maximum(ewma_variance(history.returns, lam), 1e-300))
+    scaled = np.log1p(history.returns) * (sigma[-1] / sigma[:-1])
+    out: Float64Array = np.expm1(scaled)
+    return out
+
+
+def historical_scenarios(config: RiskConfig, as_of: int | None) -> HistoricalReturns:
+    """The historical-simulation scenario set known at unix time ``as_of`` (see ``TailRiskConfig``).
+
+    Steps: cut the history at ``as_of`` (no look-ahead), filter it if ``es.volatility_filter`` is
+    ``ewma``, keep the last ``es.window_days`` returns, then add the raw returns of
+    ``es.stress_period`` that fall outside the window.
+    """
+    es = config.es
+    known = config.history if as_of is None else config.history.as_of(as_of)
+    scenarios = known
+    if es.volatility_filter == "ewma":
+        scenarios = HistoricalReturns(known.dates, filtered_returns(known, es.ewma_lambda))
+    scenarios = scenarios.window(es.window_days)
+    if es.stress_period:
+        first, last = es.stress_period[0], es.stress_period[-1]
+        inside = set(scenarios.dates)
+        rows = [i for i, d in enumerate(known.dates) if first <= d <= last and d not in inside]
+        if rows:
+            scenarios = HistoricalReturns(
+                scenarios.dates + tuple(known.dates[i] for i in rows),
+                np.vstack([scenarios.returns, known.returns[rows]]),
+            )
+    return scenarios
+
+
 def build_tail(config: RiskConfig, market: MarketState, method: str) -> ScenarioBlock | None:
-    """Tail-risk scenarios for ``method`` (historical, monte_carlo) or None for ``none``."""
+    """Tail-risk scenarios for ``method`` (historical, monte_carlo) or None for ``none``.
+
+    Historical scenarios use only returns known at ``market.as_of`` (the price round's time).
+
+    Raises
+    ------
+    InputError
+        Too few historical returns known at ``market.as_of`` for the ES and VaR levels.
+    """
     if method == "historical":
-        return build_historical(config.tail_history(), config.es.horizon_days)
+        scenarios = historical_scenarios(config, market.as_of)
+        n = len(scenarios.dates)
+        for name, level in (("es.es_level", config.es.es_level), ("es.var_level", config.es.var_level)):
+            if tail_count(n, level) < 1:
+                raise InputError("market.as_of", f"{n} historical returns known at {market.as_of} leave "
+                                 f"no observation beyond the {name} quantile {level}")  # fmt: skip
+        return build_historical(scenarios, config.es.horizon_days)
     if method == "monte_carlo":
         return build_monte_carlo(config, market)
     return None

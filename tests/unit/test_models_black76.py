@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from offchain.errors import InputError, PricingError, PricingInputError
-from offchain.models import black76_greeks, black76_price
+from offchain.models import OptionType, black76_greeks, black76_price
 from offchain.models.reference import black76_greeks_ref, black76_price_ref
 
 forwards = st.floats(1.0, 200_000.0)
@@ -109,9 +109,10 @@ def test_greeks_match_finite_differences(
     def v(f: float = forward, tt: float = t, s: float = vol) -> float:
         return float(black76_price(f, strike, tt, s, call, rate))
 
-    hf, ht, hv = 1e-4 * forward, 1e-5 * t, 1e-5
+    sd = forward * vol * math.sqrt(t)  # forward steps scale with its s.d. to expiry (short, low-vol options)
+    hf, hg, ht, hv = 1e-3 * sd, 1e-2 * sd, 1e-5 * t, 1e-5
     fd_delta = (v(f=forward + hf) - v(f=forward - hf)) / (2 * hf)
-    fd_gamma = (v(f=forward + hf) - 2 * v() + v(f=forward - hf)) / hf**2
+    fd_gamma = (v(f=forward + hg) - 2 * v() + v(f=forward - hg)) / hg**2
     fd_vega = (v(s=vol + hv) - v(s=vol - hv)) / (2 * hv)
     fd_theta = -(v(tt=t + ht) - v(tt=t - ht)) / (2 * ht)
     assert float(g.delta) == pytest.approx(fd_delta, rel=1e-5, abs=1e-7)
@@ -186,3 +187,51 @@ def test_scalar_reference_rejects_bad_input() -> None:
         black76_price_ref(100.0, 100.0, 1.0, 0.0, True)
     with pytest.raises(PricingInputError, match="forward"):
         black76_price_ref(math.nan, 100.0, 1.0, 0.2, True)
+
+
+# ----------------------------------------------------------------------------- is_call hygiene
+
+
+@pytest.mark.parametrize(
+    ("is_call", "field"),
+    [
+        ("put", "is_call"),
+        ("call", "is_call"),
+        (math.nan, "is_call"),
+        (2, "is_call"),
+        (1, "is_call"),
+        (0, "is_call"),
+        (None, "is_call"),
+        ([True, "put"], "is_call[1]"),
+        (np.array([1, 0]), "is_call[0]"),
+        (np.array([True, False, True])[None, :].astype(float), "is_call[0]"),
+    ],
+)
+def test_is_call_accepts_only_booleans(is_call: object, field: str) -> None:
+    for fn in (black76_price, black76_greeks):
+        with pytest.raises(PricingInputError) as info:
+            fn(100.0, 100.0, 0.5, 0.4, is_call)  # type: ignore[arg-type]
+        assert info.value.field == field
+    with pytest.raises(PricingInputError, match="is_call"):
+        black76_price_ref(100.0, 100.0, 0.5, 0.4, is_call)  # type: ignore[arg-type]
+
+
+def test_option_type_enum_and_numpy_booleans_price_like_python_booleans() -> None:
+    call, put = black76_price(100.0, 90.0, 0.5, 0.4, True), black76_price(100.0, 90.0, 0.5, 0.4, False)
+    assert black76_price(100.0, 90.0, 0.5, 0.4, OptionType.CALL) == call
+    assert black76_price(100.0, 90.0, 0.5, 0.4, OptionType.PUT) == put
+    assert black76_price(100.0, 90.0, 0.5, 0.4, np.bool_(True)) == call
+    mixed = black76_price(100.0, 90.0, 0.5, 0.4, [OptionType.CALL, OptionType.PUT, True, np.bool_(False)])
+    np.testing.assert_array_equal(mixed, [call, put, call, put])
+    assert black76_greeks(100.0, 90.0, 0.5, 0.4, OptionType.PUT).price == put
+    assert call - put == pytest.approx(10.0, abs=1e-12)  # parity: the put really is a put
+
+
+def test_unchecked_fast_path_is_private_and_still_refuses_non_boolean_types() -> None:
+    import offchain.models as models
+    from offchain.models import _fast, black76
+
+    assert not hasattr(models, "price_unchecked") and "price_unchecked" not in black76.__all__
+    one = np.array([100.0])
+    with pytest.raises(PricingInputError, match="is_call"):
+        _fast.price_unchecked(one, one, one, one, np.array([2]))

@@ -45,6 +45,8 @@ def test_default_configuration(config: RiskConfig) -> None:
     assert [c.symbol for c in config.collateral] == ["USDC", "WETH", "WBTC"]
     assert [c.haircut for c in config.collateral] == [0.0, 0.10, 0.10]
     assert config.es.method == "historical"
+    assert (config.es.window_days, config.es.volatility_filter, config.es.ewma_lambda) == (0, "ewma", 0.97)
+    assert config.es.stress_period == ()
     assert (config.es.es_level, config.es.var_level, config.es.horizon_days) == (0.975, 0.99, 1.0)
     # joint BTC/ETH daily closes: 2016-05-27 .. 2025-09-23 (3,407 days), 3,406 one-day returns
     assert len(config.history.dates) == 3406
@@ -73,6 +75,13 @@ def test_default_configuration(config: RiskConfig) -> None:
         ("es.method", "parametric", "es.method"),
         ("es.es_level", 1.0, "es.es_level"),
         ("es.window_days", 20, "es.es_level"),
+        ("es.volatility_filter", "garch", "es.volatility_filter"),
+        ("es.ewma_lambda", 1.0, "es.ewma_lambda"),
+        ("es.ewma_lambda", 0.0, "es.ewma_lambda"),
+        ("es.stress_period", ["2020-03-01"], "es.stress_period"),
+        ("es.stress_period", ["2020-03-01", "2020-13-01"], "es.stress_period[1]"),
+        ("es.stress_period", ["2020-04-01", "2020-03-01"], "es.stress_period"),
+        ("es.stress_period", "2020-03", "es.stress_period"),
         ("monte_carlo.paths", 10, "monte_carlo.paths"),
         ("monte_carlo.student_t_dof", 1.5, "monte_carlo.student_t_dof"),
         ("correlation.matrix", [[1.0, 0.7], [0.6, 1.0]], "correlation.matrix[0][1]"),
@@ -153,9 +162,11 @@ def test_canonical_hash_binds_every_parameter_and_the_data(config: RiskConfig) -
         _load(_set("collateral.1.haircut", 0.11)).canonical_hash(),
         _load(_set("grid.vol_shocks.2", 0.31)).canonical_hash(),
         _load(_set("es.window_days", 1000)).canonical_hash(),
+        _load(_set("es.ewma_lambda", 0.96)).canonical_hash(),
+        _load(_set("es.stress_period", ["2020-03-01", "2020-03-31"])).canonical_hash(),
         _load(_set("underlying.0.history_csv", "../data/market/eth_usd_1d.csv")).canonical_hash(),
     }
-    assert len(changed) == 5
+    assert len(changed) == 7
     assert config.canonical_hash() not in changed
 
 

@@ -32,19 +32,23 @@ def _es_var(losses: np.ndarray, es_level: float, var_level: float) -> tuple[floa
 
 @pytest.mark.parametrize("size", [2.5, -40.0])
 def test_historical_es_and_var_of_a_linear_position(config: RiskConfig, listing: InstrumentTable, size: float) -> None:
+    config = with_es(config, volatility_filter="none")
     u = 0 if abs(size) < 10 else 1
     perp = int(np.flatnonzero((listing.kind == Kind.PERP) & (listing.underlying == u))[0])
     market = make_market()
     margin = MarginEngine(config, listing, market).account(
         AccountState(np.array([perp]), np.array([size]), 0.0, 0.0, 0.0, np.zeros(3))
     )
-    losses = -size * market.spot[u] * config.history.returns[:, u]
+    known = config.history.as_of(market.now)  # returns closed by 2025-01-01 00:00 UTC only
+    assert known.dates[-1] == "2024-12-31"
+    losses = -size * market.spot[u] * known.returns[:, u]
     es, var = _es_var(losses, 0.975, 0.99)
     assert margin.es == pytest.approx(es, rel=1e-12)
     assert margin.var == pytest.approx(var, rel=1e-12)
-    # 3,406 days: ES_97.5 averages the 85 worst days and 0.15 of the 86th; VaR_99 is the 35th worst
+    # 3,140 days: ES_97.5 averages the 78 worst days and half the 79th; VaR_99 is the 32nd worst
+    assert len(known.dates) == 3_140
     ordered = np.sort(losses)[::-1]
-    assert margin.var == pytest.approx(ordered[34], rel=1e-12)
+    assert margin.var == pytest.approx(ordered[31], rel=1e-12)
 
 
 @settings(max_examples=15, deadline=None)
@@ -103,3 +107,32 @@ def test_monte_carlo_uses_atm_implied_vol_at_the_horizon(config: RiskConfig) -> 
         sigma = float(market.vol[u].implied_vol(0.0, h))
         assert log_returns[u].std() == pytest.approx(sigma * math.sqrt(h), rel=0.01)
     assert np.corrcoef(log_returns)[0, 1] == pytest.approx(0.7, abs=0.01)
+
+
+@pytest.mark.parametrize("lam", [0.97, 0.94])
+def test_filtered_historical_simulation_matches_a_plain_loop(
+    config: RiskConfig, listing: InstrumentTable, lam: float
+) -> None:
+    """FHS (the default): every return rescaled by the EWMA vol now over the EWMA vol on its day."""
+    cfg = with_es(config, volatility_filter="ewma", ewma_lambda=lam)
+    perp = int(np.flatnonzero((listing.kind == Kind.PERP) & (listing.underlying == 0))[0])
+    market = make_market()
+    margin = MarginEngine(cfg, listing, market).account(
+        AccountState(np.array([perp]), np.array([1.0]), 0.0, 0.0, 0.0, np.zeros(3))
+    )
+    r = [float(x) for x in config.history.as_of(market.now).returns[:, 0]]
+    x = [math.log1p(v) for v in r]
+    var = math.fsum(v * v for v in x[:30]) / 30  # seed: mean square of the first 30 log-returns
+    sigma = []
+    for v in x:
+        sigma.append(math.sqrt(var))
+        var = lam * var + (1 - lam) * v * v
+    now = math.sqrt(var)
+    losses = np.array([-market.spot[0] * math.expm1(v * now / s) for v, s in zip(x, sigma, strict=True)])
+    es, var99 = _es_var(losses, 0.975, 0.99)
+    assert margin.es == pytest.approx(es, rel=1e-9)
+    assert margin.var == pytest.approx(var99, rel=1e-9)
+    plain = MarginEngine(with_es(config, volatility_filter="none"), listing, market).account(
+        AccountState(np.array([perp]), np.array([1.0]), 0.0, 0.0, 0.0, np.zeros(3))
+    )
+    assert margin.es != plain.es
