@@ -8,13 +8,17 @@ import {IPriceFeed} from "./interfaces/IPriceFeed.sol";
 import {IRiskParams} from "./interfaces/IRiskParams.sol";
 import {Instrument, Kind} from "./libraries/Types.sol";
 import {Constants} from "./libraries/Constants.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 /// @title Instruments
 contract Instruments is IInstruments, Ownable2Step {
     struct Funding {
         int128 cumulative; // USD per unit, PRICE_SCALE, always on TICK
         uint64 lastUpdate;
-        uint128 mark; // last traded price, 0 before the first trade
+        uint64 markTime; // time of the last trade: its premium decays to zero over FUNDING_DECAY
+        int128 premium; // last traded price minus the index then, clamped to ±maxFundingRate·index
+        int128 carry; // accrued below one TICK, in price·seconds·2·FUNDING_DECAY: never lost
     }
 
     // ---------------------------------------------------------------- immutables
@@ -69,33 +73,51 @@ contract Instruments is IInstruments, Ownable2Step {
         return _accrue(id, index);
     }
 
-    /// @dev Accrues funding up to now at the prevailing mark, then stamps the time.
+    /// @dev Accrues funding from the last update to now: the last traded premium p (clamped to the
+    /// current cap) weighted by w(s) = max(0, 1 − (s − markTime)/FUNDING_DECAY), per FUNDING_PERIOD:
+    /// Δ = p · ∫ w ds / FUNDING_PERIOD, in whole TICKs towards zero, the remainder carried exactly to the
+    /// next accrual (so no poking frequency loses funding).
     function _accrue(uint32 id, uint256 index) internal returns (int256) {
         Funding storage f = _funding[id];
-        uint256 elapsed = block.timestamp - f.lastUpdate;
-        if (elapsed == 0) return f.cumulative;
-        uint256 mark = f.mark == 0 ? index : f.mark;
-        int256 premium = int256(mark) - int256(index);
-        int256 cap = int256((index * riskParams.params().maxFundingRate) / Constants.WAD);
-        if (premium > cap) premium = cap;
-        if (premium < -cap) premium = -cap;
-        int256 delta = (premium * int256(elapsed)) / int256(Constants.FUNDING_PERIOD);
-        delta -= delta % int256(Constants.TICK); // towards zero, on TICK: payments stay exact
-        f.cumulative += int128(delta);
+        if (block.timestamp == f.lastUpdate) return f.cumulative;
+        int256 p = _clamp(f.premium, index);
+        uint256 d = Constants.FUNDING_DECAY;
+        uint256 a = Math.min(f.lastUpdate - f.markTime, d);
+        uint256 b = Math.min(block.timestamp - f.markTime, d);
+        // 2d · ∫_a^b (1 − s/d) ds = 2d(b − a) − (b² − a²) >= 0; all terms below 2^60
+        int256 acc = p * int256(2 * d * (b - a) - (b * b - a * a)) + f.carry;
+        int256 unit = int256(2 * d * Constants.FUNDING_PERIOD * Constants.TICK);
+        int256 ticks = acc / unit; // towards zero
+        f.carry = SafeCast.toInt128(acc - ticks * unit);
+        f.cumulative = SafeCast.toInt128(f.cumulative + ticks * int256(Constants.TICK));
         f.lastUpdate = uint64(block.timestamp);
-        emit FundingUpdated(id, f.cumulative, index, mark);
+        emit FundingUpdated(id, f.cumulative, index, p, f.carry);
         return f.cumulative;
+    }
+
+    /// @dev A premium clamped to ±maxFundingRate · index.
+    function _clamp(int256 premium, uint256 index) internal view returns (int256) {
+        int256 cap = int256((index * riskParams.params().maxFundingRate) / Constants.WAD);
+        return premium > cap ? cap : (premium < -cap ? -cap : premium);
     }
 
     /// @inheritdoc IInstruments
     function recordTrade(uint32 id, uint256 price) external {
         if (msg.sender != vault) revert Instruments_OnlyVault();
-        // The old mark governs the time up to this trade: accrue it first. A stale feed never
-        // blocks a trade; the period then accrues at the next update.
-        try feed.latestPrice(_instruments[id - 1].underlying) returns (uint256 index, uint64) {
+        Funding storage f = _funding[id];
+        // The old premium governs the time up to this trade: accrue it first. A stale feed never
+        // blocks a trade; with no index there is no premium, and the stale time accrues nothing.
+        int256 premium;
+        uint256 index;
+        try feed.latestPrice(_instruments[id - 1].underlying) returns (uint256 index_, uint64) {
+            index = index_;
             _accrue(id, index);
-        } catch {}
-        _funding[id].mark = uint128(price);
+            premium = _clamp(int256(price) - int256(index), index);
+        } catch {
+            f.lastUpdate = uint64(block.timestamp);
+        }
+        (f.premium, f.markTime) = (SafeCast.toInt128(premium), uint64(block.timestamp));
+        emit FundingMarkSet(id, price, index, premium);
     }
 
     /// @inheritdoc IInstruments

@@ -15,6 +15,7 @@ VALUE_DIVISOR = 10**30  # size * price / 1e30 = quote units
 QUOTE_DECIMALS = 6
 QUOTE_SCALE = 1_000_000  # 10**QUOTE_DECIMALS
 FUNDING_PERIOD = 8 * 3600
+FUNDING_DECAY = 3600  # a traded premium decays to zero over this time (Constants.FUNDING_DECAY)
 MAX_SIZE = 10**30  # largest fill size (SIZE_SCALE)
 MAX_PRICE = 10**30  # largest price (PRICE_SCALE)
 MAX_POSITIONS = 64  # hard cap of the on-chain maxPositions parameter

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from offchain.protocol import LOT, VALUE_DIVISOR, WAD, Kind
+from offchain.protocol import FUNDING_DECAY, FUNDING_PERIOD, LOT, TICK, VALUE_DIVISOR, WAD, Kind
 
 LOSS_SCALE = 10**27
 
@@ -82,6 +82,32 @@ def trade(kind: Kind, size: int, cost_basis: int, delta: int, price: int) -> tup
         return new_size, cost_basis - removed, -v - removed
     v_close = value(-size, price)
     return new_size, v - v_close, -v_close - cost_basis
+
+
+def clamp_premium(premium: int, index: int, max_funding_rate: int) -> int:
+    """``Instruments._clamp``: a premium within ±maxFundingRate · index."""
+    cap = index * max_funding_rate // WAD
+    return max(-cap, min(cap, premium))
+
+
+def funding_accrual(premium: int, mark_time: int, last_update: int, now: int, carry: int) -> tuple[int, int]:
+    """``Instruments._accrue``: ``(cumulative delta, new carry)`` for a clamped ``premium`` traded at
+    ``mark_time``, from ``last_update`` to ``now``.
+
+    Notes
+    -----
+    With d = FUNDING_DECAY, a = min(last_update − mark_time, d), b = min(now − mark_time, d):
+    ``acc = premium · (2d(b − a) − (b² − a²)) + carry``; the delta is ``trunc(acc / unit)`` TICKs with
+    ``unit = 2d · FUNDING_PERIOD · TICK``, and the rest is carried.
+    """
+    if now == last_update:
+        return 0, carry
+    d = FUNDING_DECAY
+    a, b = min(last_update - mark_time, d), min(now - mark_time, d)
+    acc = premium * (2 * d * (b - a) - (b * b - a * a)) + carry
+    unit = 2 * d * FUNDING_PERIOD * TICK
+    ticks = div_trunc(acc, unit)
+    return ticks * TICK, acc - ticks * unit
 
 
 def funding_payment(size: int, cumulative: int, snapshot: int) -> int:

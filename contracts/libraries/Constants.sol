@@ -25,4 +25,6 @@ library Constants {
     uint256 internal constant MAX_SIGNERS = 16;
     uint256 internal constant MAX_COLLATERALS = 8;
     uint256 internal constant FUNDING_PERIOD = 8 hours;
+    /// @dev A traded premium decays linearly to zero (mark = index) over this time without trades.
+    uint256 internal constant FUNDING_DECAY = 1 hours;
 }

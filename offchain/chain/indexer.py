@@ -56,7 +56,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-CHECKPOINT_FORMAT = "pmsim-indexer-v1"
+CHECKPOINT_FORMAT = "pmsim-indexer-v2"  # v2: liquidation state, funding premium and carry
 INDEXED_CONTRACTS = ("Vault", "Instruments", "PriceFeed", "RiskOracle", "RiskParams")
 TRANSIENT_ERRORS = (ConnectionError, TimeoutError, OSError)
 ZERO32 = b"\x00" * 32
@@ -99,8 +99,9 @@ class AccountState:
 class InstrumentState:
     """A listed instrument with its funding state (perpetuals).
 
-    ``funding_updated_at`` is the block timestamp of the last accrual (or of the listing) and
-    ``mark_price`` the last traded price, the mark the next accrual uses (0 before any trade).
+    ``funding_updated_at`` is the block timestamp of the last accrual (or of the listing);
+    ``premium`` the clamped premium of the last trade over the index, traded at ``mark_time``, and
+    ``carry`` the sub-TICK remainder: with them ``rules.funding_accrual`` gives the next accrual.
     """
 
     id: int
@@ -110,7 +111,9 @@ class InstrumentState:
     strike: int
     cumulative_funding: int = 0
     funding_updated_at: int = 0
-    mark_price: int = 0
+    premium: int = 0
+    mark_time: int = 0
+    carry: int = 0
 
 
 @dataclass(frozen=True)
@@ -371,11 +374,11 @@ def _on_operator_set(s: ProtocolState, e: Event) -> None:
         ops.discard(e.args["operator"])
 
 
-def _on_trade_applied(s: ProtocolState, e: Event) -> None:
-    """A perp trade sets the funding mark (``Instruments.recordTrade`` emits nothing itself)."""
-    ins = s.instruments.get(e.args["instrument"])
-    if ins is not None and ins.kind == Kind.PERP:
-        s.instruments[ins.id] = replace(ins, mark_price=e.args["price"])
+def _on_funding_mark_set(s: ProtocolState, e: Event) -> None:
+    ins = s.instruments[e.args["id"]]
+    # a stale feed leaves no premium and restamps the accrual time (Instruments.recordTrade)
+    updated = ins.funding_updated_at if e.args["indexPrice"] else e.timestamp
+    s.instruments[ins.id] = replace(ins, premium=e.args["premium"], mark_time=e.timestamp, funding_updated_at=updated)
 
 
 def _on_instrument_listed(s: ProtocolState, e: Event) -> None:
@@ -388,7 +391,8 @@ def _on_instrument_listed(s: ProtocolState, e: Event) -> None:
 
 def _on_funding_updated(s: ProtocolState, e: Event) -> None:
     ins = s.instruments[e.args["id"]]
-    s.instruments[ins.id] = replace(ins, cumulative_funding=e.args["cumulativeFunding"], funding_updated_at=e.timestamp)
+    s.instruments[ins.id] = replace(ins, cumulative_funding=e.args["cumulativeFunding"], funding_updated_at=e.timestamp,
+                                    carry=e.args["carry"])  # fmt: skip
 
 
 def _on_settlement_fixed(s: ProtocolState, e: Event) -> None:
@@ -462,11 +466,11 @@ HANDLERS: dict[str, Handler] = {
     "LiquidationParamsSet": _on_liquidation_params_set,
     "RiskNonceBumped": _on_risk_nonce_bumped,
     "OperatorSet": _on_operator_set,
-    "TradeApplied": _on_trade_applied,
     "PausedSet": _on_paused_set,
     "FeeCollectorSet": _on_fee_collector_set,
     "InstrumentListed": _on_instrument_listed,
     "FundingUpdated": _on_funding_updated,
+    "FundingMarkSet": _on_funding_mark_set,
     "SettlementFixed": _on_settlement_fixed,
     "PricesPosted": _on_prices_posted,
     "RootPosted": _on_root_posted,
@@ -480,7 +484,7 @@ HANDLERS: dict[str, Handler] = {
     "RiskOracle.SignerAdded": _on_risk_signer_added,
     "RiskOracle.SignerRemoved": _on_risk_signer_removed,
 }
-TIMED_EVENTS = frozenset({"InstrumentListed", "FundingUpdated"})  # handlers that read e.timestamp
+TIMED_EVENTS = frozenset({"InstrumentListed", "FundingUpdated", "FundingMarkSet"})  # handlers that read e.timestamp
 
 
 # ---------------------------------------------------------------------- JSON (checkpoints)

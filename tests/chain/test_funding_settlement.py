@@ -10,6 +10,7 @@ import pytest
 from offchain import rules
 from offchain.chain.params import OnchainParams
 from offchain.chain.units import FUNDING_PERIOD, TICK, Kind, value
+from offchain.protocol import FUNDING_DECAY
 from tests.chain.conftest import ALICE, BOB, CAROL, DAY, RELAYER, addr
 from tests.chain.harness import ANY, USDC, Harness, reverts
 
@@ -18,17 +19,14 @@ INDEX = 55_000 * U
 CAP = INDEX * 75 // 100_000  # maxFundingRate 0.075 % of the index per 8 h: 41.25 USD
 
 
-def trunc_div(a: int, b: int) -> int:
-    """Solidity's signed division (towards zero)."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b > 0) else -q
+RATE = 75 * 10**13  # the default maxFundingRate
 
 
-def expected_delta(premium: int, elapsed: int, index: int = INDEX, rate: int = 75 * 10**13) -> int:
-    """clamp(premium, ±rate·index) · elapsed / FUNDING_PERIOD, towards zero, then onto TICK."""
-    cap = index * rate // 10**18
-    d = trunc_div(max(-cap, min(cap, premium)) * elapsed, FUNDING_PERIOD)
-    return d - (abs(d) % TICK) * (1 if d >= 0 else -1)
+def one_trade_delta(mark: int, index: int = INDEX, rate: int = RATE) -> int:
+    """What one trade at ``mark`` accrues once its premium has decayed (rules.funding_accrual over a
+    full FUNDING_DECAY): clamp(mark − index) · FUNDING_DECAY / 2 / FUNDING_PERIOD, in whole TICKs."""
+    premium = rules.clamp_premium(mark - index, index, rate)
+    return rules.funding_accrual(premium, 0, 0, FUNDING_DECAY, 0)[0]
 
 
 def block_ts(h: Harness, rc: dict) -> int:
@@ -50,28 +48,38 @@ def funding_paid(h: Harness, rc: dict, account: str) -> int:
 
 
 def check_accruals(h: Harness, perp: int) -> list[dict]:
-    """I-5: every FundingUpdated of ``perp`` since listing added exactly expected_delta(mark −
-    index, time since the previous accrual); returns the accruals with their times."""
+    """I-5: replays every FundingMarkSet and FundingUpdated of ``perp`` since listing: each accrual
+    added exactly ``rules.funding_accrual`` of the last traded premium (decaying over FUNDING_DECAY)
+    since the previous accrual, with the sub-TICK remainder carried; returns the accruals."""
     ins = h.p.instruments
     start = h.p.deployment.deploy_block
     [listed] = [e for e in ins.events.InstrumentListed().get_logs(from_block=start) if e["args"]["id"] == perp]
-    prev_t, prev_cum, out = block_ts(h, listed), 0, []
-    for e in ins.events.FundingUpdated().get_logs(from_block=start, argument_filters={"id": perp}):
+    logs = [*ins.events.FundingUpdated().get_logs(from_block=start, argument_filters={"id": perp}),
+            *ins.events.FundingMarkSet().get_logs(from_block=start, argument_filters={"id": perp})]  # fmt: skip
+    logs.sort(key=lambda e: (e["blockNumber"], e["logIndex"]))
+    last, cum, carry, premium, mark_time, out = block_ts(h, listed), 0, 0, 0, 0, []
+    for e in logs:
         t, ev = block_ts(h, e), e["args"]
-        want = expected_delta(ev["markPrice"] - ev["indexPrice"], t - prev_t, ev["indexPrice"])
-        assert ev["cumulativeFunding"] - prev_cum == want, (ev, t - prev_t)
-        out.append({**ev, "t": t, "elapsed": t - prev_t, "delta": want})
-        prev_t, prev_cum = t, ev["cumulativeFunding"]
-    assert ins.functions.cumulativeFunding(perp).call() == prev_cum
+        if e["event"] == "FundingMarkSet":
+            premium, mark_time = ev["premium"], t
+            if ev["indexPrice"] == 0:
+                last = t
+            continue
+        assert abs(ev["premium"]) <= abs(premium) and ev["premium"] * premium >= 0, "clamped, same sign"
+        delta, carry = rules.funding_accrual(ev["premium"], mark_time, last, t, carry)
+        assert (ev["cumulativeFunding"] - cum, ev["carry"]) == (delta, carry), (ev, t - last)
+        out.append({**ev, "t": t, "elapsed": t - last, "delta": delta})
+        last, cum = t, ev["cumulativeFunding"]
+    assert ins.functions.cumulativeFunding(perp).call() == cum
     return out
 
 
 # ---------------------------------------------------------------------- funding
 @pytest.mark.parametrize("offset_usd", [1_000, -1_000, 10, -7.5], ids=["cap+", "cap-", "free+", "free-"])
 def test_funding_accrues_by_formula_and_sums_to_zero(h: Harness, offset_usd: float) -> None:
-    """I-5, I-7: after a warp, updateFunding adds clamp(mark − index, ±maxFundingRate·index) ·
-    elapsed / 8 h, on TICK towards zero, with the last traded price as mark; settleFunding by
-    anyone pays it from longs to shorts (or back), exactly zero-sum, without touching risk nonces;
+    """I-5, I-7: after a warp, updateFunding adds the traded premium clamp(mark − index,
+    ±maxFundingRate·index) decayed over FUNDING_DECAY, per 8 h, on TICK towards zero; settleFunding
+    by anyone pays it from longs to shorts (or back), exactly zero-sum, without touching risk nonces;
     I-1 holds before and after."""
     fund_all(h)
     perp, a, b = h.ids["BTC-PERP"], addr(ALICE), addr(BOB)
@@ -82,10 +90,11 @@ def test_funding_accrues_by_formula_and_sums_to_zero(h: Harness, offset_usd: flo
     h.refresh_prices()
     rc = update_funding(h, perp)
     last = check_accruals(h, perp)[-1]
-    assert (last["markPrice"], last["indexPrice"], last["elapsed"] >= FUNDING_PERIOD) == (mark, INDEX, True)
+    assert (last["indexPrice"], last["elapsed"] >= FUNDING_PERIOD) == (INDEX, True)
     clamped = abs(offset_usd) * U > CAP
     per_period = (CAP if clamped else abs(mark - INDEX)) * (1 if offset_usd > 0 else -1)
-    assert last["delta"] == expected_delta(per_period, last["elapsed"]) != 0
+    assert last["premium"] == per_period
+    assert last["delta"] == one_trade_delta(mark) != 0
     [ev] = h.events(h.p.instruments, "FundingUpdated", rc)
     cum = ev["cumulativeFunding"]
     h.check_conservation()  # with the funding still owed
@@ -403,3 +412,54 @@ def test_batch_settlement_settles_every_holder_in_bounded_batches(h: Harness) ->
     assert paid == 0
     assert ids["ETH-C3K"] in h.positions(addr(ALICE))  # other instruments untouched
     h.check_conservation()
+
+
+# ---------------------------------------------------------------------- hardening (issue 8)
+def test_F2_funding_poked_every_block_loses_nothing(h: Harness) -> None:
+    """F-2: poking updateFunding every 12 s used to round each accrual's delta down to zero; the
+    remainder is now carried, so the total equals one accrual over the same time, to the TICK."""
+    fund_all(h)
+    perp = h.ids["ETH-PERP"]
+    eth = 2_800 * U
+    h.fill(ALICE, BOB, perp, U, eth + 100 * U)  # far above the index: the capped premium
+    with h.isolated():
+        h.warp(FUNDING_DECAY)
+        h.refresh_prices()
+        update_funding(h, perp)
+        once = h.p.instruments.functions.cumulativeFunding(perp).call()
+    h.refresh_prices()
+    for i in range(FUNDING_DECAY // 12):
+        h.warp(12)
+        if i % 100 == 99:
+            h.refresh_prices()  # the feed's heartbeat is an hour
+        update_funding(h, perp)
+    h.warp(FUNDING_DECAY)  # past the decay: nothing more accrues
+    h.refresh_prices()
+    update_funding(h, perp)
+    poked = h.p.instruments.functions.cumulativeFunding(perp).call()
+    assert once == one_trade_delta(eth + 100 * U, eth) != 0
+    assert abs(poked - once) <= TICK  # the remainder carried, not lost (one TICK for the carry left)
+    check_accruals(h, perp)
+
+
+def test_F3_a_wash_trade_moves_funding_by_at_most_the_documented_bound(h: Harness) -> None:
+    """F-3: a 0.01 BTC wash trade at +10 % between two accounts of one attacker used to make every
+    long pay the capped rate until the next trade; now its premium decays to the index within
+    FUNDING_DECAY, so over a whole period it moves funding by at most cap · FUNDING_DECAY / 2 /
+    FUNDING_PERIOD (1/16 of the capped rate), and a stale mark after an index move pays nothing."""
+    fund_all(h)
+    perp = h.ids["BTC-PERP"]
+    h.fill(ALICE, BOB, perp, 10**16, INDEX * 11 // 10)  # the wash trade
+    h.warp(FUNDING_PERIOD)
+    h.refresh_prices()
+    update_funding(h, perp)
+    moved = h.p.instruments.functions.cumulativeFunding(perp).call()
+    bound = CAP * FUNDING_DECAY // 2 // FUNDING_PERIOD
+    assert 0 < moved <= bound < CAP // 15  # was CAP (a full period at the cap)
+    # no trade since: a later period pays nothing, whatever the index did
+    h.post_raw((INDEX * 9 // 10, 2_800 * U), h.price_signers)
+    h.warp(FUNDING_PERIOD)
+    h.refresh_prices()
+    update_funding(h, perp)
+    assert h.p.instruments.functions.cumulativeFunding(perp).call() == moved
+    check_accruals(h, perp)

@@ -12,11 +12,12 @@ import pytest
 from eth_account import Account
 from web3 import Web3
 
+from offchain import rules
 from offchain.chain.client import Protocol
 from offchain.chain.indexer import HANDLERS, AccountState, Indexer, ProtocolState
 from offchain.chain.merkle import StatusTree
 from offchain.chain.params import OnchainParams
-from offchain.chain.units import FUNDING_PERIOD, TICK, Kind
+from offchain.chain.units import Kind
 from offchain.errors import ChainError
 from tests.chain.conftest import ALICE, BOB, CAROL, RELAYER
 from tests.chain.harness import USDC, Harness, key_addr, post_status_root, status_leaf, status_root
@@ -341,12 +342,13 @@ def test_state_copies_share_nothing_mutable(h: Harness) -> None:
 
 
 def test_indexed_funding_state_predicts_the_next_accrual(h: Harness) -> None:
-    """Mark (from TradeApplied), last accrual time (block timestamps) and index price (PricesPosted)
-    are enough to compute what updateFunding adds next, exactly as Instruments does."""
+    """Premium and trade time (FundingMarkSet), last accrual time and carry (FundingUpdated) and the
+    index (PricesPosted) are enough to compute what updateFunding adds next, exactly as Instruments
+    does (rules.funding_accrual)."""
     act = Activity(h, seed=16)
     open_books(h, act)
     act.trade("BTC-PERP", U, pair=(BOB, CAROL))
-    h.warp(5_000)
+    h.warp(1_500)
     h.refresh_prices()
     ix = Indexer(h.p)
     ix.sync()
@@ -354,13 +356,13 @@ def test_indexed_funding_state_predicts_the_next_accrual(h: Harness) -> None:
     rc = h.send(h.p.instruments.functions.updateFunding(perp.id), RELAYER)
     now = int(h.p.w3.eth.get_block(rc["blockNumber"])["timestamp"])
     index = ix.state.prices.prices[perp.underlying]
-    assert ix.state.params is not None and perp.mark_price
-    cap = index * ix.state.params.max_funding_rate // 10**18
-    premium = max(-cap, min(cap, perp.mark_price - index))
-    delta = abs(premium) * (now - perp.funding_updated_at) // FUNDING_PERIOD // TICK * TICK
-    expected = perp.cumulative_funding + (delta if premium >= 0 else -delta)
+    assert ix.state.params is not None and perp.premium
+    premium = rules.clamp_premium(perp.premium, index, ix.state.params.max_funding_rate)
+    delta, carry = rules.funding_accrual(premium, perp.mark_time, perp.funding_updated_at, now, perp.carry)
+    expected = perp.cumulative_funding + delta
     assert expected != perp.cumulative_funding
     assert h.p.instruments.functions.cumulativeFunding(perp.id).call() == expected
     ix.sync()
     assert ix.state.instruments[perp.id].cumulative_funding == expected
     assert ix.state.instruments[perp.id].funding_updated_at == now
+    assert ix.state.instruments[perp.id].carry == carry
