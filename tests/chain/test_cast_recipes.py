@@ -122,7 +122,7 @@ def test_cast_recipes_work_on_a_real_devnet(devnet: dict[str, str]) -> None:
     h.deposit(COUNTERPARTY, "USDC", 10_000 * U)
     btc = h.latest_prices()[0]
     h.fill(ME_KEY, COUNTERPARTY, h.ids["BTC-PERP"], to_size("0.01"), btc, relayer=RELAYER)
-    assert p.vault.functions.positionCount(ME).call() == 1
+    assert len(p.vault.functions.positionIds(ME).call()) == 1
     cash, nonce = p.vault.functions.cashOf(ME).call(), p.vault.functions.riskNonce(ME).call()
 
     out = run(["setup", "withdraw", "decode"], devnet)
