@@ -18,6 +18,7 @@ function of the block, so every signer recomputes the same figures.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 from offchain import rules
@@ -28,7 +29,7 @@ from offchain.chain.merkle import StatusLeaf, StatusRoot, StatusTree
 from offchain.chain.params import LiquidationParams
 from offchain.chain.units import Kind
 from offchain.errors import ChainError, InputError
-from offchain.protocol import QUOTE_SCALE, WAD
+from offchain.protocol import QUOTE_DECIMALS, WAD
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ def check_bid(state: ProtocolState, req: BidRequest, auction: AuctionView,
     if not 0 < req.fraction <= fmax:
         raise InputError(
             "fraction",
-            f"must be in (0, {fmax / WAD:.18f}] (the largest share that restores the buffer margin)"
+            f"must be in (0, {Decimal(fmax).scaleb(-18):f}] (the largest share that restores the buffer margin)"
             if fmax
             else "the account is back above its buffer margin: nothing to take",
         )
@@ -286,4 +287,4 @@ def bidder_after(state: ProtocolState, req: BidRequest, auction: AuctionView, fu
 
 
 def _usd(units: int) -> str:
-    return f"{units / QUOTE_SCALE:,.6f}"
+    return f"{Decimal(units).scaleb(-QUOTE_DECIMALS):,f}"
