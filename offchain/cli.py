@@ -93,6 +93,9 @@ def _mount_subcommands() -> None:
     from offchain import cli_margin  # the risk engine's report command
 
     app.command("margin")(cli_margin.margin)
+    from offchain.cli_liquidate import liquidate_app  # liquidation auctions by hand
+
+    app.add_typer(liquidate_app, name="liquidate")
 
 
 _mount_subcommands()
