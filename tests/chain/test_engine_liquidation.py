@@ -159,7 +159,7 @@ def bid_body(bidder: str, account: str, fraction: int, worst: int) -> dict[str, 
 
 
 def test_bid_attested_by_the_engine_is_accepted_and_moves_the_fraction(h: Harness, engine: Engine, api: str) -> None:
-    """L-2, L-8: the engine's bidder attestation (signed by remote signers that recompute the bid) is
+    """L-2: the engine's bidder attestation (signed by remote signers that recompute the bid) is
     accepted by ``Liquidator.bid``; it binds the auction version, fraction and worst price; its margin
     figures are the engine's for the bidder's portfolio after the bid."""
     alice, carol = open_auction(h, engine), addr(CAROL)
