@@ -116,7 +116,7 @@ def root_unusable(state: ProtocolState, root: StatusRoot, protocol: Protocol | N
     """Why ``RiskOracle.verifyStatus`` would refuse every leaf of ``root`` now, or None.
 
     The root must be the one on chain (same round, not cleared by a parameter change or a socialised
-    loss), unexpired at the indexed block's time, and no underlying may have moved beyond the
+    loss), unexpired after the indexed block (a start lands in a later one), and no underlying may have moved beyond the
     tolerance since its price round (asked of the feed, one call, only when a newer round exists).
     """
     onchain = state.root
@@ -124,8 +124,8 @@ def root_unusable(state: ProtocolState, root: StatusRoot, protocol: Protocol | N
         return "the latest root on chain is not this engine's latest round"
     if onchain.cleared:
         return "the root was cleared (parameters changed or a loss was socialised): wait for the next round"
-    if root.expiry < state.timestamp:
-        return f"the root expired at {root.expiry} (chain time {state.timestamp}): wait for the next round"
+    if root.expiry <= state.timestamp:  # a start lands in a later block
+        return f"the root expires at {root.expiry} (chain time {state.timestamp}): wait for the next round"
     if protocol is not None and state.params is not None and state.prices.round != root.price_round:
         move = int(protocol.call_at(protocol.feed.functions.moveSince(root.price_round), protocol.feed.address,
                                     state.block))  # fmt: skip
@@ -235,8 +235,9 @@ def bidder_after(state: ProtocolState, req: BidRequest, auction: AuctionView, fu
       the end of the slow phase); the price paid never exceeds :math:`P_w` and the fee never exceeds
       this bound, so the attested equity is a lower bound of the real one;
     * insolvent: it is paid at least :math:`-P_w`; only what the insurance fund holds now
-      (``rules.fund_draw``) is counted, less one unit when the rest would be socialised (the bidder's
-      own positive cash bears a share of the socialised loss, never more than it receives, rounded up).
+      (``rules.fund_draw``) is counted, less two units when the rest would be socialised: the bidder's
+      own positive cash bears a share of the socialised loss, never more than it receives plus the two
+      round-ups (index step and charge).
 
     Its own perpetual funding on the instruments moved is settled as the Vault settles it.
     """
@@ -281,7 +282,7 @@ def bidder_after(state: ProtocolState, req: BidRequest, auction: AuctionView, fu
     else:
         fund_cash = (state.accounts.get(fund) or ChainAccount()).effective_cash(state.loss_index)
         draw, rest = rules.fund_draw(fund_cash, max(-req.worst_price, 0))
-        dst.cash += draw - (1 if rest else 0)
+        dst.cash += draw - (2 if rest else 0)
     discount = 0 if s.insolvent else rules.discount(s, until, p)
     return BidQuote(price, fee, fmax, discount, dst)
 
