@@ -12,6 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 console = Console(width=None if sys.stdout.isatty() else 140)
+SHORT_END = {"back above the buffer margin": "ended: above buffer", "emptied": "ended: emptied",
+             "healthy on a newer result": "ended: healthy"}  # fmt: skip
 
 
 def demo(
@@ -89,9 +91,10 @@ def _liquidations(doc: dict[str, Any]) -> None:
                 "socialised USD", "auction"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("chain time", "account", "auction") else "right")
     for r in doc["liquidations"]:
-        table.add_row(r["chain_time"], r["account"], f"{r['fraction']:.4%}", f"{r['price_usd']:,.2f}",
-                      f"{r['discount']:.4%}", f"{r['fee_usd']:,.2f}", f"{r['fund_draw_usd']:,.2f}",
-                      f"{r['socialised_usd']:,.2f}", r["ended"] or "goes on")  # fmt: skip
+        discount = f"{r['discount']:.4%}" if r["price_usd"] >= 0 else "-"  # an insolvent auction: the fund pays
+        table.add_row(r["chain_time"], r["account"], f"{r['fraction']:.4%}", f"{r['price_usd']:,.2f}", discount,
+                      f"{r['fee_usd']:,.2f}", f"{r['fund_draw_usd']:,.2f}", f"{r['socialised_usd']:,.2f}",
+                      SHORT_END.get(r["ended"], r["ended"]) or "goes on")  # fmt: skip
     console.print(table)
 
 
