@@ -97,6 +97,9 @@ def _mount_subcommands() -> None:
 
     app.command("backtest")(cli_backtest.backtest)
     app.command("optimize")(cli_optimize.optimize)
+    from offchain.cli_liquidate import liquidate_app  # liquidation auctions by hand
+
+    app.add_typer(liquidate_app, name="liquidate")
 
 
 _mount_subcommands()

@@ -4,49 +4,108 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 console = Console(width=None if sys.stdout.isatty() else 140)
+SHORT_END = {"back above the buffer margin": "ended: above buffer", "emptied": "ended: emptied",
+             "healthy on a newer result": "ended: healthy"}  # fmt: skip
 
 
 def demo(
     seed: Annotated[int, typer.Option(help="seed of the synthetic market before the crash")] = 7,
     report: Annotated[Path | None, typer.Option(help="where to write the JSON report")] = None,
 ) -> None:
-    """Deploy to a fresh Anvil, trade under engine attestations, replay a crash, attest and report."""
-    from offchain.sim.demo import ROLES, run_demo, write_report
+    """Deploy to a fresh Anvil, trade under engine attestations, replay the 2020-03-12 crash with a root
+    every hour, liquidate what falls below maintenance margin, and report (liquidations, insurance fund,
+    bad debt, socialised loss)."""
+    from offchain.sim.demo import STEPS, run_demo, write_report
 
-    with console.status("running the devnet scenario (deploy, fund, trade, crash, attest)..."):
-        run = run_demo(seed)
-    for phase in run.phases:
+    with Progress(TextColumn("[bold]demo[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=console, transient=not console.is_terminal) as bar:  # fmt: skip
+        task = bar.add_task("starting Anvil and deploying", total=STEPS)
+        run = run_demo(seed, progress=lambda label: bar.update(task, advance=1, description=label))
+    report_doc = run.report()
+    _phases(report_doc)
+    _rounds(report_doc)
+    _liquidations(report_doc)
+    _fund(report_doc)
+    c, losses = report_doc["conservation"], report_doc["losses"]
+    console.print(f"conservation (I-1): vault USDC {c['vault_usdc'] / 1e6:,.6f} USD = Σ cash − Σ cost basis − "
+                  f"Σ unsettled funding {c['books'] / 1e6:,.6f} USD (+ {c['rounding_dust_units']} units of loss-charge "
+                  f"rounding dust): {'holds' if c['holds'] else 'BROKEN'}")  # fmt: skip
+    console.print(f"bad debt {losses['bad_debt_usd']:,.6f} USD = insurance fund draws {losses['fund_draws_usd']:,.6f} "
+                  f"+ socialised loss {losses['socialised_usd']:,.6f} + unrecovered {losses['unrecovered_usd']:,.6f}: "
+                  f"{'holds' if losses['bad_debt_equals_draws_plus_socialised'] else 'BROKEN'}")  # fmt: skip
+    console.print(f"why: {losses['explanation']}")
+    console.print("gas: " + ", ".join(f"{k} {v:,}" for k, v in sorted(report_doc["gas"].items())))
+    path = write_report(run, report or Path(f"reports/demo-seed{seed}.json"))
+    console.print(f"report: {path}")
+    if not c["holds"] or not losses["bad_debt_equals_draws_plus_socialised"]:
+        raise typer.Exit(1)
+
+
+def _phases(doc: dict[str, Any]) -> None:
+    roles = doc["roles"]
+    for phase in doc["phases"]:
         spot = ", ".join(f"{x:,.0f}" for x in phase["spot"])
-        table = Table(title=f"{phase['label']} (BTC, ETH = {spot})")
-        for col in ("account", "role", "cash", "positions", "margin equity", "IM", "MM", "standard", "status"):
+        table = Table(title=f"{phase['label']} (BTC, ETH = {spot} USD)")
+        for col in ("account", "role", "cash USD", "positions", "margin equity", "IM", "MM", "standard", "status"):
             table.add_column(col, justify="left" if col in ("account", "role", "status") else "right")
         for name, row in phase["accounts"].items():
-            table.add_row(name, ROLES[name], f"{row['cash_usd']:,.2f}", str(row["positions"]),
+            table.add_row(name, roles[name], f"{row['cash_usd']:,.2f}", str(row["positions"]),
                           f"{row['margin_equity']:,.2f}", f"{row['im']:,.2f}", f"{row['mm']:,.2f}",
                           f"{row['standard_margin']:,.2f}", row["status"])  # fmt: skip
         console.print(table)
-    rounds = Table(title="engine rounds (status roots posted on chain)")
-    for col in ("round", "when", "price round", "BTC", "ETH", "accounts", "below MM"):
-        rounds.add_column(col)
-    for r in run.rounds:
-        rounds.add_row(str(r["round"]), r["label"], str(r["price_round"]), f"{r['spot'][0]:,.0f}",
-                       f"{r['spot'][1]:,.0f}", str(r["accounts"]), ", ".join(r["below_mm"]) or "-")  # fmt: skip
-    console.print(rounds)
-    c = run.conservation
-    console.print(f"conservation (I-1): vault USDC {c['vault_usdc']:,} = Σ cash − Σ cost basis "
-                  f"{c['sum_cash_minus_cost_basis']:,}: {'holds' if c['holds'] else 'BROKEN'}")  # fmt: skip
-    console.print("gas: " + ", ".join(f"{k} {v:,}" for k, v in sorted(run.gas.items())))
-    below = sorted({n for r in run.rounds for n in r["below_mm"]})
-    console.print(f"accounts that fell below maintenance margin: {', '.join(below) or 'none'} "
-                  "(the Liquidator's Dutch auctions act on these; see the issues)")  # fmt: skip
-    path = write_report(run, report or Path(f"reports/demo-seed{seed}.json"))
-    console.print(f"report: {path}")
-    if not c["holds"]:
-        raise typer.Exit(1)
+
+
+def _rounds(doc: dict[str, Any]) -> None:
+    """Rounds worth a line: the first, the last, and every one with an account below MM."""
+    rounds = doc["rounds"]
+    shown = [r for i, r in enumerate(rounds) if i in (0, len(rounds) - 1) or r["below_mm"]]
+    table = Table(title=f"engine rounds (status roots posted on chain: {len(rounds)}, one per hourly step; "
+                        "those with an account below MM shown)")  # fmt: skip
+    for col in ("round", "when", "price round", "BTC USD", "ETH USD", "accounts", "below MM"):
+        table.add_column(col)
+    for r in shown:
+        table.add_row(str(r["round"]), r["label"], str(r["price_round"]), f"{r['spot'][0]:,.0f}",
+                      f"{r['spot'][1]:,.0f}", str(r["accounts"]), ", ".join(r["below_mm"]) or "-")  # fmt: skip
+    console.print(table)
+
+
+def _liquidations(doc: dict[str, Any]) -> None:
+    starts = Table(title="auctions started by the built-in bidder (from the engine's /liquidatable)")
+    for col in ("when", "chain time", "account", "kind", "mark-to-market USD", "margin equity USD", "MM USD"):
+        starts.add_column(col, justify="right" if "USD" in col else "left")
+    for a in doc["auctions"]:
+        kind = "insolvent" if a["insolvent"] else "solvent"
+        starts.add_row(a["label"], a["chain_time"], a["account"], kind, f"{a['mtm_equity_usd']:,.2f}",
+                       f"{a['margin_equity_usd']:,.2f}", f"{a['mm_usd']:,.2f}")  # fmt: skip
+    console.print(starts)
+    table = Table(title="liquidations (Liquidator Bid events)")
+    for col in ("chain time", "account", "fraction", "price USD", "discount", "fee USD", "fund draw USD",
+                "socialised USD", "auction"):  # fmt: skip
+        table.add_column(col, justify="left" if col in ("chain time", "account", "auction") else "right")
+    for r in doc["liquidations"]:
+        discount = f"{r['discount']:.4%}" if r["price_usd"] >= 0 else "-"  # an insolvent auction: the fund pays
+        table.add_row(r["chain_time"], r["account"], f"{r['fraction']:.4%}", f"{r['price_usd']:,.2f}", discount,
+                      f"{r['fee_usd']:,.2f}", f"{r['fund_draw_usd']:,.2f}", f"{r['socialised_usd']:,.2f}",
+                      SHORT_END.get(r["ended"], r["ended"]) or "goes on")  # fmt: skip
+    console.print(table)
+
+
+def _fund(doc: dict[str, Any]) -> None:
+    """The insurance fund's balance whenever it changed (and at the start and the end)."""
+    points = doc["insurance_fund"]
+    shown = [p for i, p in enumerate(points)
+             if i in (0, len(points) - 1) or p["balance_usd"] != points[i - 1]["balance_usd"]]  # fmt: skip
+    table = Table(title="insurance fund balance over time (changes only)")
+    for col in ("chain time", "after", "balance USD"):
+        table.add_column(col, justify="right" if "USD" in col else "left")
+    for p in shown:
+        table.add_row(p["chain_time"], p["label"], f"{p['balance_usd']:,.6f}")
+    console.print(table)

@@ -17,13 +17,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from offchain import rules
-from offchain.chain.actions import STATUS, trade_action, withdraw_action
+from offchain.chain.actions import STATUS, bid_action, trade_action, withdraw_action
 from offchain.chain.client import Deployment
 from offchain.chain.eip712 import Attestation
 from offchain.chain.indexer import AccountState as ChainAccount
 from offchain.chain.indexer import ProtocolState
 from offchain.chain.merkle import StatusLeaf
 from offchain.engine.checks import check_trade, check_withdraw
+from offchain.engine.liquidation import AuctionView, BidRequest, bidder_after
 from offchain.errors import InputError, PmsimError
 from offchain.risk.accounts import AccountBook, AccountState
 from offchain.risk.config import RiskConfig
@@ -206,6 +207,25 @@ class EngineCore:
         after = engine.what_if_withdrawal(current, symbol, req.amount / 10**decimals)
         action = withdraw_action(req.account, req.token, req.amount)
         return self._attestation(state, req.account, acct, action, after.margin, issued_at, expiry)
+
+    def attest_bid(self, state: ProtocolState, req: BidRequest, auction: AuctionView, issued_at: int,
+                   expiry: int) -> Attestation:  # fmt: skip
+        """The attestation of ``req.bidder``'s state after the bid (see
+        :func:`offchain.engine.liquidation.bidder_after`), bound to the auction, version, fraction and
+        worst price; refused (``InputError`` on ``fraction``) when it would not cover the bidder's IM."""
+        if state.params is None:
+            raise PmsimError("risk parameters not indexed yet")
+        fund = self.deployment.contracts["InsuranceFund"]
+        quote = bidder_after(state, req, auction, fund, state.params.max_positions, expiry)
+        acct = state.accounts.get(req.bidder) or ChainAccount()
+        m = self.engine(state).account(self.account_state(state, quote.bidder))
+        action = bid_action(req.bidder, req.account, req.version, req.fraction, req.worst_price)
+        att = self._attestation(state, req.bidder, acct, action, m, issued_at, expiry)
+        if att.margin_equity < att.initial_margin:
+            raise InputError("fraction", f"after the bid the bidder's margin equity {att.margin_equity / E6:,.2f} USD "
+                             f"would be below its initial margin {att.initial_margin / E6:,.2f} USD: take a smaller "
+                             "fraction or deposit first")  # fmt: skip
+        return att
 
     def attest_status(self, state: ProtocolState, account: str, issued_at: int, expiry: int) -> Attestation:
         acct = state.accounts.get(account) or ChainAccount()

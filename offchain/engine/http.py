@@ -5,23 +5,28 @@ Engine routes
 ``GET /health``                      status, indexed block, chain time, price round, hashes, signers
 ``POST /attest/trade``               ``{"account", "instrument", "size", "price", "role"}`` -> signed attestation
 ``POST /attest/withdraw``            ``{"account", "token", "amount"}`` -> signed attestation
+``POST /attest/bid``                 ``{"bidder", "account", "fraction", "worst_price"}`` -> signed attestation
+                                     of the bidder after the bid, with the auction ``version`` it binds
 ``GET /liquidatable``                accounts below maintenance margin in the latest round, with proofs
 ``GET /proof/<account>``             the account's status leaf and Merkle proof in the latest round
 ``GET /round/latest``                the latest round's root and whole tree (StandardMerkleTree dump)
 ``GET /metrics``                     Prometheus text format
 
 ``size`` is in units of the underlying (signed, + buys, a multiple of 0.001), ``price`` in USD
-(a multiple of 0.001), ``amount`` in token units (decimal string), ``token`` a symbol or address.
+(a multiple of 0.001), ``amount`` in token units (decimal string), ``token`` a symbol or address;
+``fraction`` a share of the portfolio in (0, 1] (at most 18 decimals), ``worst_price`` the most the
+bidder pays in USD (at most 6 decimals; negative: the least it is paid, insolvent auctions).
 Every refusal is JSON ``{"error": ..., "field": ...}`` naming the field at fault:
 
 * 400: malformed or out-of-range input, or an action the contracts would refuse (size beyond
   ``MAX_SIZE``, off the lot or tick grid, a position below ``minPositionSize`` or beyond
   ``maxPositions``, an expired or unknown instrument, more than the balance; see
-  :mod:`offchain.engine.checks`);
+  :mod:`offchain.engine.checks`; for bids, a fraction beyond the auction's largest or a bidder
+  left below IM);
 * 422: the account would be under-margined after the action (``RiskOracle_InsufficientMargin``),
   with ``margin_equity``, ``required`` and ``shortfall`` in quote units; nothing is signed;
-* 404 unknown route (field ``path``), 413 body over 64 KiB, 409 the protocol is paused,
-  503 signers below quorum or the chain unreachable.
+* 404 unknown route (field ``path``), 413 body over 64 KiB, 409 the protocol is paused or the
+  auction changed, 503 signers below quorum or the chain unreachable.
 
 The server speaks HTTP/1.1 with keep-alive (one thread per connection, idle ones closed after
 30 s); requests are answered concurrently on snapshots of the chain state (see
@@ -53,8 +58,9 @@ from typing import Any, ClassVar
 from eth_utils import is_address, to_checksum_address
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from offchain.chain.units import to_price, to_size
+from offchain.chain.units import QUOTE_SCALE, WAD, to_price, to_size
 from offchain.engine.follower import ChainUnavailableError
+from offchain.engine.liquidation import fetch_auction
 from offchain.engine.service import Engine, InsufficientMarginError, QuorumError
 from offchain.engine.signer import SignerNode, SignerRefused, job_from_json
 from offchain.errors import ChainError, InputError, PmsimError
@@ -247,6 +253,18 @@ class EngineApi:
             raise InputError("amount", f"must be positive with at most {decimals} decimals")
         return self.engine.attest_withdraw(account, token, int(amount)).to_json()
 
+    def attest_bid(self, body: dict[str, Any]) -> dict[str, Any]:
+        bidder, account = _address(body, "bidder"), _address(body, "account")
+        fraction = _decimal(body, "fraction") * WAD
+        if not 0 < fraction <= WAD or fraction != fraction.to_integral_value():
+            raise InputError("fraction", "must be in (0, 1] with at most 18 decimals")
+        worst = _decimal(body, "worst_price") * QUOTE_SCALE
+        if worst != worst.to_integral_value():
+            raise InputError("worst_price", "at most 6 decimals (USD)")
+        signed = self.engine.attest_bid(bidder, account, int(fraction), int(worst))
+        auction = fetch_auction(self.engine.protocol, account, signed.block)  # what the bid was computed on
+        return {**signed.to_json(), "version": auction.version}
+
     def _token(self, value: object) -> str:
         tokens = self.engine.protocol.deployment.tokens
         if isinstance(value, str) and value in tokens:
@@ -275,7 +293,8 @@ def serve_engine(engine: Engine, host: str = "127.0.0.1", port: int = 0, *,
     handler = type("EngineHandler", (_Handler,), {
         "routes_get": {"/health": engine.health, "/liquidatable": api.liquidatable,
                        "/round/latest": engine.round_document},
-        "routes_post": {"/attest/trade": api.attest_trade, "/attest/withdraw": api.attest_withdraw},
+        "routes_post": {"/attest/trade": api.attest_trade, "/attest/withdraw": api.attest_withdraw,
+                        "/attest/bid": api.attest_bid},
         "prefixes_get": {"/proof": api.proof},
         "metrics": engine.metrics.registry,
     })  # fmt: skip

@@ -31,10 +31,12 @@ from offchain.chain.units import Kind
 from offchain.engine.checks import reduces
 from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
 from offchain.engine.follower import ChainFollower, HeadProbe
+from offchain.engine.liquidation import BidRequest, fetch_auction, root_unusable, start_candidates
 from offchain.engine.signer import RiskSigner, SignerRefused, SignJob
 from offchain.errors import ChainError, ConfigError, ContractRevertError, InputError, PmsimError
 
 log = logging.getLogger("pmsim.engine")
+Request = TradeRequest | WithdrawRequest | BidRequest
 
 
 class QuorumError(PmsimError):
@@ -207,7 +209,17 @@ class Engine:
         """Attest ``account``'s state after withdrawing ``amount`` (token units) of ``token``."""
         return self._attest("withdraw", lambda _state: WithdrawRequest(account, token, amount))
 
-    def _attest(self, kind: str, make: Callable[[ProtocolState], TradeRequest | WithdrawRequest]) -> SignedAttestation:
+    def attest_bid(self, bidder: str, account: str, fraction: int, worst_price: int) -> SignedAttestation:
+        """Attest ``bidder``'s state after taking ``fraction`` (WAD) of ``account``'s portfolio at no more
+        than ``worst_price`` (quote units), at the auction's current version."""
+
+        def request(state: ProtocolState) -> BidRequest:
+            version = fetch_auction(self.protocol, account, state.block).version
+            return BidRequest(bidder, account, version, fraction, worst_price)
+
+        return self._attest("bid", request)
+
+    def _attest(self, kind: str, make: Callable[[ProtocolState], Request]) -> SignedAttestation:
         """Compute the post-action attestation on a fresh snapshot, check it would pass the
         contract's margin test, collect the quorum; count and time it. No engine-wide lock."""
         t0 = time.perf_counter()
@@ -220,10 +232,15 @@ class Engine:
                 held = state.accounts.get(req.account)
                 pos = held.positions.get(req.instrument) if held is not None else None
                 reducing = reduces(pos.size if pos else 0, req.size_delta)
+                field = "size"
+            elif isinstance(req, BidRequest):
+                auction = fetch_auction(self.protocol, req.account, state.block)
+                att = self.core.attest_bid(state, req, auction, issued, expiry)
+                reducing, field = False, "fraction"
             else:
                 att = self.core.attest_withdraw(state, req, issued, expiry)
-                reducing = False
-            _require_margin(att, reducing, "size" if isinstance(req, TradeRequest) else "amount")
+                reducing, field = False, "amount"
+            _require_margin(att, reducing, field)
         except PmsimError:
             self.metrics.attestation_errors.inc()
             raise
@@ -347,11 +364,17 @@ class Engine:
                 "proof": ["0x" + p.hex() for p in latest.tree.proof(account)]}  # fmt: skip
 
     def liquidatable(self) -> list[dict[str, Any]]:
+        """What ``Liquidator.start`` accepts now: every account of the latest round below MM once the
+        deposits made since are credited, not in auction, at its leaf's risk nonce, with its leaf, proof
+        and shortfall (see :func:`offchain.engine.liquidation.start_candidates`); none while the root
+        itself would be refused (replaced, cleared, expired, prices moved)."""
         latest = self.latest
         if latest is None:
             return []
         state = self.follower.snapshot
-        return [self.proof(leaf.account) for leaf in latest.tree.leaves if _liquidatable(leaf, state)]
+        if root_unusable(state, latest.root, self.protocol) is not None:
+            return []
+        return start_candidates(state, latest.tree, latest.round)
 
     def health(self) -> dict[str, Any]:
         state = self.follower.snapshot

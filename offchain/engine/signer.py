@@ -26,6 +26,7 @@ from offchain.chain.eip712 import Attestation, Domain, Signer, digest
 from offchain.chain.indexer import Indexer, ProtocolState
 from offchain.chain.merkle import StatusRoot, StatusTree
 from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
+from offchain.engine.liquidation import BidRequest, fetch_auction
 from offchain.errors import PmsimError
 
 log = logging.getLogger("pmsim.signer")
@@ -41,7 +42,7 @@ class SignJob:
 
     block: int
     attestation: Attestation | None = None
-    request: TradeRequest | WithdrawRequest | None = None
+    request: TradeRequest | WithdrawRequest | BidRequest | None = None
     root: StatusRoot | None = None
 
 
@@ -135,6 +136,9 @@ class SignerNode:
             att = self.core.attest_trade(state, job.request, a.issued_at, a.expiry)
         elif isinstance(job.request, WithdrawRequest):
             att = self.core.attest_withdraw(state, job.request, a.issued_at, a.expiry)
+        elif isinstance(job.request, BidRequest):
+            auction = fetch_auction(self.indexer.protocol, job.request.account, job.block)
+            att = self.core.attest_bid(state, job.request, auction, a.issued_at, a.expiry)
         else:
             att = self.core.attest_status(state, a.account, a.issued_at, a.expiry)
         return SignJob(job.block, attestation=att, request=job.request)
@@ -159,19 +163,25 @@ def job_to_json(job: SignJob) -> dict[str, Any]:
         out["trade"] = [r.account, r.instrument, str(r.size_delta), str(r.price), str(r.fee)]
     elif isinstance(job.request, WithdrawRequest):
         out["withdraw"] = [job.request.account, job.request.token, str(job.request.amount)]
+    elif isinstance(job.request, BidRequest):
+        b = job.request
+        out["bid"] = [b.bidder, b.account, str(b.version), str(b.fraction), str(b.worst_price)]
     return out
 
 
 def job_from_json(data: dict[str, Any]) -> SignJob:
     att = Attestation(*_decode(data["attestation"], Attestation)) if "attestation" in data else None
     root = StatusRoot(*_decode(data["root"], StatusRoot)) if "root" in data else None
-    req: TradeRequest | WithdrawRequest | None = None
+    req: TradeRequest | WithdrawRequest | BidRequest | None = None
     if "trade" in data:
         a, i, s, p, f = data["trade"]
         req = TradeRequest(a, int(i), int(s), int(p), int(f))
     elif "withdraw" in data:
         a, t, amt = data["withdraw"]
         req = WithdrawRequest(a, t, int(amt))
+    elif "bid" in data:
+        b, acc, v, f, w = data["bid"]
+        req = BidRequest(b, acc, int(v), int(f), int(w))
     return SignJob(int(data["block"]), attestation=att, request=req, root=root)
 
 

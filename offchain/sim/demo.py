@@ -1,38 +1,55 @@
-"""The devnet run end to end: deploy, fund, trade under engine attestations, crash, attest, report.
+"""The devnet run end to end: deploy, fund, trade under engine attestations, crash, liquidate, report.
+
+The engine posts a status root after every hourly price step (as a live engine would, well inside the
+protocol's one-hour emergency delay). During the replay of the 2020-03-12 crash a plain built-in
+bidder (:class:`offchain.sim.bidder.PlainBidder`, a funded devnet account) starts an auction for every
+account the engine lists as liquidatable and bids on it at once; the report shows each liquidation,
+the insurance fund's balance over time, bad debt and socialised loss.
 
 Deterministic: a fixed genesis time, one second per block (``anvil_setBlockTimestampInterval``),
 warps to each price step, and a seeded market before the crash; the same seed gives the same
-report, byte for byte.
+report, byte for byte. Money in the report is in USD (exact: quote units / 1e6), fractions and
+discounts rounded to six decimals beside their exact WAD integers.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from eth_account import Account
 from eth_typing import HexStr
+from web3.logs import DISCARD
 
+from offchain import rules
 from offchain.chain.anvil import DEFAULT_KEYS, start_anvil
 from offchain.chain.client import Protocol, connect
 from offchain.chain.devnet import Devnet, bootstrap
 from offchain.chain.eip712 import Order, Signer, sign_order
-from offchain.chain.units import SIZE_SCALE, TICK, value
+from offchain.chain.units import SIZE_SCALE, TICK, Kind, value
 from offchain.engine.service import Engine, build_engine
 from offchain.engine.signer import LocalSigner
 from offchain.feeds.service import PriceService
 from offchain.feeds.sources import PriceStep, scaled_steps
+from offchain.protocol import WAD
+from offchain.risk.fixed_point import from_price_e18
+from offchain.sim.bidder import BidOutcome, PlainBidder
 
 GENESIS = 1_767_225_600  # 2026-01-01T00:00:00Z
 USDC = 10**6
 U = SIZE_SCALE
-ROLES = {"alice": "option writer", "bob": "option buyer", "carol": "leveraged perp long", "dave": "market maker"}
-FUNDING = {"alice": 150_000, "bob": 60_000, "carol": 40_000, "dave": 400_000}
+ROLES = {"alice": "option writer", "bob": "option buyer", "carol": "leveraged perp long", "dave": "market maker",
+         "erin": "liquidator (plain built-in bidder)"}  # fmt: skip
+FUNDING = {"alice": 150_000, "bob": 60_000, "carol": 40_000, "dave": 400_000, "erin": 1_000_000}
 CRASH_START, CRASH_HOURS = 7 * 24, 36  # 2020-03-12 00:00 UTC, through 2020-03-13 12:00 UTC
+DRIFT_HOURS = 6
+STEPS = 1 + DRIFT_HOURS + 4 + 1 + CRASH_HOURS + 1 + 1  # fund, drift, trades, snapshot, crash, snapshot, checks
+Progress = Callable[[str], None]
 
 
 @dataclass
@@ -55,22 +72,31 @@ class DemoRun:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     gas: dict[str, int] = field(default_factory=dict)
     conservation: dict[str, Any] = field(default_factory=dict)
+    auctions: list[dict[str, Any]] = field(default_factory=list)
+    liquidations: list[dict[str, Any]] = field(default_factory=list)
+    fund: list[dict[str, Any]] = field(default_factory=list)
+    losses: dict[str, Any] = field(default_factory=dict)
 
     def report(self) -> dict[str, Any]:
         return {"seed": self.seed, "roles": ROLES, "trades": self.trades, "rounds": self.rounds,
-                "phases": self.phases, "gas": self.gas, "conservation": self.conservation}  # fmt: skip
+                "phases": self.phases, "gas": self.gas, "conservation": self.conservation,
+                "auctions": self.auctions, "liquidations": self.liquidations, "insurance_fund": self.fund,
+                "losses": self.losses}  # fmt: skip
 
 
 class Demo:
     """Drives one run; see :func:`run_demo`."""
 
-    def __init__(self, dev: Devnet, engine: Engine, seed: int) -> None:
+    def __init__(self, dev: Devnet, engine: Engine, seed: int, progress: Progress | None = None) -> None:
         self.dev, self.engine, self.seed = dev, engine, seed
         self.p: Protocol = dev.protocol
         self.actors = {n: Actor(n, DEFAULT_KEYS[i + 1]) for i, n in enumerate(ROLES)}
         self.prices = PriceService(self.p, dev.price_signers, dev.deployer)
+        self.bidder = PlainBidder(engine, self.actors["erin"].key)
         self.run = DemoRun(seed)
         self._nonce = 0
+        self._progress = progress or (lambda _label: None)
+        self._names = {a.address: n for n, a in self.actors.items()}
 
     # ------------------------------------------------------------------ steps
     def fund(self) -> None:
@@ -81,12 +107,16 @@ class Demo:
             self._gas("approve", self.p.send(usdc.functions.approve(self.p.vault.address, 2**256 - 1), a.key))
             fn = self.p.vault.functions.deposit(usdc.address, amount * USDC, a.address)
             self._gas("deposit", self.p.send(fn, a.key))
+        self._progress("funded the accounts")
 
     def drift(self, hours: int) -> None:
-        """A seeded synthetic market for ``hours`` before the crash."""
+        """A seeded synthetic market for ``hours`` before the crash, a status root after every hour."""
         spot = self._spot()
         steps = list(scaled_steps("gbm", spot, self.seed, hours))[1:]
-        self.prices.run(_shift(steps, 3600), warp=True)
+        for i, step in enumerate(steps):
+            self.prices.run([PriceStep(3600, step.prices)], warp=True)
+            self.round(f"drift +{i + 1}h")
+            self._progress(f"synthetic market, hour {i + 1} of {hours}")
 
     def trade(self, maker: str, taker: str, instrument: str, maker_buys: bool, units: float) -> None:
         """A fill at the engine's model mark, each side attested by the engine."""
@@ -106,7 +136,8 @@ class Demo:
         self._gas("trade_2_attestations", receipt)
         self.run.trades.append({"maker": maker, "taker": taker, "instrument": instrument,
                                 "side": "buy" if maker_buys else "sell", "size": units,
-                                "price": price / 1e18, "notional_usd": value(size, price) / USDC})  # fmt: skip
+                                "price": from_price_e18(price), "notional_usd": value(size, price) / USDC})  # fmt: skip
+        self._progress(f"{maker} and {taker} traded {instrument}")
 
     def _order(self, actor: Actor, ins: int, buy: bool, size: int, price: int) -> tuple[Any, bytes]:
         self._nonce += 1
@@ -119,13 +150,14 @@ class Demo:
             return
         self._gas("post_root", self.p.w3.eth.get_transaction_receipt(HexStr(result.tx)))
         below = [leaf.account for leaf in result.tree.leaves if leaf.margin_equity < leaf.maintenance_margin]
-        names = {a.address: n for n, a in self.actors.items()}
         self.run.rounds.append({"round": result.round, "label": label, "price_round": result.root.price_round,
                                 "spot": list(self._spot()), "accounts": len(result.tree.leaves),
-                                "below_mm": sorted(names.get(a, a) for a in below)})  # fmt: skip
+                                "below_mm": sorted(self._name(a) for a in below)})  # fmt: skip
+        self.run.fund.append({"label": label, "chain_time": _iso(self.p.now()), "balance_usd": self._fund_usd()})
 
-    def crash(self, every: int = 6) -> None:
-        """Replay the March 2020 crash's hourly moves from today's prices, a round every few hours."""
+    def crash(self, every: int = 1) -> None:
+        """Replay the March 2020 crash's hourly moves from today's prices: a round after every ``every``
+        hours, then the plain bidder starts and bids on whatever the engine lists as liquidatable."""
         steps = list(scaled_steps("replay:2020-03", self._spot(), 0, CRASH_START + CRASH_HOURS))
         window = steps[CRASH_START : CRASH_START + CRASH_HOURS + 1]
         base = window[0]
@@ -133,7 +165,41 @@ class Demo:
                          zip(s.prices, self._spot(), base.prices, strict=True))) for s in window[1:]]  # fmt: skip
         for i, chunk in enumerate(_chunks(rel, every)):
             self.prices.run(_shift(chunk, 0), warp=True)
-            self.round(f"crash +{(i + 1) * every}h")
+            label = f"crash +{(i + 1) * every}h"
+            self.round(label)
+            self.liquidate(label)
+            self._progress(f"2020-03-12 replay, hour {(i + 1) * every} of {CRASH_HOURS}")
+
+    def liquidate(self, label: str) -> None:
+        """The plain bidder's turn: start every listed auction, bid on every open one."""
+        for account, receipt in self.bidder.start_all():
+            self._gas("liquidation_start", receipt)
+            [ev] = [dict(e["args"]) for e in
+                    self.p.liquidator.events.AuctionStarted().process_receipt(receipt, errors=DISCARD)]  # fmt: skip
+            self.run.auctions.append({
+                "label": label, "chain_time": _iso(self._block_time(receipt)), "account": self._name(account),
+                "insolvent": bool(ev["insolvent"]), "mtm_equity_usd": ev["mtmEquity"] / USDC,
+                "margin_equity_usd": ev["equity"] / USDC, "mm_usd": ev["maintenanceMargin"] / USDC,
+            })  # fmt: skip
+        open_auctions = sorted({c["account"] for c in self.bidder.started})
+        for o in self.bidder.bid_all(open_auctions):
+            self._record_bid(label, o)
+        self.bidder.started = [c for c in self.bidder.started
+                               if self.p.liquidator.functions.auctionOf(c["account"]).call()[0]]  # fmt: skip
+
+    def _record_bid(self, label: str, o: BidOutcome) -> None:
+        self.run.gas["liquidation_bid"] = self.run.gas.get("liquidation_bid", 0) + o.gas
+        self.run.liquidations.append({
+            "label": label, "chain_time": _iso(int(self.p.w3.eth.get_block(o.block)["timestamp"])),
+            "account": self._name(o.account), "bidder": self._name(o.bidder),
+            "fraction": round(o.fraction / WAD, 6), "fraction_wad": str(o.fraction),
+            "price_usd": o.price / USDC, "discount": round(o.discount / WAD, 6), "discount_wad": str(o.discount),
+            "fee_usd": o.fee / USDC, "fund_draw_usd": o.fund_draw / USDC, "socialised_usd": o.socialised / USDC,
+            "unrecovered_usd": o.unrecovered / USDC, "ended": o.ended or "",
+        })  # fmt: skip
+        self.run.fund.append({"label": f"{label}, after a bid on {self._name(o.account)}",
+                              "chain_time": _iso(int(self.p.w3.eth.get_block(o.block)["timestamp"])),
+                              "balance_usd": self._fund_usd()})  # fmt: skip
 
     def snapshot(self, label: str) -> None:
         state = self.engine.refresh()
@@ -150,22 +216,90 @@ class Demo:
                           "below IM" if m.margin_equity < m.im else "ok"}  # fmt: skip
         self.run.phases.append({"label": label, "spot": list(self._spot()), "chain_time": state.timestamp,
                                 "accounts": rows})  # fmt: skip
+        self._progress(f"margin snapshot {label}")
 
     def check_conservation(self) -> None:
-        """I-1: the vault's USDC equals Σ cash − Σ cost basis over every account, exactly."""
+        """I-1: the vault's USDC equals Σ cash − Σ cost basis − Σ funding not yet settled, over every
+        account, cash net of the socialised loss not yet charged (``Vault.cashOf``): exactly while no
+        loss was socialised, else up to the loss charges' rounding dust (one unit per account at most,
+        in the vault's favour, I-1b). L-6: bad debt = fund draws + socialised loss (+ unrecovered,
+        never silent)."""
         state = self.engine.refresh()
         held = int(self.p.tokens["USDC"].functions.balanceOf(self.p.vault.address).call())
-        books = sum(a.cash - sum(pos.cost_basis for pos in a.positions.values()) for a in state.accounts.values())
-        self.run.conservation = {"vault_usdc": held, "sum_cash_minus_cost_basis": books, "holds": held == books}
+        books = 0
+        for a in state.accounts.values():
+            books += a.effective_cash(state.loss_index)
+            for iid, pos in a.positions.items():
+                books -= pos.cost_basis
+                ins = state.instruments[iid]
+                if ins.kind == Kind.PERP:
+                    books -= rules.funding_payment(pos.size, ins.cumulative_funding, pos.funding_snapshot)
+        dust = held - books
+        holds = dust == 0 if state.loss_index == 0 else 0 <= dust <= len(state.accounts)
+        self.run.conservation = {"vault_usdc": held, "books": books, "holds": holds, "rounding_dust_units": dust,
+                                 "accounts": len(state.accounts)}  # fmt: skip
+        liq = self.run.liquidations
+        bad_debt = sum(-_units(r["price_usd"]) for r in liq if r["price_usd"] < 0)
+        draws = sum(_units(r["fund_draw_usd"]) for r in liq)
+        social = sum(_units(r["socialised_usd"]) for r in liq)
+        lost = sum(_units(r["unrecovered_usd"]) for r in liq)
+        self.run.losses = {
+            "bad_debt_usd": bad_debt / USDC, "fund_draws_usd": draws / USDC, "socialised_usd": social / USDC,
+            "unrecovered_usd": lost / USDC, "fees_to_fund_usd": sum(_units(r["fee_usd"]) for r in liq) / USDC,
+            "bad_debt_equals_draws_plus_socialised": bad_debt == draws + social + lost,
+            "loss_index": str(state.loss_index), "explanation": self._explain(bad_debt, draws, social),
+        }  # fmt: skip
+        self._progress("checked conservation")
+
+    def _explain(self, bad_debt: int, draws: int, social: int) -> str:
+        """Why bad debt and socialised loss are what they are, with the figures that decide it."""
+        if not self.run.liquidations:
+            return "no account fell below its maintenance margin: nothing was liquidated"
+        if bad_debt == 0:
+            return ("every auction was solvent: with a status root after every hourly step the bidder caught each "
+                    "account below its maintenance margin before its mark-to-market equity went negative, so the "
+                    "insurance fund paid nothing and no loss was socialised")  # fmt: skip
+        spots = [r["spot"][0] for r in self.run.rounds]
+        drops = [(b / a - 1, r["label"]) for a, b, r in zip(spots, spots[1:], self.run.rounds[1:], strict=False)]
+        worst, when = min(drops)
+        bad = [a for a in self.run.auctions if a["insolvent"]]
+        who = ", ".join(f"{a['account']} at {a['label']} (mark-to-market {a['mtm_equity_usd']:,.2f} USD)" for a in bad)
+        text = (f"{len(bad)} auction(s) started insolvent: {who}. The replay moves in hourly steps and BTC fell "
+                f"{-worst:.1%} in the single hour to {when}, more than the maintenance margin left on a leveraged "
+                "long that earlier partial liquidations had restored only to its buffer margin (MM plus 15 % of its "
+                "distance); between two observations no bidder can act. ")  # fmt: skip
+        if social == 0:
+            return text + f"The insurance fund covered the whole deficit ({draws / USDC:,.2f} USD)."
+        return text + (f"The insurance fund, fed so far only by its 25 % share of trading fees and by liquidation "
+                       f"fees, paid {draws / USDC:,.2f} USD; the remaining {social / USDC:,.2f} USD was socialised "
+                       "over positive quote balances through the loss index (attestations bind to it).")  # fmt: skip
 
     # ------------------------------------------------------------------ helpers
     def _spot(self) -> tuple[float, ...]:
         latest = int(self.p.feed.functions.latestRound().call()[0])
         n = len(self.p.deployment.underlyings)
-        return tuple(int(self.p.feed.functions.priceAt(latest, i).call()) / 1e18 for i in range(n))
+        return tuple(from_price_e18(int(self.p.feed.functions.priceAt(latest, i).call())) for i in range(n))
 
     def _gas(self, op: str, receipt: Any) -> None:
         self.run.gas[op] = self.run.gas.get(op, 0) + int(receipt["gasUsed"])
+
+    def _name(self, address: str) -> str:
+        return self._names.get(address, address)
+
+    def _fund_usd(self) -> float:
+        return int(self.p.vault.functions.cashOf(self.p.fund.address).call()) / USDC
+
+    def _block_time(self, receipt: Any) -> int:
+        return int(self.p.w3.eth.get_block(receipt["blockNumber"])["timestamp"])
+
+
+def _iso(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _units(usd: float) -> int:
+    """Back to quote units (the report's USD figures are exact quote units / 1e6)."""
+    return round(usd * USDC)
 
 
 def _shift(steps: list[PriceStep], base: int) -> list[PriceStep]:
@@ -178,17 +312,18 @@ def _chunks(items: list[PriceStep], n: int) -> Iterator[list[PriceStep]]:
         yield items[i : i + n]
 
 
-def run_demo(seed: int, workdir: Path | None = None) -> DemoRun:
-    """Run the whole scenario on a fresh Anvil and return what happened."""
+def run_demo(seed: int, workdir: Path | None = None, progress: Progress | None = None) -> DemoRun:
+    """Run the whole scenario on a fresh Anvil and return what happened; ``progress`` is called with a
+    label after each of the :data:`STEPS` steps."""
     with start_anvil(timestamp=GENESIS) as node, tempfile.TemporaryDirectory() as tmp:
         w3 = connect(node.url)
         w3.provider.make_request("anvil_setBlockTimestampInterval", [1])  # type: ignore[arg-type]
         dev = bootstrap(w3, DEFAULT_KEYS[0], rpc_url=node.url)
         signers = [LocalSigner(s._key.to_bytes(), dev.protocol.domain("RiskOracle")) for s in dev.risk_signers]
         engine = build_engine(dev.protocol, signers, DEFAULT_KEYS[0], workdir or Path(tmp))
-        demo = Demo(dev, engine, seed)
+        demo = Demo(dev, engine, seed, progress)
         demo.fund()
-        demo.drift(6)
+        demo.drift(DRIFT_HOURS)
         demo.trade("alice", "bob", "BTC-C60K", False, 4.0)  # Alice writes calls to Bob
         demo.trade("dave", "bob", "BTC-P50K", False, 2.0)  # Bob buys puts from the market maker
         demo.trade("dave", "carol", "BTC-PERP", False, 3.0)  # Carol goes long 3 BTC on 40k

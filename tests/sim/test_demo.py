@@ -1,23 +1,72 @@
-"""The main job (``pmsim demo``): a devnet run end to end, reproducible from its seed."""
+"""The main job (``pmsim demo``): a devnet run end to end, reproducible from its seed, in which the
+2020-03-12 replay pushes the leveraged long below maintenance margin and the built-in bidder
+liquidates it through the engine."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from offchain.sim.demo import run_demo
 
 
-def test_the_devnet_run_is_reproducible_and_conserves_value() -> None:
-    a, b = run_demo(seed=11), run_demo(seed=11)
+def floats(x: Any) -> list[float]:
+    if isinstance(x, float):
+        return [x]
+    if isinstance(x, dict):
+        return [f for v in x.values() for f in floats(v)]
+    if isinstance(x, list):
+        return [f for v in x for f in floats(v)]
+    return []
+
+
+def units(usd: float) -> int:
+    return round(usd * 10**6)
+
+
+def test_the_devnet_run_is_reproducible_liquidates_and_conserves_value() -> None:
+    """L-1, L-2, L-6, I-1: byte-identical reports for one seed; liquidations only of accounts the round
+    showed below MM; every bid's fee feeds the fund; bad debt = fund draws + socialised loss; value
+    conserved (exactly while no loss is socialised, else within the loss charges' rounding dust)."""
+    labels: list[str] = []
+    a = run_demo(seed=11, progress=labels.append)
+    b = run_demo(seed=11)
     assert json.dumps(a.report(), sort_keys=True) == json.dumps(b.report(), sort_keys=True)
     report = a.report()
+    assert len(labels) == 50 and labels[-1] == "checked conservation"  # progress, step by step
     assert report["conservation"]["holds"]
     assert [t["instrument"] for t in report["trades"]] == ["BTC-C60K", "BTC-P50K", "BTC-PERP", "ETH-PERP"]
     rounds = report["rounds"]
     assert [r["round"] for r in rounds] == list(range(1, len(rounds) + 1))  # consecutive, none skipped
+    assert len(rounds) == 6 + 1 + 36  # one root per hourly step: never in emergency mode when it matters
     assert rounds[0]["below_mm"] == []
-    assert "carol" in rounds[-1]["below_mm"]  # the leveraged long does not survive the March 2020 replay
+    # liquidations: each auction starts in a round that showed its account below MM
+    below = {r["label"]: set(r["below_mm"]) for r in rounds}
+    assert report["auctions"], "the leveraged long does not survive the March 2020 replay unliquidated"
+    for auction in report["auctions"]:
+        assert auction["account"] in below[auction["label"]]
+        assert auction["margin_equity_usd"] < auction["mm_usd"]
+    bids = report["liquidations"]
+    assert bids and {r["account"] for r in bids} == {"carol"} and {r["bidder"] for r in bids} == {"erin"}
+    assert all(int(r["fraction_wad"]) > 0 for r in bids)
+    solvent = [r for r in bids if r["price_usd"] >= 0]
+    assert solvent and all(r["fee_usd"] > 0 or r["price_usd"] < 1 for r in solvent)
+    assert all(0.7 < r["discount"] < 0.95 for r in solvent if r["price_usd"] >= 1)  # bid in the fast phase
+    # the loss waterfall, to the unit
+    losses = report["losses"]
+    insolvent = [r for r in bids if r["price_usd"] < 0]
+    assert units(losses["bad_debt_usd"]) == sum(-units(r["price_usd"]) for r in insolvent)
+    assert units(losses["bad_debt_usd"]) == units(losses["fund_draws_usd"]) + units(losses["socialised_usd"])
+    assert losses["bad_debt_equals_draws_plus_socialised"] and losses["unrecovered_usd"] == 0
+    assert units(losses["fees_to_fund_usd"]) == sum(units(r["fee_usd"]) for r in bids)
+    assert losses["explanation"]
+    fund = [units(p["balance_usd"]) for p in report["insurance_fund"]]
+    assert max(fund) >= units(losses["fund_draws_usd"]) and fund[-1] == max(fund) - units(losses["fund_draws_usd"])
     before, after = report["phases"]
     assert after["spot"][0] < 0.75 * before["spot"][0]
+    assert after["accounts"]["carol"]["positions"] == 0  # liquidated to the last unit
     assert after["accounts"]["alice"]["status"] == "ok"  # the writer was paid and is covered
+    assert after["accounts"]["erin"]["status"] == "ok"  # the bidder stayed above IM
+    # human units without float noise: every figure has at most six decimals
+    assert all(float(f"{x:.6f}") == x for x in floats(report))
     assert run_demo(seed=12).report()["phases"][0]["spot"] != before["spot"]  # the seed drives the market
