@@ -371,7 +371,7 @@ class Engine:
         latest = self.latest
         if latest is None:
             return []
-        state = self.follower.snapshot
+        state = self.state()
         if root_unusable(state, latest.root, self.protocol) is not None:
             return []
         return start_candidates(state, latest.tree, latest.round)
