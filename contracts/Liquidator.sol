@@ -35,13 +35,22 @@ contract Liquidator is ILiquidator, ReentrancyGuard {
         (standardMargin, insuranceFund) = (standardMargin_, insuranceFund_);
     }
 
+    /// @dev An account's figures as a proof states them, credited with deposits up to `credit`.
+    struct Figures {
+        int256 mtm;
+        int256 equity;
+        uint256 mm;
+        uint256 im;
+        uint256 credit;
+    }
+
     // ---------------------------------------------------------------- start
     /// @inheritdoc ILiquidator
     function start(address account, StatusLeaf calldata leaf, bytes32[] calldata proof) external nonReentrant {
         (uint64 nonce, uint256 credit) = _idle(account);
         (int256 equity,, uint256 mm) = oracle.verifyStatus(leaf, proof, account, nonce, credit);
         int256 mtm = leaf.mtmEquity + int256(credit - leaf.creditCheckpoint);
-        _open(account, mtm, equity, mm, leaf.initialMargin, credit, false);
+        _open(account, Figures(mtm, equity, mm, leaf.initialMargin, credit), false);
     }
 
     /// @inheritdoc ILiquidator
@@ -50,15 +59,14 @@ contract Liquidator is ILiquidator, ReentrancyGuard {
         oracle.verify(proof, account, nonce, bytes32(0), credit);
         Attestation calldata a = proof.attestation;
         int256 extra = int256(credit - a.creditCheckpoint);
-        _open(account, a.mtmEquity + extra, a.marginEquity + extra, a.maintenanceMargin, a.initialMargin, credit, false);
+        _open(account, Figures(a.mtmEquity + extra, a.marginEquity + extra, a.maintenanceMargin, a.initialMargin, credit), false);
     }
 
     /// @inheritdoc ILiquidator
     function startEmergency(address account) external nonReentrant {
         if (!oracle.emergency()) revert Liquidator_NotEmergency();
         (, uint256 credit) = _idle(account);
-        (int256 equity, int256 mtm, uint256 im) = standardMargin.figures(account);
-        _open(account, mtm, equity, _emergencyMm(im), im, credit, true);
+        _open(account, _standardFigures(account, credit), true);
     }
 
     function _idle(address account) internal view returns (uint64 nonce, uint256 credit) {
@@ -66,35 +74,30 @@ contract Liquidator is ILiquidator, ReentrancyGuard {
         return (vault.riskNonce(account), vault.depositCredit(account));
     }
 
-    function _open(address account, int256 mtm, int256 equity, uint256 mm, uint256 im, uint256 credit, bool emergency)
-        internal
-    {
-        if (equity >= int256(mm)) revert Liquidator_Healthy(equity, mm);
+    function _standardFigures(address account, uint256 credit) internal view returns (Figures memory f) {
+        (int256 equity, int256 mtm, uint256 im) = standardMargin.figures(account);
+        uint256 ratio = riskParams.liquidationParams().emergencyMmRatio;
+        return Figures(mtm, equity, Math.mulDiv(im, ratio, WAD, Math.Rounding.Ceil), im, credit);
+    }
+
+    function _open(address account, Figures memory f, bool emergency) internal {
+        if (f.equity >= int256(f.mm)) revert Liquidator_Healthy(f.equity, f.mm);
         vault.setFrozen(account, true); // bumps the risk nonce: earlier attestations are void
         Auction storage a = _auctions[account];
         (a.active, a.emergency, a.version) = (true, emergency, 0);
-        _snapshot(a, account, mtm, equity, mm, im, credit, true);
-        emit AuctionStarted(account, a.insolvent, emergency, mtm, equity, mm);
+        _snapshot(a, account, f, true);
+        emit AuctionStarted(account, a.insolvent, emergency, f.mtm, f.equity, f.mm);
     }
 
     /// @dev Writes the figures; a new phase (start, or a change between solvent and insolvent) restarts
     /// the clock.
-    function _snapshot(
-        Auction storage a,
-        address account,
-        int256 mtm,
-        int256 equity,
-        uint256 mm,
-        uint256 im,
-        uint256 credit,
-        bool restart
-    ) internal {
-        bool insolvent = mtm < 0;
+    function _snapshot(Auction storage a, address account, Figures memory f, bool restart) internal {
+        bool insolvent = f.mtm < 0;
         if (restart || insolvent != a.insolvent) a.startedAt = uint64(block.timestamp);
         a.insolvent = insolvent;
-        (a.mtmEquity, a.equity, a.maintenanceMargin, a.initialMargin, a.credit) = (mtm, equity, mm, im, credit);
-        uint256 distance = equity < int256(mm) ? uint256(int256(mm) - equity) : 0;
-        a.bufferMargin = mm + Math.mulDiv(distance, riskParams.liquidationParams().bufferRatio, WAD, Math.Rounding.Ceil);
+        (a.mtmEquity, a.equity, a.maintenanceMargin, a.initialMargin, a.credit) = (f.mtm, f.equity, f.mm, f.im, f.credit);
+        uint256 distance = f.equity < int256(f.mm) ? uint256(int256(f.mm) - f.equity) : 0;
+        a.bufferMargin = f.mm + Math.mulDiv(distance, riskParams.liquidationParams().bufferRatio, WAD, Math.Rounding.Ceil);
         a.nonce = vault.riskNonce(account);
     }
 
@@ -104,24 +107,22 @@ contract Liquidator is ILiquidator, ReentrancyGuard {
         Auction storage a = _active(account);
         uint256 credit = vault.depositCredit(account);
         (int256 equity,, uint256 mm) = oracle.verifyStatus(leaf, proof, account, vault.riskNonce(account), credit);
-        _update(a, account, leaf.mtmEquity + int256(credit - leaf.creditCheckpoint), equity, mm, leaf.initialMargin, credit);
+        int256 mtm = leaf.mtmEquity + int256(credit - leaf.creditCheckpoint);
+        _update(a, account, Figures(mtm, equity, mm, leaf.initialMargin, credit));
     }
 
     /// @inheritdoc ILiquidator
     function refreshEmergency(address account) external nonReentrant {
         if (!oracle.emergency()) revert Liquidator_NotEmergency();
         Auction storage a = _active(account);
-        (int256 equity, int256 mtm, uint256 im) = standardMargin.figures(account);
-        _update(a, account, mtm, equity, _emergencyMm(im), im, vault.depositCredit(account));
+        _update(a, account, _standardFigures(account, vault.depositCredit(account)));
     }
 
-    function _update(Auction storage a, address account, int256 mtm, int256 equity, uint256 mm, uint256 im, uint256 credit)
-        internal
-    {
-        if (equity >= int256(mm)) return _end(account, 2);
+    function _update(Auction storage a, address account, Figures memory f) internal {
+        if (f.equity >= int256(f.mm)) return _end(account, 2);
         a.version += 1;
-        _snapshot(a, account, mtm, equity, mm, im, credit, false);
-        emit AuctionRefreshed(account, a.insolvent, mtm, equity, mm);
+        _snapshot(a, account, f, false);
+        emit AuctionRefreshed(account, a.insolvent, f.mtm, f.equity, f.mm);
     }
 
     // ---------------------------------------------------------------- bid
@@ -139,31 +140,33 @@ contract Liquidator is ILiquidator, ReentrancyGuard {
         if (a.version != expectedVersion) revert Liquidator_VersionChanged(expectedVersion, a.version);
         uint64 nonce = vault.riskNonce(account);
         if (nonce != a.nonce) revert Liquidator_StaleSnapshot(a.nonce, nonce);
-        _creditDeposits(a, vault.depositCredit(account));
-        uint256 maxF = _maxFraction(a);
+        Auction memory m = _credited(a, vault.depositCredit(account));
+        (a.mtmEquity, a.equity, a.credit, a.insolvent, a.startedAt) = (m.mtmEquity, m.equity, m.credit, m.insolvent, m.startedAt);
+        LiquidationParams memory l = riskParams.liquidationParams();
+        uint256 maxF = _maxFraction(m, l);
         if (fractionWad == 0 || fractionWad > maxF) revert Liquidator_BadFraction(fractionWad, maxF);
         uint256 fee;
-        (price, fee) = _price(a, fractionWad);
+        (price, fee) = _price(m, fractionWad, l);
         if (price > worstPrice) revert Liquidator_PriceAboveLimit(price, worstPrice);
         bool standard = bidderProof.signatures.length == 0;
-        if (!standard) _checkBidder(bidderProof, account, a.version, fractionWad, worstPrice);
+        if (!standard) _checkBidder(bidderProof, account, m.version, fractionWad, worstPrice);
         else if (!oracle.emergency()) revert Liquidator_NotEmergency();
 
         vault.transferPortfolio(account, msg.sender, fractionWad);
-        (uint256 draw, uint256 socialised) = _settle(a, account, price, fee);
-        emit Bid(account, msg.sender, fractionWad, price, a.insolvent ? 0 : _discount(a), fee, draw, socialised);
+        (uint256 draw, uint256 socialised) = _settle(account, price, fee);
+        emit Bid(account, msg.sender, fractionWad, price, m.insolvent ? 0 : _discount(m, l), fee, draw, socialised);
         if (standard) standardMargin.requireInitial(msg.sender);
-        _afterBid(a, account, fractionWad, price);
+        _afterBid(a, account, fractionWad, price, fractionWad == maxF);
     }
 
-    /// @dev Deposits made since the snapshot are the account's: they raise both equities.
-    function _creditDeposits(Auction storage a, uint256 credit) internal {
-        if (credit == a.credit) return;
+    /// @dev The auction with the deposits made since its snapshot credited to both equities (they are the
+    /// account's); an insolvent auction they make solvent restarts its clock as a solvent one.
+    function _credited(Auction storage s, uint256 credit) internal view returns (Auction memory a) {
+        a = s;
+        if (credit == a.credit) return a;
         int256 extra = int256(credit - a.credit);
         (a.mtmEquity, a.equity, a.credit) = (a.mtmEquity + extra, a.equity + extra, credit);
-        if (a.insolvent && a.mtmEquity >= 0) {
-            (a.insolvent, a.startedAt) = (false, uint64(block.timestamp));
-        }
+        if (a.insolvent && a.mtmEquity >= 0) (a.insolvent, a.startedAt) = (false, uint64(block.timestamp));
     }
 
     /// @dev The bidder's attestation binds the auction, its version, the fraction and the worst price, and
@@ -182,10 +185,7 @@ contract Liquidator is ILiquidator, ReentrancyGuard {
 
     /// @dev Pays the price: bidder to account (and the fee to the fund) in a solvent auction; fund, then the
     /// loss index, to the bidder in an insolvent one.
-    function _settle(Auction storage a, address account, int256 price, uint256 fee)
-        internal
-        returns (uint256 draw, uint256 socialised)
-    {
+    function _settle(address account, int256 price, uint256 fee) internal returns (uint256 draw, uint256 socialised) {
         if (price > 0) vault.moveCash(msg.sender, account, uint256(price));
         if (fee != 0) vault.moveCash(msg.sender, insuranceFund, fee);
         if (price >= 0) return (0, 0);
@@ -197,12 +197,12 @@ contract Liquidator is ILiquidator, ReentrancyGuard {
             socialised = vault.socializeLoss(msg.sender, owed - draw);
             if (owed - draw > socialised) emit LossUnrecovered(account, owed - draw - socialised);
         }
-        a; // the snapshot is scaled by _afterBid
     }
 
     /// @dev Scales the snapshot by the fraction left and adds what the account received; ends the auction
-    /// when it is emptied or back above its buffer margin.
-    function _afterBid(Auction storage a, address account, uint256 f, int256 price) internal {
+    /// when it is emptied, when a solvent bid took the largest fraction (which restores the buffer margin
+    /// by construction) or when the account is back above its buffer margin.
+    function _afterBid(Auction storage a, address account, uint256 f, int256 price, bool tookMax) internal {
         if (f == WAD) return _end(account, 1);
         uint256 keep = WAD - f;
         int256 received = price > 0 ? price : int256(0);
@@ -213,7 +213,7 @@ contract Liquidator is ILiquidator, ReentrancyGuard {
         a.bufferMargin = Math.mulDiv(a.bufferMargin, keep, WAD, Math.Rounding.Ceil);
         a.nonce = vault.riskNonce(account);
         a.version += 1;
-        if (!a.insolvent && a.equity >= int256(a.bufferMargin)) _end(account, 0);
+        if (!a.insolvent && (tookMax || a.equity >= int256(a.bufferMargin))) _end(account, 0);
     }
 
     function _end(address account, uint8 reason) internal {
@@ -225,11 +225,14 @@ contract Liquidator is ILiquidator, ReentrancyGuard {
     // ---------------------------------------------------------------- pricing
     /// @dev Price and fee of a fraction: solvent, ceil(f·V·d) with fee ceil(rate · (floor(f·V) − price));
     /// insolvent, −floor(f · (|V| + M · min(t, T) / T)).
-    function _price(Auction storage a, uint256 f) internal view returns (int256 price, uint256 fee) {
-        LiquidationParams memory l = riskParams.liquidationParams();
+    function _price(Auction memory a, uint256 f, LiquidationParams memory l)
+        internal
+        view
+        returns (int256 price, uint256 fee)
+    {
         if (!a.insolvent) {
             uint256 v = uint256(a.mtmEquity);
-            uint256 paid = Math.mulDiv(v, f * _discount(a), WAD * WAD, Math.Rounding.Ceil);
+            uint256 paid = Math.mulDiv(v, f * _discount(a, l), WAD * WAD, Math.Rounding.Ceil);
             uint256 worth = Math.mulDiv(v, f, WAD);
             uint256 gain = worth > paid ? worth - paid : 0;
             return (SafeCast.toInt256(paid), Math.mulDiv(gain, l.liquidationFee, WAD, Math.Rounding.Ceil));
@@ -240,8 +243,7 @@ contract Liquidator is ILiquidator, ReentrancyGuard {
     }
 
     /// @dev d(t): startDiscount → cutoffDiscount over fastLength, then → 0 over slowLength.
-    function _discount(Auction storage a) internal view returns (uint256) {
-        LiquidationParams memory l = riskParams.liquidationParams();
+    function _discount(Auction memory a, LiquidationParams memory l) internal view returns (uint256) {
         uint256 t = block.timestamp - a.startedAt;
         if (t < l.fastLength) {
             return l.startDiscount - (uint256(l.startDiscount - l.cutoffDiscount) * t) / l.fastLength;
@@ -253,16 +255,12 @@ contract Liquidator is ILiquidator, ReentrancyGuard {
 
     /// @dev f_max = (B − E) / (B − E + V·d), rounded up; the whole portfolio when V is below
     /// `smallPortfolio` or the auction is insolvent.
-    function _maxFraction(Auction storage a) internal view returns (uint256) {
-        if (a.insolvent || a.mtmEquity < int256(uint256(riskParams.liquidationParams().smallPortfolio))) return WAD;
+    function _maxFraction(Auction memory a, LiquidationParams memory l) internal view returns (uint256) {
+        if (a.insolvent || a.mtmEquity < int256(uint256(l.smallPortfolio))) return WAD;
         if (a.equity >= int256(a.bufferMargin)) return 0;
         uint256 gap = uint256(int256(a.bufferMargin) - a.equity);
-        uint256 den = gap + Math.mulDiv(uint256(a.mtmEquity), _discount(a), WAD);
+        uint256 den = gap + Math.mulDiv(uint256(a.mtmEquity), _discount(a, l), WAD);
         return Math.min(WAD, Math.mulDiv(gap, WAD, den, Math.Rounding.Ceil));
-    }
-
-    function _emergencyMm(uint256 standardRequirement) internal view returns (uint256) {
-        return Math.mulDiv(standardRequirement, riskParams.liquidationParams().emergencyMmRatio, WAD, Math.Rounding.Ceil);
     }
 
     function _scaleDown(int256 x, uint256 keep) internal pure returns (int256) {
@@ -276,6 +274,11 @@ contract Liquidator is ILiquidator, ReentrancyGuard {
         if (!a.active) revert Liquidator_NoAuction(account);
     }
 
+    /// @dev The active auction as a bid now would see it (deposits since the snapshot credited).
+    function _current(address account) internal view returns (Auction memory) {
+        return _credited(_active(account), vault.depositCredit(account));
+    }
+
     // ---------------------------------------------------------------- views
     /// @inheritdoc ILiquidator
     function auctionOf(address account) external view returns (Auction memory) {
@@ -284,16 +287,16 @@ contract Liquidator is ILiquidator, ReentrancyGuard {
 
     /// @inheritdoc ILiquidator
     function discount(address account) external view returns (uint256) {
-        return _discount(_active(account));
+        return _discount(_current(account), riskParams.liquidationParams());
     }
 
     /// @inheritdoc ILiquidator
     function maxFraction(address account) external view returns (uint256) {
-        return _maxFraction(_active(account));
+        return _maxFraction(_current(account), riskParams.liquidationParams());
     }
 
     /// @inheritdoc ILiquidator
     function quote(address account, uint256 fractionWad) external view returns (int256 price, uint256 fee) {
-        return _price(_active(account), fractionWad);
+        return _price(_current(account), fractionWad, riskParams.liquidationParams());
     }
 }

@@ -229,12 +229,25 @@ def bid_price(a: AuctionState, fraction: int, now: int, p: AuctionParams) -> tup
     return -mul_div_down(deficit, fraction, WAD), 0
 
 
+def credited_auction(a: AuctionState, extra_credit: int, now: int) -> AuctionState:
+    """``Liquidator._credited``: deposits made since the snapshot raise both equities; an insolvent
+    auction they make solvent restarts its clock."""
+    if extra_credit == 0:
+        return a
+    mtm, equity = a.mtm_equity + extra_credit, a.equity + extra_credit
+    insolvent, started = a.insolvent, a.started_at
+    if insolvent and mtm >= 0:
+        insolvent, started = False, now
+    return AuctionState(started, insolvent, mtm, equity, a.maintenance_margin, a.initial_margin, a.buffer_margin)
+
+
 def _scale_down(x: int, keep: int) -> int:
     return mul_div_down(x, keep, WAD) if x >= 0 else -mul_div_up(-x, keep, WAD)
 
 
-def after_bid(a: AuctionState, fraction: int, price: int) -> AuctionState | None:
-    """The snapshot after a bid (``Liquidator._afterBid``); None when the auction ends."""
+def after_bid(a: AuctionState, fraction: int, price: int, took_max: bool = False) -> AuctionState | None:
+    """The snapshot after a bid (``Liquidator._afterBid``); None when the auction ends: emptied, or
+    solvent and either back above its buffer margin or the bid took the largest fraction."""
     if fraction == WAD:
         return None
     keep = WAD - fraction
@@ -245,7 +258,7 @@ def after_bid(a: AuctionState, fraction: int, price: int) -> AuctionState | None
         mul_div_up(a.maintenance_margin, keep, WAD), mul_div_up(a.initial_margin, keep, WAD),
         mul_div_up(a.buffer_margin, keep, WAD),
     )  # fmt: skip
-    if not nxt.insolvent and nxt.equity >= nxt.buffer_margin:
+    if not nxt.insolvent and (took_max or nxt.equity >= nxt.buffer_margin):
         return None
     return nxt
 

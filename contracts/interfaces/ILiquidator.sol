@@ -37,8 +37,11 @@ struct Auction {
 /// socialised through the Vault's loss index.
 ///
 /// After each bid the snapshot is scaled: V' = (1 − f)V + price, E' = (1 − f)E + price,
-/// M' = (1 − f)M, B' = (1 − f)B. The auction ends when E' ≥ B' (solvent), when the portfolio is
-/// emptied, or when a newer status leaf shows the account at or above its maintenance margin.
+/// M' = (1 − f)M, B' = (1 − f)B. The auction ends when E' ≥ B' or a bid took f_max (solvent: f_max
+/// restores the buffer by construction, whatever the rounding), when the portfolio is emptied, or when a
+/// newer status leaf shows the account at or above its maintenance margin. Deposits made to the account
+/// since the snapshot raise V and E before each bid (and in the views); one that makes an insolvent
+/// auction solvent restarts its clock as a solvent auction.
 interface ILiquidator {
     error Liquidator_Healthy(int256 equity, uint256 maintenanceMargin);
     error Liquidator_AlreadyInAuction(address account);

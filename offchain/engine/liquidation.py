@@ -71,25 +71,10 @@ class AuctionView:
         return rules.AuctionState(self.started_at, self.insolvent, self.mtm_equity, self.equity,
                                   self.maintenance_margin, self.initial_margin, self.buffer_margin)  # fmt: skip
 
-    def credited(self, credit: int) -> rules.AuctionState:
-        """The snapshot a bid prices on once deposits made since it are credited (``credit`` is the
-        account's deposit credit now): both equities rise by ``credit − snapshot credit``.
-
-        Raises
-        ------
-        ChainError
-            The deposits would turn an insolvent auction solvent at the next bid, which restarts its
-            clock; ``offchain.rules`` has no mirror of that transition (``Liquidator._creditDeposits``)
-            yet, so the engine does not price it.
-        """
-        s = self.rules_state()
-        if credit == self.credit:
-            return s
-        mtm = rules.credited_equity(s.mtm_equity, self.credit, credit)
-        if s.insolvent and mtm >= 0:
-            raise ChainError("deposits since the snapshot turn this insolvent auction solvent at the next bid; "
-                             "refresh the auction (Liquidator.refresh) before bidding")  # fmt: skip
-        return replace(s, mtm_equity=mtm, equity=rules.credited_equity(s.equity, self.credit, credit))
+    def credited(self, credit: int, now: int) -> rules.AuctionState:
+        """The snapshot a bid at ``now`` prices on once deposits made since it are credited (``credit``
+        is the account's deposit credit now): ``rules.credited_auction`` (``Liquidator._credited``)."""
+        return rules.credited_auction(self.rules_state(), credit - self.credit, now)
 
 
 def auction_params(lp: LiquidationParams) -> rules.AuctionParams:
@@ -203,7 +188,7 @@ def check_bid(state: ProtocolState, req: BidRequest, auction: AuctionView,
     if state.liquidation is None:
         raise ChainError("liquidation parameters not indexed yet")
     p = auction_params(state.liquidation)
-    s = auction.credited(acct.deposit_credit)
+    s = auction.credited(acct.deposit_credit, state.timestamp)
     fmax = rules.max_fraction(s, until, p)
     if not 0 < req.fraction <= fmax:
         raise InputError(

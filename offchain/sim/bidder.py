@@ -128,8 +128,8 @@ class PlainBidder:
             return None
         p = auction_params(state.liquidation)
         acct = state.accounts.get(account)
-        s = auction.credited(acct.deposit_credit if acct else auction.credit)
         at = state.timestamp + self.lead  # priced when it lands: f_max rises and the price falls with time
+        s = auction.credited(acct.deposit_credit if acct else auction.credit, at)
         fraction = rules.max_fraction(s, at, p)
         while fraction > 0:
             price, _ = rules.bid_price(s, fraction, at, p)
