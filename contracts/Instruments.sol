@@ -107,8 +107,8 @@ contract Instruments is IInstruments, Ownable2Step {
         Funding storage f = _funding[id];
         // The old premium governs the time up to this trade: accrue it first. A stale feed never
         // blocks a trade; with no index there is no premium, and the stale time accrues nothing.
-        int256 premium;
-        uint256 index;
+        int256 premium = 0; // no index, no premium
+        uint256 index = 0;
         try feed.latestPrice(_instruments[id - 1].underlying) returns (uint256 index_, uint64) {
             index = index_;
             _accrue(id, index);

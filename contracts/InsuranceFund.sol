@@ -4,7 +4,7 @@ pragma solidity ^0.8.28;
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
 import {IVault} from "./interfaces/IVault.sol";
-import {MarginProof} from "./libraries/Types.sol";
+import {Attestation, MarginProof} from "./libraries/Types.sol";
 
 /// @title InsuranceFund
 /// @notice The insurance fund is this contract's account in the Vault: its cash balance is the fund.
@@ -42,7 +42,7 @@ contract InsuranceFund is Ownable2Step {
     function withdraw(uint256 amount, address to) external onlyOwner {
         int256 bal = vault.cashOf(address(this));
         if (bal < int256(floor + amount)) revert InsuranceFund_BelowFloor(bal, amount, floor);
-        MarginProof memory none;
+        MarginProof memory none = MarginProof(Attestation(address(0), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), "");
         vault.withdraw(vault.quote(), amount, to, none);
         emit FundWithdrawn(amount, to);
     }

@@ -84,7 +84,9 @@ contract Liquidator is ILiquidator, ReentrancyGuard {
         if (f.equity >= int256(f.mm)) revert Liquidator_Healthy(f.equity, f.mm);
         vault.setFrozen(account, true); // bumps the risk nonce: earlier attestations are void
         Auction storage a = _auctions[account];
-        (a.active, a.emergency, a.version) = (true, emergency, 0);
+        a.active = true;
+        a.emergency = emergency;
+        a.version = 0;
         _snapshot(a, account, f, true);
         emit AuctionStarted(account, a.insolvent, emergency, f.mtm, f.equity, f.mm);
     }
@@ -95,7 +97,11 @@ contract Liquidator is ILiquidator, ReentrancyGuard {
         bool insolvent = f.mtm < 0;
         if (restart || insolvent != a.insolvent) a.startedAt = uint64(block.timestamp);
         a.insolvent = insolvent;
-        (a.mtmEquity, a.equity, a.maintenanceMargin, a.initialMargin, a.credit) = (f.mtm, f.equity, f.mm, f.im, f.credit);
+        a.mtmEquity = f.mtm;
+        a.equity = f.equity;
+        a.maintenanceMargin = f.mm;
+        a.initialMargin = f.im;
+        a.credit = f.credit;
         uint256 distance = f.equity < int256(f.mm) ? uint256(int256(f.mm) - f.equity) : 0;
         a.bufferMargin = f.mm + Math.mulDiv(distance, riskParams.liquidationParams().bufferRatio, WAD, Math.Rounding.Ceil);
         a.nonce = vault.riskNonce(account);
@@ -133,30 +139,54 @@ contract Liquidator is ILiquidator, ReentrancyGuard {
         int256 worstPrice,
         uint32 expectedVersion,
         MarginProof calldata bidderProof
-    ) external nonReentrant returns (int256 price) {
+    ) external nonReentrant returns (int256) {
         if (msg.sender == account) revert Liquidator_SelfBid();
         if (_auctions[msg.sender].active) revert Liquidator_AlreadyInAuction(msg.sender); // a frozen bidder adds no risk
         Auction storage a = _active(account);
-        if (a.version != expectedVersion) revert Liquidator_VersionChanged(expectedVersion, a.version);
-        uint64 nonce = vault.riskNonce(account);
-        if (nonce != a.nonce) revert Liquidator_StaleSnapshot(a.nonce, nonce);
-        Auction memory m = _credited(a, vault.depositCredit(account));
-        (a.mtmEquity, a.equity, a.credit, a.insolvent, a.startedAt) = (m.mtmEquity, m.equity, m.credit, m.insolvent, m.startedAt);
-        LiquidationParams memory l = riskParams.liquidationParams();
-        uint256 maxF = _maxFraction(m, l);
-        if (fractionWad == 0 || fractionWad > maxF) revert Liquidator_BadFraction(fractionWad, maxF);
-        uint256 fee;
-        (price, fee) = _price(m, fractionWad, l);
-        if (price > worstPrice) revert Liquidator_PriceAboveLimit(price, worstPrice);
+        Auction memory m = _biddable(a, account, expectedVersion);
+        (int256 p, uint256 fee, uint256 discountWad, bool tookMax) = _quoteBid(m, fractionWad, worstPrice);
         bool standard = bidderProof.signatures.length == 0;
         if (!standard) _checkBidder(bidderProof, account, m.version, fractionWad, worstPrice);
         else if (!oracle.emergency()) revert Liquidator_NotEmergency();
 
         vault.transferPortfolio(account, msg.sender, fractionWad);
-        (uint256 draw, uint256 socialised) = _settle(account, price, fee);
-        emit Bid(account, msg.sender, fractionWad, price, m.insolvent ? 0 : _discount(m, l), fee, draw, socialised);
+        _pay(account, fractionWad, p, fee, discountWad);
         if (standard) standardMargin.requireInitial(msg.sender);
-        _afterBid(a, account, fractionWad, price, fractionWad == maxF);
+        _afterBid(a, account, fractionWad, p, tookMax);
+        return p;
+    }
+
+    /// @dev The fraction checked against f_max and the price against the bidder's worst price.
+    function _quoteBid(Auction memory m, uint256 f, int256 worstPrice)
+        internal
+        view
+        returns (int256 price, uint256 fee, uint256 discountWad, bool tookMax)
+    {
+        LiquidationParams memory l = riskParams.liquidationParams();
+        uint256 maxF = _maxFraction(m, l);
+        if (f == 0 || f > maxF) revert Liquidator_BadFraction(f, maxF);
+        (price, fee) = _price(m, f, l);
+        if (price > worstPrice) revert Liquidator_PriceAboveLimit(price, worstPrice);
+        return (price, fee, m.insolvent ? 0 : _discount(m, l), f == maxF);
+    }
+
+    /// @dev Checks the version and the snapshot's nonce, credits pending deposits into storage and
+    /// returns the snapshot a bid prices on.
+    function _biddable(Auction storage a, address account, uint32 expectedVersion) internal returns (Auction memory m) {
+        if (a.version != expectedVersion) revert Liquidator_VersionChanged(expectedVersion, a.version);
+        uint64 nonce = vault.riskNonce(account);
+        if (nonce != a.nonce) revert Liquidator_StaleSnapshot(a.nonce, nonce);
+        m = _credited(a, vault.depositCredit(account));
+        a.mtmEquity = m.mtmEquity;
+        a.equity = m.equity;
+        a.credit = m.credit;
+        a.insolvent = m.insolvent;
+        a.startedAt = m.startedAt;
+    }
+
+    function _pay(address account, uint256 f, int256 price, uint256 fee, uint256 discountWad) internal {
+        (uint256 draw, uint256 socialised) = _settle(account, price, fee);
+        emit Bid(account, msg.sender, f, price, discountWad, fee, draw, socialised);
     }
 
     /// @dev The auction with the deposits made since its snapshot credited to both equities (they are the
@@ -165,7 +195,9 @@ contract Liquidator is ILiquidator, ReentrancyGuard {
         a = s;
         if (credit == a.credit) return a;
         int256 extra = int256(credit - a.credit);
-        (a.mtmEquity, a.equity, a.credit) = (a.mtmEquity + extra, a.equity + extra, credit);
+        a.mtmEquity = a.mtmEquity + extra;
+        a.equity = a.equity + extra;
+        a.credit = credit;
         if (a.insolvent && a.mtmEquity >= 0) (a.insolvent, a.startedAt) = (false, uint64(block.timestamp));
     }
 

@@ -181,7 +181,7 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         if (to == address(0)) revert Vault_ZeroAddress();
         AccountData storage a = _accounts[msg.sender];
         if (a.frozen) revert Vault_Frozen(msg.sender);
-        bool standard;
+        bool standard = false;
         if (a.ids.length != 0 || a.cash < 0) {
             if (paused) revert Vault_Paused();
             if (proof.signatures.length == 0) {
@@ -493,7 +493,7 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         int256 old = pos.size;
         int256 size = old + sizeDelta;
         int256 cost = pos.costBasis + costDelta;
-        int256 cashDelta;
+        int256 cashDelta = 0;
         if (size == 0 && cost != 0) {
             cashDelta = -cost;
             cost = 0;
