@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from eth_account import Account
@@ -11,6 +12,9 @@ from offchain.chain.anvil import DEFAULT_KEYS, Anvil, start_anvil
 from offchain.chain.client import connect
 from offchain.chain.devnet import bootstrap
 from offchain.chain.params import LiquidationParams
+from offchain.engine.http import serve_engine
+from offchain.engine.service import Engine, build_engine
+from offchain.engine.signer import LocalSigner
 from tests.chain.harness import Harness
 
 GENESIS = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -52,3 +56,25 @@ def h(_deployed: Harness) -> Iterator[Harness]:
 
 def addr(key: str) -> str:
     return str(Account.from_key(key).address)
+
+
+# ---------------------------------------------------------------------- a real engine (tests/chain/test_engine*.py)
+def local_signers(h: Harness, n: int = 3) -> list[LocalSigner]:
+    """In-process signers holding the suite's registered risk keys."""
+    return [LocalSigner(s._key.to_bytes(), h.p.domain("RiskOracle")) for s in h.risk_signers[:n]]
+
+
+@pytest.fixture
+def engine(h: Harness, tmp_path: Path) -> Engine:
+    """The risk engine service on the suite's chain, its files under ``tmp_path / "engine"``."""
+    return build_engine(h.p, local_signers(h), DEPLOYER, tmp_path / "engine")
+
+
+@pytest.fixture
+def api(engine: Engine) -> Iterator[str]:
+    """The engine served over HTTP on a free localhost port."""
+    server = serve_engine(engine)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()

@@ -11,9 +11,9 @@ import pytest
 
 from offchain.engine.http import serve_engine
 from offchain.engine.service import build_engine
-from tests.chain.conftest import ALICE, BOB, DEPLOYER, SUITE_LIQUIDATION, addr
+from tests.chain.conftest import ALICE, BOB, DEPLOYER, SUITE_LIQUIDATION, addr, local_signers
 from tests.chain.harness import USDC, Harness, empty_proof, reverts
-from tests.chain.test_engine import engine_trade, http, local_signers
+from tests.chain.test_engine import engine_trade, http
 
 pytestmark = pytest.mark.chain
 U = 10**18

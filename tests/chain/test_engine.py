@@ -9,7 +9,6 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,34 +19,16 @@ from offchain.chain.eip712 import Attestation, Signer
 from offchain.chain.indexer import Indexer
 from offchain.chain.merkle import StatusTree
 from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
-from offchain.engine.http import serve_engine, serve_signer
+from offchain.engine.http import serve_signer
 from offchain.engine.service import Engine, QuorumError, SignedAttestation, build_engine
-from offchain.engine.signer import LocalSigner, RemoteSigner, SignerNode, SignJob
+from offchain.engine.signer import RemoteSigner, SignerNode, SignJob
 from offchain.errors import ConfigError, ContractRevertError
 from offchain.risk.config import load_config
-from tests.chain.conftest import ALICE, BOB, CAROL, DEPLOYER, addr
+from tests.chain.conftest import ALICE, BOB, CAROL, DEPLOYER, addr, local_signers
 from tests.chain.harness import USDC, Harness
 
 U = 10**18
 CALL, PERP = "BTC-C60K", "BTC-PERP"
-
-
-def local_signers(h: Harness, n: int = 3) -> list[LocalSigner]:
-    return [LocalSigner(s._key.to_bytes(), h.p.domain("RiskOracle")) for s in h.risk_signers[:n]]
-
-
-@pytest.fixture
-def engine(h: Harness, tmp_path: Path) -> Engine:
-    return build_engine(h.p, local_signers(h), DEPLOYER, tmp_path)
-
-
-@pytest.fixture
-def api(engine: Engine) -> Iterator[str]:
-    server = serve_engine(engine)
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
 
 
 def http(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:

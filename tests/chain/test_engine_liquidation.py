@@ -9,9 +9,7 @@ attestations, then the engine computes every status result itself after a price 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,35 +18,21 @@ from offchain import rules
 from offchain.chain.anvil import DEFAULT_KEYS
 from offchain.chain.indexer import Indexer
 from offchain.engine.core import EngineCore
-from offchain.engine.http import serve_engine, serve_signer
+from offchain.engine.http import serve_signer
 from offchain.engine.liquidation import auction_params, fetch_auction
-from offchain.engine.service import Engine, build_engine
+from offchain.engine.service import Engine
 from offchain.engine.signer import RemoteSigner, SignerNode
 from offchain.errors import ContractRevertError
 from offchain.protocol import WAD
 from offchain.risk.config import load_config
-from tests.chain.conftest import ALICE, BOB, CAROL, DEPLOYER, addr
+from tests.chain.conftest import ALICE, BOB, CAROL, addr
 from tests.chain.harness import USDC, Harness
-from tests.chain.test_engine import http, local_signers, proof_of
+from tests.chain.test_engine import http, proof_of
 
 pytestmark = pytest.mark.chain
 U = 10**18
 BTC = 55_000 * 10**18
 DAVE, ERIN = DEFAULT_KEYS[5], DEFAULT_KEYS[6]
-
-
-@pytest.fixture
-def engine(h: Harness, tmp_path: Path) -> Engine:
-    return build_engine(h.p, local_signers(h), DEPLOYER, tmp_path)
-
-
-@pytest.fixture
-def api(engine: Engine) -> Iterator[str]:
-    server = serve_engine(engine)
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
 
 
 def leveraged_book(h: Harness) -> dict[str, str]:

@@ -3,7 +3,6 @@ print is what the chain recorded; bad input is refused naming the field."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,29 +11,13 @@ from typer.testing import CliRunner
 
 from offchain.chain.deploy import write_deployment
 from offchain.cli import app
-from offchain.engine.http import serve_engine
-from offchain.engine.service import Engine, build_engine
+from offchain.engine.service import Engine
 from offchain.errors import InputError
-from tests.chain.conftest import CAROL, DEPLOYER
+from tests.chain.conftest import CAROL
 from tests.chain.harness import Harness
-from tests.chain.test_engine import local_signers
 from tests.chain.test_engine_liquidation import crash, leveraged_book
 
 pytestmark = pytest.mark.chain
-
-
-@pytest.fixture
-def engine(h: Harness, tmp_path: Path) -> Engine:
-    return build_engine(h.p, local_signers(h), DEPLOYER, tmp_path / "engine")
-
-
-@pytest.fixture
-def api(engine: Engine) -> Iterator[str]:
-    server = serve_engine(engine)
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
 
 
 def pmsim(*args: str) -> Result:
