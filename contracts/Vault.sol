@@ -57,8 +57,9 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
     address public liquidator;
     address internal insuranceFund; // the Liquidator's `insuranceFund`
     IStandardMargin internal standardMargin; // the Liquidator's `standardMargin`
-    /// @dev Cumulative socialised loss per unit of positive cash (LOSS_SCALE) and the sum of the
-    /// positive cash balances, in one slot; `pendingLoss` is socialised but not yet charged.
+    /// @dev The share of positive cash lost to socialised losses so far, compounded (LOSS_SCALE): a balance
+    /// last touched at index i0 is now worth cash · (LOSS_SCALE − index) / (LOSS_SCALE − i0). With the sum
+    /// of the positive cash balances in one slot; `pendingLoss` is socialised but not yet charged.
     uint128 public lossIndex;
     uint128 public positiveCash;
     uint256 internal pendingLoss;
@@ -521,11 +522,12 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
     /// @inheritdoc IVault
     function socializeLoss(address to, uint256 amount) external onlyLiquidator returns (uint256 socialised) {
         uint256 base = positiveCash - pendingLoss;
-        socialised = amount < base ? amount : base;
+        // At most all but one unit of the positive cash outstanding, so the surviving share stays above zero.
+        socialised = base == 0 ? 0 : Math.min(amount, base - 1);
         if (socialised != 0) {
-            // Per unit of positive cash, rounded up: holders are charged at least the loss.
-            uint256 delta = Math.mulDiv(socialised, LOSS_SCALE, base, Math.Rounding.Ceil);
-            lossIndex = SafeCast.toUint128(lossIndex + delta);
+            // The surviving share shrinks by (base − loss) / base, rounded down: holders pay at least the loss.
+            uint256 survive = Math.mulDiv(LOSS_SCALE - lossIndex, base - socialised, base);
+            lossIndex = SafeCast.toUint128(LOSS_SCALE - survive);
             pendingLoss += socialised;
             _addCash(to, _accounts[to], int256(socialised));
             _bindParams(riskParams.paramsHash());
@@ -553,7 +555,7 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         a.lossSnapshot = index;
         int256 cash = a.cash;
         if (cash <= 0) return;
-        uint256 charge = _pendingCharge(uint256(cash), index - snapshot);
+        uint256 charge = _pendingCharge(uint256(cash), snapshot, index);
         a.cash = int128(cash - int256(charge)); // Safe cast: 0 <= result <= cash
         positiveCash -= uint128(charge); // Safe cast: charge <= cash <= positiveCash
         uint256 pending = pendingLoss;
@@ -561,10 +563,10 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         emit LossApplied(account, charge);
     }
 
-    /// @dev A positive balance's share of the loss index moved by `indexDelta`, rounded up, at most the balance.
-    function _pendingCharge(uint256 cash, uint256 indexDelta) internal pure returns (uint256) {
-        uint256 charge = Math.mulDiv(cash, indexDelta, LOSS_SCALE, Math.Rounding.Ceil);
-        return charge < cash ? charge : cash;
+    /// @dev What a positive balance last touched at index `snapshot` has lost by index `index`: its value
+    /// scales by the surviving shares' ratio, rounded down, so the charge rounds up.
+    function _pendingCharge(uint256 cash, uint128 snapshot, uint128 index) internal pure returns (uint256) {
+        return cash - Math.mulDiv(cash, LOSS_SCALE - index, LOSS_SCALE - snapshot);
     }
 
     function _debitCash(address account, AccountData storage a, uint256 amount) internal {
@@ -617,7 +619,7 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
     function _effectiveCash(AccountData storage a) internal view returns (int256 cash) {
         cash = a.cash;
         uint128 index = lossIndex;
-        if (cash > 0 && a.lossSnapshot != index) cash -= int256(_pendingCharge(uint256(cash), index - a.lossSnapshot));
+        if (cash > 0 && a.lossSnapshot != index) cash -= int256(_pendingCharge(uint256(cash), a.lossSnapshot, index));
     }
 
     /// @inheritdoc IVault

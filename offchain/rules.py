@@ -295,20 +295,27 @@ def fund_draw(fund_cash: int, owed: int) -> tuple[int, int]:
 
 # ---------------------------------------------------------------------- socialised loss
 def socialise(loss: int, positive_cash: int, pending_loss: int, loss_index: int) -> tuple[int, int]:
-    """``Vault.socializeLoss``: ``(amount socialised, new loss index)``; at most the positive cash not
-    already owed, the per-unit charge rounded up."""
+    """``Vault.socializeLoss``: ``(amount socialised, new loss index)``.
+
+    Notes
+    -----
+    The index is the compounded share of positive cash lost, so that a second loss charges each balance on
+    what the first one left: with base = positive cash not already owed and s = LOSS_SCALE − index, the
+    surviving share becomes ``floor(s · (base − loss) / base)``. At most ``base − 1`` is socialised.
+    """
     base = positive_cash - pending_loss
-    amount = min(loss, base)
+    amount = 0 if base <= 0 else min(loss, base - 1)
     if amount == 0:
         return 0, loss_index
-    return amount, loss_index + mul_div_up(amount, LOSS_SCALE, base)
+    return amount, LOSS_SCALE - mul_div_down(LOSS_SCALE - loss_index, base - amount, base)
 
 
 def pending_charge(cash: int, snapshot: int, loss_index: int) -> int:
-    """A balance's share of the losses socialised since its snapshot (``Vault._pendingCharge``)."""
+    """What a positive balance last touched at ``snapshot`` has lost by ``loss_index``
+    (``Vault._pendingCharge``): ``cash − floor(cash · (S − index) / (S − snapshot))``."""
     if cash <= 0 or snapshot == loss_index:
         return 0
-    return min(mul_div_up(cash, loss_index - snapshot, LOSS_SCALE), cash)
+    return cash - mul_div_down(cash, LOSS_SCALE - loss_index, LOSS_SCALE - snapshot)
 
 
 def effective_cash(cash: int, snapshot: int, loss_index: int) -> int:

@@ -64,7 +64,7 @@ interface IVault {
     event CollateralTransferred(address indexed from, address indexed to, address indexed token, uint256 amount);
     event CashTransferred(address indexed from, address indexed to, int256 amount);
     /// @notice `amount` of bad debt was to be socialised; `socialised` was (all of it unless positive
-    /// cash ran out); `lossIndex` is the new cumulative loss per unit of positive cash (1e27).
+    /// cash ran out); `lossIndex` is the new compounded share of positive cash lost (1e27 = all).
     event LossSocialised(address indexed to, uint256 amount, uint256 socialised, uint256 lossIndex);
     /// @notice An account's positive cash was charged its share of socialised losses.
     event LossApplied(address indexed account, uint256 charge);
@@ -132,8 +132,8 @@ interface IVault {
     function moveCash(address from, address to, uint256 amount) external;
 
     /// @notice Credits `to` with `amount` of bad debt the insurance fund could not pay, charged to every
-    /// positive cash balance pro rata through `lossIndex` (lazily, rounded up, on each account's next
-    /// touch). Socialises at most the positive cash outstanding. Re-binds `paramsHash` to the new index,
+    /// positive cash balance pro rata through `lossIndex` (compounded, lazily, rounded up, on each
+    /// account's next touch). Socialises at most the positive cash outstanding less one unit. Re-binds `paramsHash` to the new index,
     /// so attestations and roots computed before the loss stop verifying. Liquidator only.
     /// @return socialised the amount actually socialised
     function socializeLoss(address to, uint256 amount) external returns (uint256 socialised);
