@@ -26,7 +26,7 @@ from offchain.errors import InputError
 from offchain.protocol import MAX_PRICE, MAX_SIZE
 from tests.chain.conftest import ALICE, BOB, addr
 from tests.chain.harness import USDC, Harness
-from tests.chain.test_engine import CALL, PERP, U, api, engine, engine_trade  # noqa: F401  (fixtures)
+from tests.chain.test_engine import CALL, PERP, U, engine_trade
 
 HOSTILE = st.one_of(
     st.sampled_from([None, True, False, "", " ", "1e400", "-1e400", "1e999999", "NaN", "Infinity", "-0", "0x",
@@ -67,7 +67,7 @@ def _check(status: int, doc: Any, eng: Engine) -> None:
 
 
 @pytest.fixture
-def funded(h: Harness, engine: Engine, api: str) -> Harness:  # noqa: F811
+def funded(h: Harness, engine: Engine, api: str) -> Harness:
     h.deposit(ALICE, "USDC", 100_000 * USDC)
     h.deposit(BOB, "USDC", 100_000 * USDC)
     engine_trade(h, api, ALICE, BOB, PERP, False, U, "55000")  # both sides hold a position
@@ -108,7 +108,7 @@ def _mutilate(draw: st.DrawFn, body: dict[str, Any]) -> dict[str, Any]:
 
 @FUZZ
 @given(data=st.data())
-def test_the_http_api_never_answers_5xx(funded: Harness, engine: Engine, api: str, data: st.DataObject,  # noqa: F811
+def test_the_http_api_never_answers_5xx(funded: Harness, engine: Engine, api: str, data: st.DataObject,
                                         caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     ids = list(funded.ids.values())
     with caplog.at_level(logging.ERROR, logger="pmsim"):
@@ -133,7 +133,7 @@ def test_the_http_api_never_answers_5xx(funded: Harness, engine: Engine, api: st
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
-def test_the_issue_s_inputs_get_a_4xx_naming_the_field(funded: Harness, engine: Engine, api: str) -> None:  # noqa: F811
+def test_the_issue_s_inputs_get_a_4xx_naming_the_field(funded: Harness, engine: Engine, api: str) -> None:
     perp, call = funded.ids[PERP], funded.ids[CALL]
     base = {"account": addr(ALICE), "instrument": perp, "size": "1", "price": "55000", "role": "taker"}
     cases = [
@@ -159,7 +159,7 @@ def test_the_issue_s_inputs_get_a_4xx_naming_the_field(funded: Harness, engine: 
         assert got == status and (status == 200 or doc["field"] == "amount"), (amount, doc)
 
 
-def test_an_expired_instrument_is_refused(funded: Harness, engine: Engine, api: str) -> None:  # noqa: F811
+def test_an_expired_instrument_is_refused(funded: Harness, engine: Engine, api: str) -> None:
     from offchain.chain.deploy import InstrumentSpec, list_instruments
     from offchain.chain.units import Kind
 
@@ -170,7 +170,7 @@ def test_an_expired_instrument_is_refused(funded: Harness, engine: Engine, api: 
     assert (got, doc["field"]) == (400, "instrument") and "expired" in doc["error"], doc
 
 
-def test_too_many_positions_are_refused(funded: Harness, engine: Engine, api: str) -> None:  # noqa: F811
+def test_too_many_positions_are_refused(funded: Harness, engine: Engine, api: str) -> None:
     state = engine.refresh()
     assert state.params is not None and state.params.max_positions > 1
     # Alice holds one position; with the cap at one, a second instrument is refused, the held one is not
@@ -181,7 +181,7 @@ def test_too_many_positions_are_refused(funded: Harness, engine: Engine, api: st
     check_trade(capped, addr(ALICE), funded.ids[PERP], U // 10, 55_000 * U)  # adding to a held one is fine
 
 
-def test_malformed_framing_gets_a_4xx(funded: Harness, api: str) -> None:  # noqa: F811
+def test_malformed_framing_gets_a_4xx(funded: Harness, api: str) -> None:
     host, port = api.removeprefix("http://").split(":")
     for length, body in (("-5", b"{}"), ("abc", b"{}"), (str(10**6), b"")):
         with socket.create_connection((host, int(port)), timeout=30) as s:
