@@ -93,6 +93,9 @@ def _mount_subcommands() -> None:
     from offchain import cli_margin  # the risk engine's report command
 
     app.command("margin")(cli_margin.margin)
+    from offchain import cli_keeper
+
+    app.command("keeper")(cli_keeper.keeper)
 
 
 _mount_subcommands()

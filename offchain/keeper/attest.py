@@ -69,6 +69,14 @@ class HttpAttestor:
         return parse_signed(payload)
 
 
+class NoAttestor:
+    """No engine configured (a keeper reading rounds from a directory): it starts auctions but every
+    bid is refused here, and logged, rather than sent without the attestation the contract needs."""
+
+    def attest_bid(self, bidder: str, account: str, fraction: int, worst_price: int) -> BidAttestation:
+        raise AttestationRefused(0, "no engine_url configured: cannot obtain a bid attestation", "engine_url")
+
+
 _BYTES = {"action_hash", "params_hash"}
 
 
