@@ -178,8 +178,9 @@ class Keeper:
         v = self.p.vault.functions
         with self.w3.batch_requests() as batch:
             for leaf in low:
-                batch.add(v.depositCredit(leaf.account))
-                batch.add(v.riskNonce(leaf.account))
+                account = to_checksum_address(leaf.account)
+                batch.add(v.depositCredit(account))
+                batch.add(v.riskNonce(account))
             out: list[Any] = batch.execute()
         credits = {leaf.account.lower(): int(out[2 * i]) for i, leaf in enumerate(low)}
         nonces = {leaf.account.lower(): int(out[2 * i + 1]) for i, leaf in enumerate(low)}

@@ -14,9 +14,11 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from eth_utils import to_checksum_address
 
 from offchain import rules
 from offchain.chain.merkle import StatusLeaf, StatusTree
@@ -127,6 +129,7 @@ def prioritise(leaves: list[StatusLeaf], credits: dict[str, int], nonces: dict[s
         equity = rules.credited_equity(leaf.margin_equity, leaf.credit_checkpoint, credit)
         shortfall = leaf.maintenance_margin - equity
         when = breach_times.setdefault(key, now_issued)
-        out.append(Candidate((-shortfall, key), leaf.account, leaf, shortfall, when))
+        account = str(to_checksum_address(leaf.account))  # leaves may carry any case; web3 wants checksums
+        out.append(Candidate((-shortfall, key), account, replace(leaf, account=account), shortfall, when))
     heapq.heapify(out)
     return [heapq.heappop(out) for _ in range(len(out))]
