@@ -14,10 +14,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+import requests
 from eth_utils import to_checksum_address
+from web3 import HTTPProvider
 from web3.logs import DISCARD
+from web3.providers.rpc.utils import ExceptionRetryConfiguration
 
 from offchain import rules
 from offchain.chain.actions import bid_action
@@ -33,6 +36,8 @@ from offchain.keeper.metrics import KeeperMetrics
 from offchain.keeper.tx import Outcome, Pending, TxManager
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+TRANSPORT = (OSError, TimeoutError, requests.RequestException)  # RequestException is an OSError; explicit
 LOST_RACE = frozenset({"Liquidator_VersionChanged", "Liquidator_NoAuction", "Liquidator_StaleSnapshot"})
 ZERO_ROOT = b"\x00" * 32
 
@@ -83,6 +88,7 @@ class Keeper:
                  metrics: KeeperMetrics | None = None, clock: Callable[[], float] = time.time) -> None:  # fmt: skip
         self.p, self.w3, self.cfg, self.attestor = protocol, protocol.w3, config, attestor
         self.metrics = metrics or KeeperMetrics()
+        _retry_transport(self.w3.provider)
         self.tx = TxManager(protocol, key, config.fees, config.state_file, self.metrics, clock)
         self.address = self.tx.sender
         self.source = RoundSource(config.engine_url, config.rounds_dir)
@@ -146,10 +152,8 @@ class Keeper:
     # ------------------------------------------------------------------ candidates
     def refresh_round(self) -> bool:
         """Load and verify the latest posted root's leaves if the on-chain round moved; True if loaded."""
-        with self.w3.batch_requests() as batch:
-            batch.add(self.p.oracle.functions.rootRound())
-            batch.add(self.p.oracle.functions.statusRoot())
-            got: list[Any] = batch.execute()
+        got: list[Any] = batched(lambda: self._batch([self.p.oracle.functions.rootRound(),
+                                                      self.p.oracle.functions.statusRoot()]))
         number, root = int(got[0]), bytes(got[1])
         if root == ZERO_ROOT:  # no root, or cleared by a socialised loss: nothing can start on a leaf
             self.round, self.candidates = None, []
@@ -176,12 +180,11 @@ class Keeper:
         if not low:
             return []
         v = self.p.vault.functions
-        with self.w3.batch_requests() as batch:
-            for leaf in low:
-                account = to_checksum_address(leaf.account)
-                batch.add(v.depositCredit(account))
-                batch.add(v.riskNonce(account))
-            out: list[Any] = batch.execute()
+        calls: list[Any] = []
+        for leaf in low:
+            account = to_checksum_address(leaf.account)
+            calls += [v.depositCredit(account), v.riskNonce(account)]
+        out: list[Any] = batched(lambda: self._batch(calls))
         credits = {leaf.account.lower(): int(out[2 * i]) for i, leaf in enumerate(low)}
         nonces = {leaf.account.lower(): int(out[2 * i + 1]) for i, leaf in enumerate(low)}
         return prioritise(low, credits, nonces, self.breach_times, rnd.issued_at)
@@ -232,10 +235,8 @@ class Keeper:
         accounts = sorted(self.watch)
         if not accounts:
             return []
-        with self.w3.batch_requests() as batch:
-            for a in accounts:
-                batch.add(self.liq.functions.auctionOf(to_checksum_address(a)))
-            out: list[Any] = batch.execute()
+        out: list[Any] = batched(lambda: self._batch([self.liq.functions.auctionOf(to_checksum_address(a))
+                                                      for a in accounts]))
         return [AuctionView.of(a, raw) for a, raw in zip(accounts, out, strict=True)]
 
     def gas_quote(self) -> int:
@@ -349,6 +350,12 @@ class Keeper:
         log.info("race lost", extra={"fields": {"account": account, "error": why}})
 
     # ------------------------------------------------------------------ helpers
+    def _batch(self, calls: list[Any]) -> list[Any]:
+        with self.w3.batch_requests() as batch:
+            for c in calls:
+                batch.add(c)
+            return list(batch.execute())
+
     def _gas(self, data: str) -> int:
         tx: Any = {"from": self.address, "to": self.liq.address, "data": data}
         estimate = int(self.p._decoded(lambda: self.w3.eth.estimate_gas(tx)))
@@ -370,6 +377,28 @@ class Keeper:
                 "auctions": len(self.watch), "pending": sorted(self.tx.pending), "races_lost": len(self.record.lost),
                 "last_error": self.last_error, "seconds_since_step": round(time.time() - self.last_step, 3)
                 if self.last_step else None}  # fmt: skip
+
+
+def _retry_transport(provider: Any) -> None:
+    """Retry dropped connections and timeouts of single requests (web3 retries only the builtin
+    ``ConnectionError`` by default, not ``requests``' own); re-sending a signed transaction is safe."""
+    if isinstance(provider, HTTPProvider):
+        provider.exception_retry_configuration = ExceptionRetryConfiguration(
+            errors=(ConnectionError, requests.ConnectionError, requests.Timeout, requests.HTTPError),
+            retries=4, backoff_factor=0.1)  # fmt: skip
+
+
+def batched(thunk: Callable[[], T], retries: int = 4) -> T:
+    """``thunk()`` (a JSON-RPC batch, which web3 never retries), retried on transport failures with
+    exponential backoff."""
+    for attempt in range(retries + 1):
+        try:
+            return thunk()
+        except TRANSPORT:
+            if attempt == retries:
+                raise
+            time.sleep(0.1 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def _auction_params(p: Protocol) -> rules.AuctionParams:

@@ -381,3 +381,70 @@ def test_forged_round_document_is_refused(h: Harness, tmp_path: Path) -> None:
         k.step()
     assert not k.safe_step() and k.health()["status"] == "degraded" and not k.candidates
     assert k.metrics.registry.get_sample_value("keeper_rpc_errors_total") == 1
+
+
+def test_rpc_failures_through_a_flaky_proxy(h: Harness, tmp_path: Path) -> None:
+    """A third of the keeper's RPC requests dropped and some stalled past its timeout: requests and
+    batches are retried with backoff (a step that still fails is counted and retried at the next poll);
+    the auction is started once and bid on, no transaction is lost or doubled."""
+    from offchain.chain.client import Protocol, connect
+    from tests.chain.test_faults import FlakyProxy
+
+    book(h)
+    a = breach(h, tmp_path / "rounds")
+    proxy = FlakyProxy(h.p.deployment.rpc_url, drop=0.3, stall_share=0.05, stall=1.5)
+    try:
+        flaky = Protocol(connect(f"http://127.0.0.1:{proxy.port}", timeout=1.0), h.p.deployment, h.p.artifacts)
+        cfg = KeeperConfig(engine_url=None, rounds_dir=tmp_path / "rounds", state_file=tmp_path / "k.json",
+                           health_port=None, fees=FeeConfig(replace_after_s=0.0)).validate()  # fmt: skip
+        k = Keeper(flaky, CAROL, cfg, SuiteAttestor(h))
+        proxy.enabled = True
+        for _ in range(300):  # bounded by steps, not time
+            k.safe_step()
+            if bids(h, a) and not k.tx.pending:
+                break
+        proxy.enabled = False
+        assert k.safe_step() and k.health()["status"] == "ok"
+    finally:
+        proxy.close()
+    assert proxy.dropped >= 5 and proxy.stalled >= 1  # the faults happened; retries absorbed them
+    started = h.p.liquidator.events.AuctionStarted().get_logs(from_block=h.p.deployment.deploy_block)
+    assert [str(e["args"]["account"]) for e in started] == [a]
+    got = bids(h, a)
+    assert got and all(b["bidder"] == addr(CAROL) for b in got)
+    assert k.metrics.registry.get_sample_value("keeper_bids_mined_total") == len(got)
+    assert not [o for o in k.record.outcomes if o.status == "reverted"]
+
+
+def test_stuck_bid_overtaken_by_a_competitor_is_cancelled_not_replayed(
+    h: Harness, tmp_path: Path, manual_mining: None
+) -> None:
+    """Carol's bid is stuck (dropped) while Bob's lands: at replacement time the exact call now reverts,
+    so Carol spends the nonce on a 0-value self-transfer instead of a bid sure to revert; the loss is
+    recorded and her nonces stay contiguous."""
+    rpc(h, "evm_setAutomine", True)
+    book(h)
+    clock = Clock()
+    carol = keeper(h, tmp_path, CAROL, name="carol", clock=clock)
+    bob = keeper(h, tmp_path, BOB, name="bob", start_auctions=False)
+    a = _started(h, tmp_path, carol)
+    rpc(h, "evm_setAutomine", False)
+    carol.step()
+    [p] = carol.tx.pending.values()
+    fee0 = p.max_fee
+    rpc(h, "anvil_dropTransaction", p.tx_hash)
+    bob.step()
+    mine(h)
+    bob.step()
+    assert [b["bidder"] for b in bids(h, a)] == [bob.address]
+    clock.t += 30
+    carol.step()
+    q = carol.tx.pending[p.nonce]
+    assert q.kind == "cancel" and q.meta["cancelled"] in LOST_RACE and q.max_fee >= fee0 * 1.125
+    mine(h)
+    carol.step()
+    tx = h.p.w3.eth.get_transaction(q.tx_hash)
+    assert tx["to"] == carol.address and tx["value"] == 0 and tx["nonce"] == p.nonce
+    assert carol.record.lost and carol.record.lost[0][1] in LOST_RACE
+    assert [b["bidder"] for b in bids(h, a)] == [bob.address]
+    assert h.p.w3.eth.get_transaction_count(carol.address) == p.nonce + 1
