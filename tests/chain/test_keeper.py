@@ -448,3 +448,32 @@ def test_stuck_bid_overtaken_by_a_competitor_is_cancelled_not_replayed(
     assert carol.record.lost and carol.record.lost[0][1] in LOST_RACE
     assert [b["bidder"] for b in bids(h, a)] == [bob.address]
     assert h.p.w3.eth.get_transaction_count(carol.address) == p.nonce + 1
+
+
+def test_refused_attestation_means_no_bid_and_no_hammering(h: Harness, tmp_path: Path) -> None:
+    """The engine refuses the bidder attestation (the keeper would fall below its IM): nothing is sent,
+    the refusal is recorded for that auction version and not asked again every step."""
+    from offchain.keeper.attest import AttestationRefused
+
+    class Refusing(SuiteAttestor):
+        def attest_bid(self, bidder: str, account: str, fraction: int, worst_price: int) -> BidAttestation:
+            self.calls += 1
+            raise AttestationRefused(422, "insufficient margin after this action", "fraction")
+
+    book(h)
+    a = breach(h, tmp_path / "rounds")
+    k = keeper(h, tmp_path)
+    k.attestor = att = Refusing(h)
+    for _ in range(3):
+        k.step()
+    assert att.calls == 1 and (a.lower(), 0) in k.record.refused and not bids(h, a)
+    assert [o.pending.kind for o in k.record.outcomes] == ["start"] and k.health()["status"] == "ok"
+
+
+def test_state_file_of_another_key_is_refused(h: Harness, tmp_path: Path) -> None:
+    """A pending-transaction file written for another sender is never adopted (its nonces are not ours)."""
+    from offchain.errors import ChainError
+
+    keeper(h, tmp_path, BOB, name="shared").tx._save()
+    with pytest.raises(ChainError, match="belongs to"):
+        keeper(h, tmp_path, CAROL, name="shared")
