@@ -100,6 +100,9 @@ def _mount_subcommands() -> None:
     from offchain.cli_liquidate import liquidate_app  # liquidation auctions by hand
 
     app.add_typer(liquidate_app, name="liquidate")
+    from offchain import cli_keeper
+
+    app.command("keeper")(cli_keeper.keeper)
 
 
 _mount_subcommands()

@@ -1,0 +1,95 @@
+"""The bidder's attestation: the engine signs the keeper's account after the bid (the contract's
+``ActionHash.bid`` binds bidder, account, auction version, fraction and worst price)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from offchain.chain.eip712 import Attestation
+from offchain.errors import ChainError, InputError, PmsimError
+
+
+class AttestationRefused(PmsimError):
+    """The engine would not attest the bid (``status`` 422: the keeper would be under its initial
+    margin after it; 400: the engine refused the request as malformed or impossible)."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        self.status, self.field = status, field
+        super().__init__(f"attestation refused ({status}{', ' + field if field else ''}): {message}")
+
+
+@dataclass(frozen=True)
+class BidAttestation:
+    """A signed attestation of the bidder, as ``bid`` takes it (``MarginProof``)."""
+
+    attestation: Attestation
+    signatures: bytes
+
+    def proof(self) -> tuple[tuple[Any, ...], bytes]:
+        return (self.attestation.as_tuple(), self.signatures)
+
+
+class Attestor(Protocol):
+    """Whoever signs the keeper's margin after a bid."""
+
+    def attest_bid(self, bidder: str, account: str, fraction: int, worst_price: int) -> BidAttestation:
+        """An attestation of ``bidder`` after taking ``fraction`` (WAD) of ``account``'s auction at a
+        price of at most ``worst_price`` (quote units; negative: paid at least)."""
+        ...
+
+
+class HttpAttestor:
+    """``POST {engine}/attest/bid`` with ``{"bidder", "account", "fraction", "worst_price"}`` (integers
+    as decimal strings); the answer has the ``/attest/trade`` shape ``{"attestation": {...},
+    "signatures": "0x..", "block": n}``."""
+
+    def __init__(self, engine_url: str, timeout: float = 10.0) -> None:
+        self.url = engine_url.rstrip("/") + "/attest/bid"
+        self.timeout = timeout
+
+    def attest_bid(self, bidder: str, account: str, fraction: int, worst_price: int) -> BidAttestation:
+        body = json.dumps({"bidder": bidder, "account": account, "fraction": str(fraction),
+                           "worst_price": str(worst_price)}).encode()  # fmt: skip
+        req = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                payload = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                err = json.loads(exc.read())
+            except ValueError:
+                err = {}
+            raise AttestationRefused(exc.code, str(err.get("error", exc.reason)), err.get("field")) from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise ChainError(f"engine at {self.url} unreachable: {exc}") from None
+        return parse_signed(payload)
+
+
+class NoAttestor:
+    """No engine configured (a keeper reading rounds from a directory): it starts auctions but every
+    bid is refused here, and logged, rather than sent without the attestation the contract needs."""
+
+    def attest_bid(self, bidder: str, account: str, fraction: int, worst_price: int) -> BidAttestation:
+        raise AttestationRefused(0, "no engine_url configured: cannot obtain a bid attestation", "engine_url")
+
+
+_BYTES = {"action_hash", "params_hash"}
+
+
+def parse_signed(payload: dict[str, Any]) -> BidAttestation:
+    """Parse an engine attestation answer (``SignedAttestation.to_json``)."""
+    try:
+        raw = payload["attestation"]
+        values: dict[str, Any] = {
+            k: (bytes.fromhex(v.removeprefix("0x")) if k in _BYTES else v if k == "account" else int(v))
+            for k, v in raw.items()
+        }
+        att = Attestation(**values)
+        sigs = bytes.fromhex(str(payload["signatures"]).removeprefix("0x"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError("attestation", f"malformed engine answer: {exc}") from None
+    return BidAttestation(att, sigs)
