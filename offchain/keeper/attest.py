@@ -7,6 +7,7 @@ import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Protocol
 
 from offchain.chain.eip712 import Attestation
@@ -43,17 +44,18 @@ class Attestor(Protocol):
 
 
 class HttpAttestor:
-    """``POST {engine}/attest/bid`` with ``{"bidder", "account", "fraction", "worst_price"}`` (integers
-    as decimal strings); the answer has the ``/attest/trade`` shape ``{"attestation": {...},
-    "signatures": "0x..", "block": n}``."""
+    """``POST {engine}/attest/bid`` with ``{"bidder", "account", "fraction", "worst_price"}`` in the
+    engine's units, exact decimal strings: ``fraction`` a share in (0, 1] (the WAD integer / 1e18) and
+    ``worst_price`` USD (quote units / 1e6); the answer has the ``/attest/trade`` shape
+    ``{"attestation": {...}, "signatures": "0x..", "block": n}``."""
 
     def __init__(self, engine_url: str, timeout: float = 10.0) -> None:
         self.url = engine_url.rstrip("/") + "/attest/bid"
         self.timeout = timeout
 
     def attest_bid(self, bidder: str, account: str, fraction: int, worst_price: int) -> BidAttestation:
-        body = json.dumps({"bidder": bidder, "account": account, "fraction": str(fraction),
-                           "worst_price": str(worst_price)}).encode()  # fmt: skip
+        body = json.dumps({"bidder": bidder, "account": account, "fraction": _decimal(fraction, 18),
+                           "worst_price": _decimal(worst_price, 6)}).encode()  # fmt: skip
         req = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
@@ -67,6 +69,11 @@ class HttpAttestor:
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise ChainError(f"engine at {self.url} unreachable: {exc}") from None
         return parse_signed(payload)
+
+
+def _decimal(units: int, decimals: int) -> str:
+    """An integer of ``decimals``-decimal units as an exact decimal string (``1500000, 6`` -> ``1.5``)."""
+    return format(Decimal(units).scaleb(-decimals).normalize(), "f")
 
 
 class NoAttestor:

@@ -23,6 +23,7 @@ from offchain.engine.liquidation import auction_params, fetch_auction
 from offchain.engine.service import Engine
 from offchain.engine.signer import RemoteSigner, SignerNode
 from offchain.errors import ContractRevertError
+from offchain.keeper.attest import HttpAttestor
 from offchain.protocol import WAD
 from offchain.risk.config import load_config
 from tests.chain.conftest import ALICE, BOB, CAROL, addr
@@ -143,7 +144,7 @@ def bid_body(bidder: str, account: str, fraction: int, worst: int) -> dict[str, 
 
 
 def test_bid_attested_by_the_engine_is_accepted_and_moves_the_fraction(h: Harness, engine: Engine, api: str) -> None:
-    """L-2: the engine's bidder attestation (signed by remote signers that recompute the bid) is
+    """I-24: the engine's bidder attestation (signed by remote signers that recompute the bid) is
     accepted by ``Liquidator.bid``; it binds the auction version, fraction and worst price; its margin
     figures are the engine's for the bidder's portfolio after the bid."""
     alice, carol = open_auction(h, engine), addr(CAROL)
@@ -212,3 +213,21 @@ def test_bid_requests_the_contract_would_refuse_are_refused_by_field(h: Harness,
     h.deposit(DEFAULT_KEYS[7], "USDC", 10 * USDC)
     status, doc = http(api + "/attest/bid", bid_body(addr(DEFAULT_KEYS[7]), alice, fmax, price))
     assert (status, doc.get("field")) == (400, "fraction") and "initial margin" in doc["error"], doc
+
+
+def test_the_keepers_attestor_gets_bids_the_contract_accepts(h: Harness, engine: Engine, api: str) -> None:
+    """I-24, end to end: the keeper's HttpAttestor speaks the engine's /attest/bid (exact decimal
+    strings); the attestation it returns is accepted by Liquidator.bid."""
+    alice, carol = open_auction(h, engine), addr(CAROL)
+    state = engine.refresh()
+    auction = fetch_auction(h.p, alice, state.block)
+    p = auction_params(state.liquidation)  # type: ignore[arg-type]
+    s = auction.rules_state()
+    f = rules.max_fraction(s, state.timestamp, p) // 3 // 10**12 * 10**12
+    price, _ = rules.bid_price(s, f, state.timestamp, p)
+    got = HttpAttestor(api).attest_bid(carol, alice, f, price)
+    assert got.attestation.account == carol
+    h.p.w3.provider.make_request("evm_setNextBlockTimestamp", [state.timestamp + 1])  # type: ignore[arg-type]
+    fn = h.p.liquidator.functions.bid(alice, f, price, auction.version, (got.attestation.as_tuple(), got.signatures))
+    [ev] = h.events(h.p.liquidator, "Bid", h.p.send(fn, CAROL, gas=3_000_000))
+    assert ev["fractionWad"] == f and ev["bidder"] == carol

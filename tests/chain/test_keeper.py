@@ -152,11 +152,9 @@ def test_keeper_starts_and_bids_from_a_verified_root(h: Harness, tmp_path: Path)
     assert got["bidder"] == addr(CAROL) and got["fractionWad"] == rules.max_fraction(s0, at, params)
     assert (got["price"], got["fee"]) == rules.bid_price(s0, got["fractionWad"], mined_at, params)
     assert got["price"] <= done.pending.meta["worst_price"]
-    # what is left is rounding dust below the buffer: not worth a bid until the discount reaches zero
-    s1 = k.auctions()[0].state
-    assert s1 == rules.after_bid(s0, got["fractionWad"], got["price"])
-    plan = k.record.plans[a]
-    assert plan is None or plan.at > k.now
+    # a bid of the largest fraction restores the buffer margin: the auction ends, nothing is left to bid on
+    assert rules.after_bid(s0, got["fractionWad"], got["price"], took_max=True) is None
+    assert k.auctions() == [] and not h.p.liquidator.functions.auctionOf(a).call()[0]
     m = k.metrics.registry
     assert m.get_sample_value("keeper_auctions_started_total") == 1
     assert m.get_sample_value("keeper_bids_mined_total") == 1

@@ -152,8 +152,8 @@ def test_http_attestor_posts_the_contract_and_parses_the_trade_shape() -> None:
         got = HttpAttestor(eng.url).attest_bid("0x" + "44" * 20, "0x" + "55" * 20, WAD // 3, -1_234)
     finally:
         eng.server.shutdown()
-    assert eng.bodies == [{"bidder": "0x" + "44" * 20, "account": "0x" + "55" * 20, "fraction": str(WAD // 3),
-                           "worst_price": "-1234"}]  # fmt: skip
+    assert eng.bodies == [{"bidder": "0x" + "44" * 20, "account": "0x" + "55" * 20, "fraction": "0.333333333333333333",
+                           "worst_price": "-0.001234"}]  # fmt: skip
     assert got.attestation == att and got.signatures == b"\xab" * 130
 
 
