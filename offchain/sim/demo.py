@@ -222,7 +222,7 @@ class Demo:
         """I-1: the vault's USDC equals Σ cash − Σ cost basis − Σ funding not yet settled, over every
         account, cash net of the socialised loss not yet charged (``Vault.cashOf``): exactly while no
         loss was socialised, else up to the loss charges' rounding dust (one unit per account at most,
-        in the vault's favour, I-1b). L-6: bad debt = fund draws + socialised loss (+ unrecovered,
+        in the vault's favour, I-1b). I-22: bad debt = fund draws + socialised loss (+ unrecovered,
         never silent)."""
         state = self.engine.refresh()
         held = int(self.p.tokens["USDC"].functions.balanceOf(self.p.vault.address).call())

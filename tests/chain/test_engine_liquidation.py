@@ -80,7 +80,7 @@ def accepted(h: Harness, account: str, leaf: tuple[Any, ...], proof: list[bytes]
 
 
 def test_liquidatable_lists_exactly_the_accounts_the_liquidator_accepts(h: Harness, engine: Engine, api: str) -> None:
-    """L-1: after a crash every account ``/liquidatable`` lists is accepted by ``Liquidator.start`` with the
+    """I-19: after a crash every account ``/liquidatable`` lists is accepted by ``Liquidator.start`` with the
     leaf and proof it gives, and every other account of the round is refused as healthy; a deposit after
     the root that covers the shortfall removes an account from the list (and the contract agrees), a
     smaller one only lowers its shortfall; an account in auction is no longer listed."""

@@ -25,7 +25,7 @@ def units(usd: float) -> int:
 
 
 def test_the_devnet_run_is_reproducible_liquidates_and_conserves_value() -> None:
-    """L-1, L-2, L-6, I-1: byte-identical reports for one seed; liquidations only of accounts the round
+    """I-19, I-20, I-22, I-1: byte-identical reports for one seed; liquidations only of accounts the round
     showed below MM; every bid's fee feeds the fund; bad debt = fund draws + socialised loss; value
     conserved (exactly while no loss is socialised, else within the loss charges' rounding dust)."""
     labels: list[str] = []
