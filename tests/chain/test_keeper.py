@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hexbytes import HexBytes
 
 from offchain import rules
 from offchain.chain.actions import bid_action
@@ -126,6 +127,13 @@ def mine(h: Harness, timestamp: int | None = None) -> None:
     rpc(h, "evm_mine")
 
 
+def settle_sent(h: Harness, k: Any) -> None:
+    """Wait until every transaction the keeper has in flight is mined (automine answers at once on an
+    idle machine, not always on a loaded one): tests wait on the chain, never race it."""
+    for p in list(k.tx.pending.values()):
+        h.p.w3.eth.wait_for_transaction_receipt(HexBytes(p.hashes[-1]), timeout=120)
+
+
 def pool_size(h: Harness) -> int:
     content = rpc(h, "txpool_content")
     return sum(len(v) for v in content["pending"].values()) + sum(len(v) for v in content["queued"].values())
@@ -138,11 +146,13 @@ def test_keeper_starts_and_bids_from_a_verified_root(h: Harness, tmp_path: Path)
     book(h)
     a = breach(h, tmp_path / "rounds")
     k = keeper(h, tmp_path)
-    k.step()  # loads the root, starts the auction (automine: mined at once)
+    k.step()  # loads the root, starts the auction (automine)
+    settle_sent(h, k)
     assert k.round is not None and [c.account for c in k.candidates] == [] and a in k.watch
     s0 = k.auctions()[0].state
     assert s0.equity == 9_000 * USDC and not s0.insolvent
-    k.step()  # settles the start, plans, bids (mined at once)
+    k.step()  # settles the start, plans, bids (automine)
+    settle_sent(h, k)
     k.step()  # settles the bid
     [got] = bids(h, a)
     [done] = [o for o in k.record.outcomes if o.pending.kind == "bid"]
@@ -172,6 +182,7 @@ def test_an_auction_unprofitable_until_the_discount_grows(h: Harness, tmp_path: 
     a = breach(h, tmp_path / "rounds")
     k = keeper(h, tmp_path, unwind=UnwindConfig(base_bps=800, impact_bps=0))
     k.step()  # start
+    settle_sent(h, k)
     k.step()  # settle the start; plan
     plan = k.record.plans[a]
     assert plan is not None and plan.at > k.now and not k.tx.pending
@@ -187,6 +198,7 @@ def test_an_auction_unprofitable_until_the_discount_grows(h: Harness, tmp_path: 
     mine(h, plan.at)
     k.step()
     assert [p.kind for p in k.tx.pending.values()] == ["bid"] or bids(h, a)  # automine: sent and mined
+    settle_sent(h, k)
     k.step()
     [first, *_] = bids(h, a)
     assert first["bidder"] == addr(CAROL) and first["discountWad"] <= rules.discount(s, plan.at, params)
