@@ -143,6 +143,18 @@ def bid_body(bidder: str, account: str, fraction: int, worst: int) -> dict[str, 
             "worst_price": f"{Decimal(worst).scaleb(-6):f}"}  # fmt: skip
 
 
+def planned_bid(h: Harness, engine: Engine, account: str, share: int) -> tuple[Any, Any, Any, Any, int, int]:
+    """The indexed state, the auction, its rules snapshot and parameters, 1/``share`` of the largest
+    fraction (on a 1e-6 grid) and its price now."""
+    state = engine.refresh()
+    auction = fetch_auction(h.p, account, state.block)
+    p = auction_params(state.liquidation)  # type: ignore[arg-type]
+    s = auction.rules_state()
+    f = rules.max_fraction(s, state.timestamp, p) // share // 10**12 * 10**12
+    price, _ = rules.bid_price(s, f, state.timestamp, p)
+    return state, auction, s, p, f, price
+
+
 def test_bid_attested_by_the_engine_is_accepted_and_moves_the_fraction(h: Harness, engine: Engine, api: str) -> None:
     """I-24: the engine's bidder attestation (signed by remote signers that recompute the bid) is
     accepted by ``Liquidator.bid``; it binds the auction version, fraction and worst price; its margin
@@ -155,12 +167,7 @@ def test_bid_attested_by_the_engine_is_accepted_and_moves_the_fraction(h: Harnes
     engine.signers = [RemoteSigner(f"http://127.0.0.1:{s.server_address[1]}", n.address)
                       for s, n in zip(servers, nodes, strict=True)]  # fmt: skip
     try:
-        state = engine.refresh()
-        auction = fetch_auction(h.p, alice, state.block)
-        p = auction_params(state.liquidation)  # type: ignore[arg-type]
-        s = auction.rules_state()
-        f = rules.max_fraction(s, state.timestamp, p) // 2 // 10**12 * 10**12
-        price, _ = rules.bid_price(s, f, state.timestamp, p)
+        state, _, s, p, f, price = planned_bid(h, engine, alice, 2)
         landed = rules.bid_price(s, f, state.timestamp + 1, p)  # the block the bid lands in
         status, doc = http(api + "/attest/bid", bid_body(carol, alice, f, price))
         assert status == 200, doc
@@ -219,12 +226,7 @@ def test_the_keepers_attestor_gets_bids_the_contract_accepts(h: Harness, engine:
     """I-24, end to end: the keeper's HttpAttestor speaks the engine's /attest/bid (exact decimal
     strings); the attestation it returns is accepted by Liquidator.bid."""
     alice, carol = open_auction(h, engine), addr(CAROL)
-    state = engine.refresh()
-    auction = fetch_auction(h.p, alice, state.block)
-    p = auction_params(state.liquidation)  # type: ignore[arg-type]
-    s = auction.rules_state()
-    f = rules.max_fraction(s, state.timestamp, p) // 3 // 10**12 * 10**12
-    price, _ = rules.bid_price(s, f, state.timestamp, p)
+    state, auction, _, _, f, price = planned_bid(h, engine, alice, 3)
     got = HttpAttestor(api).attest_bid(carol, alice, f, price)
     assert got.attestation.account == carol
     h.p.w3.provider.make_request("evm_setNextBlockTimestamp", [state.timestamp + 1])  # type: ignore[arg-type]

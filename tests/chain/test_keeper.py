@@ -214,8 +214,8 @@ def _started(h: Harness, tmp_path: Path, k: Keeper) -> str:
     return a
 
 
-def test_dropped_bid_is_replaced_at_the_same_nonce(h: Harness, tmp_path: Path, manual_mining: None) -> None:
-    """A bid dropped from the pool is re-signed at the same nonce with both fees raised ≥ 12.5 %."""
+def _bid_in_flight(h: Harness, tmp_path: Path) -> tuple[Keeper, Clock, str, Any]:
+    """A started auction, then, with automine off, the keeper's bid sent and not yet mined."""
     rpc(h, "evm_setAutomine", True)
     book(h)
     clock = Clock()
@@ -224,6 +224,12 @@ def test_dropped_bid_is_replaced_at_the_same_nonce(h: Harness, tmp_path: Path, m
     rpc(h, "evm_setAutomine", False)
     k.step()
     [p] = k.tx.pending.values()
+    return k, clock, a, p
+
+
+def test_dropped_bid_is_replaced_at_the_same_nonce(h: Harness, tmp_path: Path, manual_mining: None) -> None:
+    """A bid dropped from the pool is re-signed at the same nonce with both fees raised ≥ 12.5 %."""
+    k, clock, a, p = _bid_in_flight(h, tmp_path)
     first = p.tx_hash
     nonce, fee, tip = p.nonce, p.max_fee, p.tip
     rpc(h, "anvil_dropTransaction", first)
@@ -246,14 +252,7 @@ def test_dropped_bid_is_replaced_at_the_same_nonce(h: Harness, tmp_path: Path, m
 def test_base_fee_spike_is_outbid_up_to_the_cap(h: Harness, tmp_path: Path, manual_mining: None) -> None:
     """A base-fee spike leaves the bid unmined; the replacement raises both fees, never above the cap,
     and lands in the next block."""
-    rpc(h, "evm_setAutomine", True)
-    book(h)
-    clock = Clock()
-    k = keeper(h, tmp_path, clock=clock)
-    a = _started(h, tmp_path, k)
-    rpc(h, "evm_setAutomine", False)
-    k.step()
-    [p] = k.tx.pending.values()
+    k, clock, a, p = _bid_in_flight(h, tmp_path)
     spike = p.max_fee * 4
     cap = spike * 3 // 2
     k.tx.fees = replace(k.tx.fees, max_fee_gwei=cap / GWEI)
