@@ -9,6 +9,7 @@ P&L is ``Σ size × mark − cost_basis``; option premiums are already in ``cash
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -84,6 +85,34 @@ class AccountState:
             object.__setattr__(self, name, float(value))
         coll = np.asarray(self.collateral, dtype=np.float64).reshape(-1)
         object.__setattr__(self, "collateral", _collateral_matrix("collateral", coll, coll.shape))
+
+    @classmethod
+    def derived(
+        cls,
+        rows: Int64Array,
+        sizes: Float64Array,
+        cash: float,
+        cost_basis: float,
+        funding_owed: float,
+        collateral: Float64Array,
+    ) -> AccountState:
+        """A state derived from a validated one (a what-if), without re-validating what cannot have
+        changed: ``rows`` strictly increasing and in range, ``collateral`` of the right shape and >= 0.
+        Zero sizes are dropped and the sizes and the three figures must be finite, as in the constructor.
+        """
+        if not (math.isfinite(cash) and math.isfinite(cost_basis) and math.isfinite(funding_owed)):
+            raise InputError("cash", "the action leaves a non-finite balance")
+        _require_finite("positions.size", sizes)
+        keep = sizes != 0.0
+        if not keep.all():
+            rows, sizes = rows[keep], sizes[keep]
+        rows.setflags(write=False)
+        sizes.setflags(write=False)
+        self = object.__new__(cls)
+        for name, value in (("rows", rows), ("sizes", sizes), ("cash", float(cash)), ("cost_basis", float(cost_basis)),
+                            ("funding_owed", float(funding_owed)), ("collateral", collateral)):  # fmt: skip
+            object.__setattr__(self, name, value)
+        return self
 
     @classmethod
     def from_ids(

@@ -46,7 +46,7 @@ from offchain.errors import InputError, PricingError, SettlementMissingError
 from offchain.models.black76 import Greeks
 from offchain.risk.accounts import AccountBook, AccountState
 from offchain.risk.config import RiskConfig, TailMethod, tail_count
-from offchain.risk.instruments import InstrumentTable
+from offchain.risk.instruments import InstrumentTable, Kind
 from offchain.risk.kernel import margin_all, margin_one
 from offchain.risk.market import MarketState
 from offchain.risk.pricing import Valuation, instrument_greeks, scenario_pnl, value_instruments
@@ -304,17 +304,44 @@ class MarginEngine:
             raise InputError("positions", "instrument row out of range")
         self._check_collateral_width(state.collateral.size)
         self._check_settled(state.rows)
-        raw = np.empty((1, 8))
-        worst = margin_one(state.rows, state.sizes, *self._kernel_args, raw[0])
-        result = self._result(
-            raw,
-            np.array([worst], dtype=np.int64),
-            np.array([state.cash]),
-            np.array([state.cost_basis]),
-            np.array([state.funding_owed]),
-            state.collateral.reshape(1, -1),
+        raw = np.empty(8)
+        worst = margin_one(state.rows, state.sizes, *self._kernel_args, raw)
+        return self._result_one(raw.tolist(), int(worst), state)
+
+    def _result_one(self, raw: list[float], worst: int, state: AccountState) -> AccountMargin:
+        """:meth:`_result` for one account in plain floats: the same operations in the same order
+        (IEEE doubles either way), so the same bits, without numpy's per-call overhead."""
+        prices, haircut_prices = self._collateral_prices
+        coll = coll_haircut = 0.0
+        for t, amount in enumerate(state.collateral.tolist()):
+            coll = coll + amount * float(prices[t])
+            coll_haircut = coll_haircut + amount * float(haircut_prices[t])
+        joint, standalone, es, var, som, concentration, standard, mark = raw  # kernel.FIELDS
+        positions = mark - state.cost_basis - state.funding_owed
+        grid_loss = max(joint, (1.0 - self.config.grid.max_offset_credit) * standalone)
+        core = max(grid_loss, es)
+        som_addon = max(som - core, 0.0)
+        im = core + som_addon + concentration
+        result = AccountMargin(
+            im=im,
+            mm=self.config.mm_factor * im,
+            margin_equity=state.cash + coll_haircut + positions,
+            mtm_equity=state.cash + coll + positions,
+            grid_loss=grid_loss,
+            es=es,
+            var=var,
+            short_option_addon=som_addon,
+            concentration_addon=concentration,
+            worst_scenario=worst,
+            standard_margin=standard,
+            standalone_grid_loss=standalone,
+            offset_credit=max(standalone - grid_loss, 0.0),
         )
-        return result.account(0)
+        for f in fields(result):
+            value = getattr(result, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise PricingError(f"{f.name}[0]: non-finite margin figure")
+        return result
 
     def _result(
         self,
@@ -371,12 +398,12 @@ class MarginEngine:
                 raise InputError(name, f"must be a finite number, got {value!r}")
         if price <= 0.0 or fee < 0.0:
             raise InputError("price" if price <= 0.0 else "fee", "price must be > 0, fee >= 0")
-        row = int(self.instruments.index_of([instrument_id])[0])
+        row = self.instruments.row_of(instrument_id)
         if self.valuation.expired[row]:
             raise InputError("instrument", f"instrument {instrument_id} has expired")
-        option = bool(self.instruments.is_option[row])
+        option = int(self.instruments.kind[row]) >= Kind.CALL
         rows, sizes = _add_position(state, row, size_delta)
-        new = AccountState(
+        new = AccountState.derived(
             rows,
             sizes,
             state.cash - fee - (size_delta * price if option else 0.0),

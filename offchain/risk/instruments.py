@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -123,6 +124,23 @@ class InstrumentTable:
         """True for calls."""
         out: BoolArray = self.kind == Kind.CALL
         return out
+
+    def row_of(self, instrument_id: int) -> int:
+        """Row index of one on-chain id (a dictionary lookup; :meth:`index_of` for many).
+
+        Raises
+        ------
+        UnknownInstrumentError
+            An id that is not listed.
+        """
+        try:
+            return self._rows[int(instrument_id)]
+        except KeyError:
+            raise UnknownInstrumentError("instrument", f"unknown instrument id {int(instrument_id)}") from None
+
+    @cached_property
+    def _rows(self) -> dict[int, int]:
+        return {int(i): r for r, i in enumerate(self.instrument_id.tolist())}
 
     def index_of(self, ids: ArrayLike) -> Int64Array:
         """Row index of each on-chain id.
