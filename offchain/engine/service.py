@@ -26,7 +26,7 @@ from offchain import rules
 from offchain.chain.client import Protocol
 from offchain.chain.eip712 import Attestation
 from offchain.chain.indexer import Indexer, ProtocolState
-from offchain.chain.merkle import StatusLeaf, StatusRoot, StatusTree
+from offchain.chain.merkle import StatusRoot, StatusTree
 from offchain.chain.units import Kind
 from offchain.engine.checks import reduces
 from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
@@ -292,7 +292,7 @@ class Engine:
         self.metrics.rounds.inc()
         self.metrics.last_round.set(number)
         self.metrics.accounts.set(len(leaves))
-        self.metrics.liquidatable.set(sum(1 for leaf in leaves if _liquidatable(leaf)))
+        self.metrics.liquidatable.set(len(start_candidates(state, tree, number)))  # what /liquidatable lists
         self.metrics.round_seconds.observe(time.perf_counter() - t0)
         log.info("posted round %d: %d accounts, root 0x%s, block %d", number, len(leaves), tree.root.hex(), state.block)
         return result
@@ -397,19 +397,6 @@ class Engine:
             raise InputError("round", "no round posted by this engine yet")
         return {"round": latest.round, "block": latest.block, "root": _root_json(latest.root),
                 "tree": latest.tree.dump()}  # fmt: skip
-
-
-def _liquidatable(leaf: StatusLeaf, state: ProtocolState | None = None) -> bool:
-    """Exactly the Liquidator's test: the leaf's equity, credited with deposits made since (as of the
-    indexed state), below its maintenance margin; an account already in auction is not listed."""
-    credit = leaf.credit_checkpoint
-    if state is not None:
-        acct = state.accounts.get(leaf.account)
-        if acct is not None:
-            if acct.frozen:
-                return False
-            credit = acct.deposit_credit
-    return rules.liquidatable(leaf.margin_equity, leaf.maintenance_margin, leaf.credit_checkpoint, credit)
 
 
 def _require_margin(att: Attestation, reducing: bool, field: str) -> None:

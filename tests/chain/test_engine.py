@@ -165,6 +165,7 @@ def test_a_crash_shows_up_in_liquidatable(h: Harness, engine: Engine, api: str) 
     engine_trade(h, api, BOB, ALICE, PERP, False, U, "55000")  # Alice long 1 BTC
     engine.run_round()
     assert http(api + "/liquidatable")[1] == {"accounts": []}
+    assert engine.metrics.registry.get_sample_value("pmsim_liquidatable_accounts") == 0
     h.warp(60)
     h.post_prices((47_000.0, 2_400.0), signers=h.price_signers)  # -14.5 %: every signer signs; margin gone
     engine.run_round()
@@ -172,6 +173,7 @@ def test_a_crash_shows_up_in_liquidatable(h: Harness, engine: Engine, api: str) 
     assert [a["leaf"][0] for a in doc["accounts"]] == [addr(ALICE)]
     leaf = doc["accounts"][0]["leaf"]
     assert int(leaf[2]) < int(leaf[5])  # margin equity below maintenance margin
+    assert engine.metrics.registry.get_sample_value("pmsim_liquidatable_accounts") == 1  # as /liquidatable
 
 
 def test_below_quorum_nothing_is_posted(h: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
