@@ -33,7 +33,7 @@ USDC = 10**6
 ZERO32 = b"\x00" * 32
 ZERO_ADDRESS = "0x" + "00" * 20
 _ORDER_NONCES = itertools.count(1_000)
-_ACCOUNT_EVENTS = ("Deposited", "Withdrawn", "PositionChanged", "FeesCollected", "CashTransferred")
+_ACCOUNT_EVENTS = ("Deposited", "Withdrawn", "PositionChanged", "FeesCollected", "CashTransferred", "LossSocialised")
 ANY: Any = type("_Any", (), {"__repr__": lambda self: "ANY"})()  # matches any error argument
 
 
@@ -216,7 +216,7 @@ class Harness:
 
     def known_accounts(self) -> set[str]:
         """Every account the Vault ever credited or moved, from its events (Deposited, Withdrawn,
-        PositionChanged, FeesCollected: each indexes the account first), plus the fee collector."""
+        PositionChanged, FeesCollected, LossSocialised: each indexes the account first), plus the fee collector."""
         v = self.p.vault
         topics = {event_abi_to_log_topic(e) for e in v.abi
                   if e.get("type") == "event" and e["name"] in _ACCOUNT_EVENTS}  # fmt: skip

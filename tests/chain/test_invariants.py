@@ -16,6 +16,7 @@ from offchain.chain.units import LOT, TICK, Kind
 from offchain.errors import ContractRevertError
 from tests.chain.conftest import ALICE, BOB, CAROL, RELAYER, addr
 from tests.chain.harness import USDC, Harness, empty_proof, next_nonce, status_leaf
+from tests.chain.test_funding_settlement import check_accruals
 from tests.chain.test_liquidation import post_leaves, start
 
 U = 10**18
@@ -93,6 +94,25 @@ def test_every_kind_of_flow_conserves(h: Harness) -> None:
             if perp in h.positions(addr(key)):
                 h.send(h.p.vault.functions.settleFunding(addr(key), perp), RELAYER)
     h.check_settled_conservation()
+
+
+def test_known_accounts_include_a_bidder_paid_only_by_a_socialised_loss(h: Harness) -> None:
+    """I-1b's account set includes a bidder that never deposited and was paid only through a
+    socialised loss (``LossSocialised``): the attacker machine found the books short by that payment."""
+    h.deposit(ALICE, "USDC", 10_000 * USDC)
+    a, b = addr(CAROL), addr(BOB)
+    start(h, a, mtm=-535 * USDC, equity=-600 * USDC, mm=2_594 * USDC, im=3_000 * USDC)
+    h.warp(252)
+    h.refresh_prices()
+    liq = h.p.liquidator.functions
+    s0 = liq.auctionOf(a).call()
+    f = liq.maxFraction(a).call() * 91 // 100
+    worst = int(liq.quote(a, f).call()[0]) + 1_000 * USDC
+    rc = h.send(liq.bid(a, f, worst, s0[3], h.proof(h.attestation(b, bid_action(b, a, s0[3], f, worst)))), BOB)
+    [ev] = h.events(h.p.liquidator, "Bid", rc)
+    assert ev["socialised"] > 0 and ev["fundDraw"] == 0
+    assert b in h.known_accounts()
+    h.check_conservation()
 
 
 # ---------------------------------------------------------------------- stateful
@@ -289,10 +309,10 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.h.check_conservation()
 
 
-def _run_machine(h: Harness, examples: int, steps: int) -> None:
-    ProtocolMachine.h = h
+def _run_machine(h: Harness, examples: int, steps: int, machine: type[ProtocolMachine] = ProtocolMachine) -> None:
+    machine.h = h
     run_state_machine_as_test(
-        ProtocolMachine,
+        machine,
         settings=settings(max_examples=examples, stateful_step_count=steps, deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]),
     )  # fmt: skip
@@ -312,3 +332,33 @@ def test_long_random_protocol_activity_keeps_invariants(h: Harness) -> None:
     """The same invariants over many more and longer random histories (opt-in: PMSIM_SLOW=1;
     about five minutes)."""
     _run_machine(h, examples=80, steps=25)
+
+
+# ---------------------------------------------------------------------- the attacker's moves (issue 8)
+PERPS = ("BTC-PERP", "ETH-PERP")
+
+
+class AttackerMachine(ProtocolMachine):
+    """:class:`ProtocolMachine` with the moves of the issue-8 attacker review mixed into honest
+    activity; each move checks that its exploit stays closed, and every invariant of the honest
+    machine still holds after it."""
+
+    @rule(name=st.sampled_from(PERPS), blocks=st.integers(2, 20), gap=st.sampled_from((1, 2, 12)))
+    def poke_funding_every_block(self, name: str, blocks: int, gap: int) -> None:
+        """F-2: accrual poked every block loses nothing: every accrual since listing is exactly
+        ``rules.funding_accrual`` of the decaying premium, with the sub-TICK remainder carried."""
+        h = self.h
+        perp = h.ids[name]
+        h.refresh_prices()
+        before = self.nonces()
+        for _ in range(blocks):
+            h.warp(gap)
+            h.send(h.p.instruments.functions.updateFunding(perp), RELAYER)
+        assert self.nonces() == before, "I-7: funding moved a risk nonce"
+        check_accruals(h, perp)
+
+
+def test_attacker_moves_keep_invariants(h: Harness) -> None:
+    """The attacker's moves of issue 8 among random honest activity: every exploit stays closed and
+    every invariant of the honest machine holds."""
+    _run_machine(h, examples=4, steps=10, machine=AttackerMachine)
