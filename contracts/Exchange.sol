@@ -108,10 +108,10 @@ contract Exchange is IExchange, EIP712, ReentrancyGuard, Ownable2Step {
     /// @inheritdoc IExchange
     function setOperator(address operator, bool allowed) external {
         if (operator == address(0) || operator == msg.sender) revert Exchange_ZeroAddress();
-        Grant storage g = operatorGrant[msg.sender][operator];
-        if (allowed) g.version += 1;
-        g.active = allowed;
-        emit OperatorSet(msg.sender, operator, allowed, g.version);
+        uint64 version = operatorGrant[msg.sender][operator].version;
+        if (allowed) version += 1; // every grant is a new version: orders signed under older ones stay dead
+        operatorGrant[msg.sender][operator] = Grant(version, allowed);
+        emit OperatorSet(msg.sender, operator, allowed, version);
     }
 
     // ---------------------------------------------------------------- core
