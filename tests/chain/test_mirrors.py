@@ -231,6 +231,7 @@ def test_value_matches_chain(h: Harness, lots: int, ticks: int) -> None:
     assert v * 10**30 == size * price, "on the grid the value is exact"
     a, b = addr(ALICE), addr(BOB)
     with h.isolated():
+        h.post_raw((price, price), h.price_signers)  # both indices at the fill price: inside every band
         call = h.ids["ETH-C3K"]
         rc = h.fill(ALICE, BOB, call, size, price)  # Alice buys (maker), Bob sells
         [ev] = h.events(h.p.exchange, "OrderFilled", rc)
