@@ -56,7 +56,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-CHECKPOINT_FORMAT = "pmsim-indexer-v2"  # v2: liquidation state, funding premium and carry
+CHECKPOINT_FORMAT = "pmsim-indexer-v3"  # v3: operators and bands from the Exchange; v2: liquidation, funding
 INDEXED_CONTRACTS = ("Vault", "Instruments", "PriceFeed", "RiskOracle", "RiskParams", "Exchange")
 TRANSIENT_ERRORS = (ConnectionError, TimeoutError, OSError)
 ZERO32 = b"\x00" * 32
