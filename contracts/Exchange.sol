@@ -125,8 +125,8 @@ contract Exchange is IExchange, EIP712, ReentrancyGuard, Ownable2Step {
     ) external nonReentrant {
         _checkMatch(maker.order, taker.order, size);
         (Instrument memory ins, uint256 index) = _checkBand(maker.order);
-        bytes32 mh = _consume(maker, size, ins, index);
-        bytes32 th = _consume(taker, size, ins, index);
+        bytes32 mh = _consume(maker, size, maker.order.limitPrice, ins, index);
+        bytes32 th = _consume(taker, size, maker.order.limitPrice, ins, index);
         (uint128 makerFee, uint128 takerFee) = _execute(maker.order, taker.order, size, makerProof, takerProof);
         _emitFill(mh, th, maker.order, taker.order, size, makerFee, takerFee);
     }
@@ -198,7 +198,7 @@ contract Exchange is IExchange, EIP712, ReentrancyGuard, Ownable2Step {
 
     /// @dev Checks an order's deadline, nonce, signature (ECDSA or ERC-1271 through OpenZeppelin's
     /// SignatureChecker) and remaining size, and an operator's limits; records the fill.
-    function _consume(SignedOrder calldata so, uint128 size, Instrument memory ins, uint256 index)
+    function _consume(SignedOrder calldata so, uint128 size, uint256 price, Instrument memory ins, uint256 index)
         internal
         returns (bytes32 h)
     {
@@ -212,16 +212,19 @@ contract Exchange is IExchange, EIP712, ReentrancyGuard, Ownable2Step {
         if (!SignatureChecker.isValidSignatureNowCalldata(o.signer, h, so.signature)) {
             revert Exchange_BadSignature(o.account, o.signer);
         }
-        if (o.signer != o.account) _checkOperator(o, size, ins, index);
+        if (o.signer != o.account) _checkOperator(o, size, price, ins, index);
         filled[h] = done + size;
     }
 
-    /// @dev An operator-signed order: the grant it names must be the active one; a linear fill no worse
-    /// for the account than index · (1 ± bands.operator); an option fill must reduce the position.
-    function _checkOperator(Order calldata o, uint128 size, Instrument memory ins, uint256 index) internal view {
+    /// @dev An operator-signed order: the grant it names must be the active one; a linear fill (at
+    /// `price`, the maker's limit) no worse for the account than index · (1 ± bands.operator), whatever
+    /// the order's own limit; an option fill must reduce the position.
+    function _checkOperator(Order calldata o, uint128 size, uint256 price, Instrument memory ins, uint256 index)
+        internal
+        view
+    {
         Grant memory g = operatorGrant[o.account][o.signer];
         if (!g.active || g.version != o.grant) revert Exchange_NotOperator(o.account, o.signer, o.grant);
-        uint256 price = o.limitPrice; // the fill price for a maker, at least as good for a taker
         if (ins.kind == Kind.PERP || ins.kind == Kind.FUTURE) {
             uint256 width = SignedMath.mulWadDown(index, bands.operator);
             if (o.isBuy ? price > index + width : price < index - width) {

@@ -263,6 +263,11 @@ def test_F4_operator_cannot_drain_the_account_through_off_market_fills(funded: H
     fees = 2 * sum(h.fees(U, BTC))  # about the same on both legs
     assert before[0] - h.cash(a) <= 275 * USDC + fees
     assert h.positions(a) == {}
+    # the band applies to the fill price (the maker's limit), not to an operator's wide taker limit
+    for alice_buys, limit in ((True, 60_000 * U), (False, 50_000 * U)):
+        h.trade(CAROL, h.order(CAROL, perp, not alice_buys, U, BTC, nonce=next_nonce(), maker=True),
+                CAROL, h.order(CAROL, perp, alice_buys, U, limit, nonce=next_nonce(), account=a), U)  # fmt: skip
+    assert h.positions(a) == {}
     # a guardian may tighten at once: at zero, an operator's fills are at the index or better for Alice
     linear, option, _ = ex.bands().call()
     h.send(ex.tightenBands((linear, option, 0)))
