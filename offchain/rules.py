@@ -321,3 +321,23 @@ def pending_charge(cash: int, snapshot: int, loss_index: int) -> int:
 def effective_cash(cash: int, snapshot: int, loss_index: int) -> int:
     """Cash net of the socialised loss not yet charged to it (``Vault.cashOf``)."""
     return cash - pending_charge(cash, snapshot, loss_index)
+
+
+# ---------------------------------------------------------------------- price bands (Exchange._checkBand)
+def price_band(kind: Kind, index: int, strike: int, linear_band: int) -> tuple[int, int]:
+    """The fill prices ``[low, high]`` the Exchange accepts against the underlying's index.
+
+    Notes
+    -----
+    With :math:`w = \\lfloor S \\cdot b / 10^{18} \\rfloor` (b = ``bands.linear``): perpetuals and
+    futures fill in :math:`[S - w, S + w]`; a call in :math:`[\\max(0, S - w - K), S + w]` and a put in
+    :math:`[\\max(0, K - S - w), K]`: the no-arbitrage bounds (r = 0) for any spot in the band.
+    """
+    width = index * linear_band // WAD
+    low, high = index - width, index + width
+    if kind == Kind.CALL:
+        return (low - strike if low > strike else 0), high
+    if kind == Kind.PUT:
+        return (strike - high if high < strike else 0), strike
+    return low, high
+

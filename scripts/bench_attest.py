@@ -57,7 +57,7 @@ def _build_portfolio(h: Harness, ids: list[int], positions: int) -> str:
         h.fund(key, "USDC", 10**8 * USDC)
         h.deposit(key, "USDC", 10**7 * USDC)
     for n, ins in enumerate(ids[:positions]):
-        size, price = U // 10 * (1 + n % 3), 1_000 * U + n * 10**15
+        size, price = U // 10 * (1 + n % 3), h.in_band(ins, 1_000 * U + n * 10**15)
         buy = n % 3 != 0
         h.trade(alice, h.order(alice, ins, buy, size, price, nonce=n + 1), bob,
                 h.order(bob, ins, not buy, size, price, nonce=n + 1), size)  # fmt: skip

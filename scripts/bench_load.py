@@ -83,7 +83,7 @@ def _setup(h: Any) -> dict[str, list[tuple[int, int, int]]]:
             ins = ids[(t + 3 * n) % len(ids)]
             if any(i == ins for i, _, _ in held):
                 continue
-            size, price, buy = U // 2 + (n % 4) * U // 4, (1_000 + 37 * n) * U, (t + n) % 3 != 0
+            size, price, buy = U // 2 + (n % 4) * U // 4, h.in_band(ins, (1_000 + 37 * n) * U), (t + n) % 3 != 0
             nonce += 1
             h.trade(key, h.order(key, ins, buy, size, price, nonce=nonce), maker,
                     h.order(maker, ins, not buy, size, price, nonce=nonce), size)  # fmt: skip

@@ -248,8 +248,9 @@ class Bench:
 
 
 def _calls(now: int, n: int) -> list[InstrumentSpec]:
-    """``n`` BTC calls, 30 days out, strikes 40k, 41k, ..."""
-    return [InstrumentSpec(Kind.CALL, 0, now + 30 * DAY, (40_000 + 1_000 * i) * 10**18) for i in range(n)]
+    """``n`` BTC calls, 30 days out, strikes 60k, 61k, ... (out of the money, so that a premium of 1,000
+    USD sits inside the Exchange's no-arbitrage bounds)."""
+    return [InstrumentSpec(Kind.CALL, 0, now + 30 * DAY, (60_000 + 1_000 * i) * 10**18) for i in range(n)]
 
 
 def _signers(k: int, sep: str = " ") -> str:

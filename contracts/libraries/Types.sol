@@ -66,14 +66,19 @@ struct StatusLeaf {
 }
 
 /// @notice A signed order (EIP-712 type `Order`).
+/// @dev `signer` is the account itself or one of its operators (then `grant` is the operator grant's
+/// version it signs under; ignored for the account). `isMaker` states the order's role in a trade.
 struct Order {
     address account;
+    address signer;
     uint32 instrument;
     bool isBuy;
+    bool isMaker;
     uint128 size;
     uint128 limitPrice;
     uint64 nonce;
     uint64 deadline;
+    uint64 grant;
 }
 
 /// @notice One fill between a buyer and a seller, as the Exchange hands it to the Vault.

@@ -13,7 +13,7 @@ from web3.contract import Contract
 
 from offchain.chain.build import ROOT, Artifact, load_artifacts, write_abi_files
 from offchain.chain.client import ABI_OF, CORE, Deployment, Protocol, TokenInfo
-from offchain.chain.params import WAD, LiquidationParams, OnchainParams
+from offchain.chain.params import WAD, ExchangeBands, LiquidationParams, OnchainParams
 from offchain.chain.units import Kind
 from offchain.errors import ChainError
 
@@ -42,6 +42,7 @@ class DeployConfig:
     haircuts: dict[str, int] = field(default_factory=lambda: {"WETH": WAD // 10, "WBTC": WAD // 10})
     feed: FeedConfig = field(default_factory=FeedConfig)
     fee_collector: str | None = None
+    bands: ExchangeBands = field(default_factory=ExchangeBands)
     vault_artifact: str = "Vault"  # the gas table deploys VaultGasProbe, the Vault plus two probes
 
 
@@ -78,7 +79,8 @@ def deploy_protocol(w3: Web3, deployer_key: str, cfg: DeployConfig, rpc_url: str
         w3, arts[cfg.vault_artifact], deployer_key, owner, tokens["USDC"].address, instruments.address,
         params.address, feed.address, collector,
     )  # fmt: skip
-    exchange = _deploy(w3, arts["Exchange"], deployer_key, vault.address, params.address)
+    exchange = _deploy(w3, arts["Exchange"], deployer_key, vault.address, params.address, owner, owner,
+                       cfg.bands.as_tuple())  # fmt: skip
     lens = _deploy(w3, arts["VaultLens"], deployer_key, vault.address, params.address)
     standard = _deploy(w3, arts["StandardMargin"], deployer_key, lens.address, instruments.address, feed.address,
                        params.address)  # fmt: skip

@@ -19,7 +19,8 @@ from offchain.errors import SigningError
 
 DOMAIN_TYPE = "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 ORDER_TYPE = (
-    "Order(address account,uint32 instrument,bool isBuy,uint128 size,uint128 limitPrice,uint64 nonce,uint64 deadline)"
+    "Order(address account,address signer,uint32 instrument,bool isBuy,bool isMaker,uint128 size,"
+    "uint128 limitPrice,uint64 nonce,uint64 deadline,uint64 grant)"
 )
 PRICE_ROUND_TYPE = "PriceRound(uint64 round,uint64 timestamp,uint256[] prices)"
 ATTESTATION_TYPE = (
@@ -32,7 +33,7 @@ ORDER_TYPEHASH = keccak(text=ORDER_TYPE)
 PRICE_ROUND_TYPEHASH = keccak(text=PRICE_ROUND_TYPE)
 ATTESTATION_TYPEHASH = keccak(text=ATTESTATION_TYPE)
 
-ORDER_ABI = ["address", "uint32", "bool", "uint128", "uint128", "uint64", "uint64"]
+ORDER_ABI = ["address", "address", "uint32", "bool", "bool", "uint128", "uint128", "uint64", "uint64", "uint64"]
 ATTESTATION_ABI = [
     "address", "uint64", "bytes32", "int256", "int256", "uint256", "uint256", "uint256", "bytes32",
     "uint64", "uint64", "uint64",
@@ -77,15 +78,30 @@ class Domain:
 
 @dataclass(frozen=True)
 class Order:
-    """A signed order (see ``IExchange``). Sizes and prices are integers scaled by 1e18."""
+    """A signed order (see ``IExchange``). Sizes and prices are integers scaled by 1e18.
+
+    ``signer`` is the account itself or one of its operators; an operator names the version of its
+    grant (``grant``, ``Exchange.operatorGrant``), and the order dies once that grant is revoked or
+    re-granted. ``is_maker`` states the order's role: a trade pairs one maker order (its limit is the
+    fill price) with one taker order, so the relayer chooses neither the price nor the fee payer.
+    """
 
     account: str
+    signer: str
     instrument: int
     is_buy: bool
+    is_maker: bool
     size: int
     limit_price: int
     nonce: int
     deadline: int
+    grant: int = 0
+
+    @classmethod
+    def own(cls, account: str, instrument: int, is_buy: bool, size: int, limit_price: int, nonce: int,
+            deadline: int, *, maker: bool) -> Order:  # fmt: skip
+        """An order the account signs itself."""
+        return cls(account, account, instrument, is_buy, maker, size, limit_price, nonce, deadline)
 
     def struct_hash(self) -> bytes:
         return keccak(encode(["bytes32", *ORDER_ABI], [ORDER_TYPEHASH, *astuple(self)]))

@@ -37,7 +37,7 @@ from web3.types import FilterParams, LogReceipt
 
 from offchain import rules
 from offchain.chain.client import Protocol, _abi_type
-from offchain.chain.params import LiquidationParams, OnchainParams
+from offchain.chain.params import ExchangeBands, LiquidationParams, OnchainParams
 from offchain.chain.units import Kind
 from offchain.errors import ChainError, InputError
 
@@ -56,8 +56,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-CHECKPOINT_FORMAT = "pmsim-indexer-v2"  # v2: liquidation state, funding premium and carry
-INDEXED_CONTRACTS = ("Vault", "Instruments", "PriceFeed", "RiskOracle", "RiskParams")
+CHECKPOINT_FORMAT = "pmsim-indexer-v3"  # v3: operators and bands from the Exchange; v2: liquidation, funding
+INDEXED_CONTRACTS = ("Vault", "Instruments", "PriceFeed", "RiskOracle", "RiskParams", "Exchange")
 TRANSIENT_ERRORS = (ConnectionError, TimeoutError, OSError)
 ZERO32 = b"\x00" * 32
 
@@ -181,6 +181,7 @@ class ProtocolState:
     risk_signers: tuple[str, ...] = ()  # sorted
     liquidation: LiquidationParams | None = None
     loss_index: int = 0  # the Vault's cumulative socialised loss per unit of positive cash (1e27)
+    bands: ExchangeBands | None = None  # the Exchange's price bands
 
     def account(self, address: str) -> AccountState:
         """The account's state, created empty on first use."""
@@ -367,11 +368,16 @@ def _on_risk_nonce_bumped(s: ProtocolState, e: Event) -> None:
 
 
 def _on_operator_set(s: ProtocolState, e: Event) -> None:
+    """Operators are granted on the Exchange (versioned grants; the set holds the active ones)."""
     ops = s.account(e.args["account"]).operators
     if e.args["allowed"]:
         ops.add(e.args["operator"])
     else:
         ops.discard(e.args["operator"])
+
+
+def _on_bands_set(s: ProtocolState, e: Event) -> None:
+    s.bands = ExchangeBands(e.args["linear"], e.args["option"], e.args["operator"])
 
 
 def _on_funding_mark_set(s: ProtocolState, e: Event) -> None:
@@ -465,7 +471,8 @@ HANDLERS: dict[str, Handler] = {
     "ParamsBound": _on_params_bound,
     "LiquidationParamsSet": _on_liquidation_params_set,
     "RiskNonceBumped": _on_risk_nonce_bumped,
-    "OperatorSet": _on_operator_set,
+    "Exchange.OperatorSet": _on_operator_set,
+    "Exchange.BandsSet": _on_bands_set,
     "PausedSet": _on_paused_set,
     "FeeCollectorSet": _on_fee_collector_set,
     "InstrumentListed": _on_instrument_listed,

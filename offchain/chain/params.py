@@ -84,3 +84,23 @@ def bound_params_hash(base: bytes, loss_index: int) -> bytes:
     if loss_index == 0:
         return base
     return keccak(encode(["bytes32", "uint256"], [base, loss_index]))
+
+
+@dataclass(frozen=True)
+class ExchangeBands:
+    """Mirror of the Exchange's ``Bands`` (WAD fractions of the underlying's index price).
+
+    Notes
+    -----
+    A perpetual or future fills at :math:`|p - S| \\le \\text{linear} \\cdot S`; an option within its
+    no-arbitrage bounds for any spot :math:`S' \\in [S(1-\\text{linear}), S(1+\\text{linear})]`, and the
+    engine attests an option fill only if :math:`|p - \\text{model}| \\le \\text{option} \\cdot S`. An
+    operator's linear order fills no worse for the account than :math:`S (1 \\pm \\text{operator})`.
+    """
+
+    linear: int = WAD // 10  # 10 %
+    option: int = WAD // 100  # 1 % of the spot around the engine's model price
+    operator: int = 5 * WAD // 1_000  # 0.5 %
+
+    def as_tuple(self) -> tuple[int, ...]:
+        return astuple(self)

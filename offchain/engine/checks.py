@@ -13,6 +13,9 @@ size > ``MAX_SIZE`` (``Vault_SizeTooLarge``) beyond the largest fill        size
 price not on ``TICK`` or > ``MAX_PRICE``    not on the tick grid / too big  price
 unlisted instrument                         unknown instrument              instrument
 dated instrument at or after expiry         expired                         instrument
+price outside the Exchange's band           outside the band                price
+option further than bands.option·S from     off the model price             price
+the engine's model price (engine's own)
 resulting position below ``minPositionSize`` position too small             size
 a new position beyond ``maxPositions``      too many positions              instrument
 paused, and the side adds risk              paused (HTTP 409)               —
@@ -32,7 +35,7 @@ from offchain.chain.indexer import AccountState, ProtocolState
 from offchain.chain.params import OnchainParams
 from offchain.chain.units import LOT, TICK, Kind
 from offchain.errors import ChainError, InputError
-from offchain.protocol import MAX_PRICE, MAX_SIZE, PRICE_SCALE, SIZE_SCALE
+from offchain.protocol import MAX_PRICE, MAX_SIZE, PRICE_SCALE, SIZE_SCALE, WAD
 
 
 class ProtocolPausedError(ChainError):
@@ -69,6 +72,13 @@ def check_trade(state: ProtocolState, account: str, instrument: int, size_delta:
         raise InputError("instrument", f"unknown instrument {instrument}")
     if ins.kind != Kind.PERP and state.timestamp >= ins.expiry:
         raise InputError("instrument", f"{instrument} expired at {ins.expiry} (chain time {state.timestamp})")
+    if state.bands is not None and state.prices.round:
+        index = state.prices.prices[ins.underlying]
+        low, high = rules.price_band(ins.kind, index, ins.strike, state.bands.linear)
+        if not low <= price <= high:
+            raise InputError("price", f"{price / PRICE_SCALE} USD is outside the Exchange's band "
+                                      f"[{low / PRICE_SCALE}, {high / PRICE_SCALE}] USD around the index "
+                                      f"{index / PRICE_SCALE} USD")  # fmt: skip
     acct = state.accounts.get(account) or AccountState()
     pos = acct.positions.get(instrument)
     old = pos.size if pos is not None else 0
@@ -84,6 +94,32 @@ def check_trade(state: ProtocolState, account: str, instrument: int, size_delta:
         raise ProtocolPausedError("the protocol is paused: only trades that reduce a position are accepted")
     if acct.frozen and not reduces(old, size_delta):
         raise ProtocolPausedError("the account is in a liquidation auction: only trades that reduce a position")
+
+
+def check_model_price(state: ProtocolState, instrument: int, price: int, model: float, spot: float) -> None:
+    r"""Refuse an option fill further than ``bands.option`` · S from the engine's model price.
+
+    The trade attestation binds the fill price (``ActionHash.trade``), so the quorum of engine signers
+    enforces this band for the contracts, which cannot price an option themselves.
+
+    Notes
+    -----
+    Accepted: :math:`|p - V| \le b_{opt} \cdot S`, with V the engine's Black-76 value on its volatility
+    surface (``Valuation.mark``), S the index and :math:`b_{opt}` the Exchange's ``bands.option``.
+    Linear instruments are left to :func:`check_trade` (their band is the Exchange's own).
+
+    Raises
+    ------
+    InputError
+        ``field`` is ``price``.
+    """
+    ins = state.instruments.get(instrument)
+    if state.bands is None or ins is None or ins.kind not in (Kind.CALL, Kind.PUT):
+        return
+    width = state.bands.option / WAD * spot
+    if abs(price / PRICE_SCALE - model) > width:
+        raise InputError("price", f"{price / PRICE_SCALE} USD is more than {width:,.2f} USD (bands.option of the "
+                                  f"index) from the engine's model price {model:,.2f} USD")  # fmt: skip
 
 
 def check_withdraw(state: ProtocolState, account: str, token: str, amount: int) -> None:

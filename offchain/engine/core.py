@@ -23,7 +23,7 @@ from offchain.chain.eip712 import Attestation
 from offchain.chain.indexer import AccountState as ChainAccount
 from offchain.chain.indexer import ProtocolState
 from offchain.chain.merkle import StatusLeaf
-from offchain.engine.checks import check_trade, check_withdraw
+from offchain.engine.checks import check_model_price, check_trade, check_withdraw
 from offchain.engine.liquidation import AuctionView, BidRequest, bidder_after
 from offchain.errors import InputError, PmsimError
 from offchain.risk.accounts import AccountBook, AccountState
@@ -189,6 +189,9 @@ class EngineCore:
         :func:`~offchain.engine.checks.check_trade` says, if the Vault would refuse the fill)."""
         check_trade(state, req.account, req.instrument, req.size_delta, req.price)
         engine = self.engine(state)
+        row = int(engine.instruments.index_of([req.instrument])[0])
+        check_model_price(state, req.instrument, req.price, float(engine.valuation.mark[row]),
+                          float(engine.valuation.spot[row]))  # fmt: skip
         acct = state.accounts.get(req.account) or ChainAccount()
         current = self.account_state(state, acct)
         after = engine.what_if_trade(current, req.instrument, req.size_delta / E18, req.price / E18, req.fee / E6)

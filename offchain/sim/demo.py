@@ -127,8 +127,8 @@ class Demo:
         price = max(TICK, round(float(mark) * 1000) * TICK)
         size = round(units * 1000) * (U // 1000)
         m, t = self.actors[maker], self.actors[taker]
-        m_order = self._order(m, ins, maker_buys, size, price)
-        t_order = self._order(t, ins, not maker_buys, size, price)
+        m_order = self._order(m, ins, maker_buys, size, price, maker=True)
+        t_order = self._order(t, ins, not maker_buys, size, price, maker=False)
         m_att = self.engine.attest_trade(m.address, ins, size if maker_buys else -size, price, "maker")
         t_att = self.engine.attest_trade(t.address, ins, -size if maker_buys else size, price, "taker")
         fn = self.p.exchange.functions.trade(m_order, t_order, size, m_att.proof(), t_att.proof())
@@ -139,9 +139,9 @@ class Demo:
                                 "price": from_price_e18(price), "notional_usd": value(size, price) / USDC})  # fmt: skip
         self._progress(f"{maker} and {taker} traded {instrument}")
 
-    def _order(self, actor: Actor, ins: int, buy: bool, size: int, price: int) -> tuple[Any, bytes]:
+    def _order(self, actor: Actor, ins: int, buy: bool, size: int, price: int, *, maker: bool) -> tuple[Any, bytes]:
         self._nonce += 1
-        o = Order(actor.address, ins, buy, size, price, self._nonce, self.p.now() + 3600)
+        o = Order.own(actor.address, ins, buy, size, price, self._nonce, self.p.now() + 3600, maker=maker)
         return o.as_tuple(), sign_order(self.p.domain("Exchange"), o, Signer(actor.key))
 
     def round(self, label: str) -> None:

@@ -110,12 +110,28 @@ class Harness:
 
     # ------------------------------------------------------------------ orders and trades
     def order(self, key: str, instrument: int, is_buy: bool, size: int, price: int, *, nonce: int = 1,
-              deadline: int | None = None, account: str | None = None) -> Order:  # fmt: skip
-        acct = account or Account.from_key(key).address
-        return Order(acct, instrument, is_buy, size, price, nonce, deadline or self.now() + 3600)
+              deadline: int | None = None, account: str | None = None, maker: bool = False,
+              grant: int | None = None) -> Order:  # fmt: skip
+        """An order signed by ``key``: for its own account, or as an operator of ``account`` under the
+        grant version ``grant`` (the current one by default)."""
+        signer = Account.from_key(key).address
+        acct = account or signer
+        if grant is None:
+            grant = 0 if acct == signer else int(self.p.exchange.functions.operatorGrant(acct, signer).call()[0])
+        return Order(acct, signer, instrument, is_buy, maker, size, price, nonce, deadline or self.now() + 3600,
+                     grant)  # fmt: skip
 
     def signed(self, order: Order, key: str) -> tuple[Any, bytes]:
         return (order.as_tuple(), sign_order(self.p.domain("Exchange"), order, Signer(key)))
+
+    def in_band(self, instrument: int, price: int) -> int:
+        """``price`` moved into the Exchange's band around the current index (on TICK): benchmarks that
+        build books at arbitrary prices keep them fillable."""
+        kind, underlying, _, strike = self.p.instruments.functions.get(instrument).call()
+        index = int(self.p.feed.functions.latestPrice(underlying).call()[0])
+        low, high = rules.price_band(Kind(kind), index, strike, int(self.p.exchange.functions.bands().call()[0]))
+        tick = 10**15
+        return min(max(price, -(-low // tick) * tick), high // tick * tick)
 
     def fees(self, size: int, price: int) -> tuple[int, int]:
         prm = self.p.params.functions.params().call()
@@ -132,6 +148,7 @@ class Harness:
 
     def trade(self, maker_key: str, maker: Order, taker_key: str, taker: Order, size: int,
               relayer: str | None = None, proofs: tuple[Any, Any] | None = None) -> TxReceipt:  # fmt: skip
+        maker, taker = replace(maker, is_maker=True), replace(taker, is_maker=False)  # the roles the test passes
         mp, tp = proofs or self.trade_proofs(maker, taker, size)
         fn = self.p.exchange.functions.trade(self.signed(maker, maker_key), self.signed(taker, taker_key), size, mp, tp)
         return self.p.send(fn, relayer or self.deployer)
@@ -206,7 +223,7 @@ class Harness:
              maker_buys: bool = True, relayer: str | None = None) -> TxReceipt:  # fmt: skip
         """A matched trade from fresh orders at one price, with permissive attestations: the maker
         buys (``maker_buys``) or sells ``size`` at ``price``."""
-        maker = self.order(maker_key, instrument, maker_buys, size, price, nonce=next_nonce())
+        maker = self.order(maker_key, instrument, maker_buys, size, price, nonce=next_nonce(), maker=True)
         taker = self.order(taker_key, instrument, not maker_buys, size, price, nonce=next_nonce())
         return self.trade(maker_key, maker, taker_key, taker, size, relayer=relayer)
 

@@ -57,7 +57,7 @@ def engine_trade(h: Harness, api: str, maker_key: str, taker_key: str, name: str
     """Both sides ask the engine for an attestation over HTTP, then a relayer submits the trade."""
     ins = h.ids[name]
     price = int(float(price_usd) * 1000) * 10**15
-    maker = h.order(maker_key, ins, maker_buys, size, price)
+    maker = h.order(maker_key, ins, maker_buys, size, price, maker=True)
     taker = h.order(taker_key, ins, not maker_buys, size, price)
     units = f"{size / U:.3f}"
     docs = []
@@ -74,7 +74,7 @@ def engine_trade(h: Harness, api: str, maker_key: str, taker_key: str, name: str
 def test_orders_attested_by_the_engine_are_enforced_by_the_contracts(h: Harness, engine: Engine, api: str) -> None:
     h.deposit(ALICE, "USDC", 200_000 * USDC)
     h.deposit(BOB, "USDC", 50_000 * USDC)
-    engine_trade(h, api, ALICE, BOB, CALL, False, 2 * U, "1250")  # Alice writes 2 calls to Bob
+    engine_trade(h, api, ALICE, BOB, CALL, False, 2 * U, "300")  # Alice writes 2 calls to Bob (model: 270.84)
     view = h.p.lens.functions.getAccount(addr(BOB)).call()
     assert view[5] == [(h.ids[CALL], 2 * U, 0, 0)]
     # the engine's status for Alice now shows the short calls' margin
@@ -96,7 +96,7 @@ def test_orders_attested_by_the_engine_are_enforced_by_the_contracts(h: Harness,
     att = engine.core.attest_trade(state, req, state.timestamp, state.timestamp + 60)
     assert att.margin_equity - att.initial_margin == -shortfall
     signed = SignedAttestation(att, engine._collect(SignJob(state.block, att, req)), state.block)
-    bob_side = h.order(BOB, h.ids[PERP], True, 5 * U, 55_000 * U)
+    bob_side = h.order(BOB, h.ids[PERP], True, 5 * U, 55_000 * U, maker=True)
     carol_side = h.order(CAROL, h.ids[PERP], False, 5 * U, 55_000 * U)
     bob_status, bob_doc = http(api + "/attest/trade", {**body, "account": addr(BOB), "size": "5", "role": "maker"})
     assert bob_status == 200, bob_doc
@@ -140,7 +140,7 @@ def test_withdrawals_attested_by_the_engine(h: Harness, engine: Engine, api: str
 def test_rounds_post_roots_and_publish_leaves_for_keepers(h: Harness, engine: Engine, api: str) -> None:
     h.deposit(ALICE, "USDC", 100_000 * USDC)
     h.deposit(BOB, "USDC", 100_000 * USDC)
-    engine_trade(h, api, ALICE, BOB, CALL, False, U, "1250")
+    engine_trade(h, api, ALICE, BOB, CALL, False, U, "300")
     first = engine.run_round()
     assert first is not None and first.round == 1
     assert h.p.oracle.functions.statusRoot().call() == first.tree.root
@@ -331,3 +331,32 @@ def test_local_signers_sign_exactly_as_the_reference_signer(h: Harness, engine: 
         job = SignJob(state.block, attestation=att)
         for fast, ref in zip(local_signers(h), h.risk_signers[:3], strict=True):
             assert fast.sign(job) == Signer(ref._key.to_bytes()).sign(digest(domain, att.struct_hash()))
+
+
+def test_engine_attests_only_fills_within_the_bands(h: Harness, engine: Engine, api: str) -> None:
+    """The trade attestation binds the fill price, so the engine's signers hold every fill to the bands:
+    a perpetual outside the Exchange's linear band, an option outside its no-arbitrage bounds or more
+    than bands.option · S (1 % of 55,000 = 550 USD) from the engine's model price gets a 400 naming
+    `price`; a fill near the model price is attested and fills on chain."""
+    h.deposit(ALICE, "USDC", 200_000 * USDC)
+    h.deposit(BOB, "USDC", 200_000 * USDC)
+    state = engine.refresh()
+    model = engine.core.engine(state)
+    call = h.ids[CALL]
+    mark = float(model.valuation.mark[model.instruments.index_of([call])[0]])
+    base = {"account": addr(ALICE), "instrument": h.ids[PERP], "size": "1", "role": "maker"}
+    for price in ("60500.001", "49499.999"):  # just outside ±10 % of 55,000
+        status, doc = http(api + "/attest/trade", {**base, "price": price})
+        assert (status, doc["field"]) == (400, "price"), doc
+        assert "band" in doc["error"]
+    status, doc = http(api + "/attest/trade", {**base, "price": "60500"})
+    assert status == 200, doc
+    opt = {**base, "instrument": call}
+    assert mark < 550  # this call is worth less than the band: only its upper side can be crossed
+    status, doc = http(api + "/attest/trade", {**opt, "price": f"{mark + 551:.3f}"})
+    assert (status, doc["field"]) == (400, "price"), doc
+    assert "model price" in doc["error"]
+    status, doc = http(api + "/attest/trade", {**opt, "price": "60500.001"})  # above S(1 + 10 %): no-arbitrage
+    assert (status, doc["field"]) == (400, "price"), doc
+    engine_trade(h, api, ALICE, BOB, CALL, False, U, f"{mark + 549:.3f}")  # within the band: fills
+    assert h.positions(addr(BOB))[call][0] == U

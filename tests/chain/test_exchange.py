@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ from offchain.chain.eip712 import Signer, sign_order
 from offchain.chain.params import OnchainParams
 from offchain.chain.units import value
 from tests.chain.conftest import ALICE, BOB, CAROL, RELAYER, addr
-from tests.chain.harness import USDC, Harness, empty_proof, key_addr, next_nonce, reverts
+from tests.chain.harness import USDC, ZERO_ADDRESS, Harness, empty_proof, key_addr, next_nonce, reverts
 
 U = 10**18  # one unit of size, one USD of price
 BTC = 55_000 * U
@@ -32,7 +33,7 @@ def funding_paid(h: Harness, rc: dict, account: str) -> int:
 def orders(h: Harness, instrument: int, size: int, price: int, taker_price: int | None = None,
            maker_buys: bool = True) -> tuple:  # fmt: skip
     """A maker order of Alice and a crossing taker order of Bob."""
-    m = h.order(ALICE, instrument, maker_buys, size, price, nonce=next_nonce())
+    m = h.order(ALICE, instrument, maker_buys, size, price, nonce=next_nonce(), maker=True)
     t = h.order(BOB, instrument, not maker_buys, size, taker_price or price, nonce=next_nonce())
     return m, t
 
@@ -41,7 +42,7 @@ def orders(h: Harness, instrument: int, size: int, price: int, taker_price: int 
 def test_partial_fills_then_overfill(funded: Harness) -> None:
     """I-12: an order fills in parts up to its size, by several takers; one more lot overfills."""
     h, perp = funded, funded.ids["BTC-PERP"]
-    maker = h.order(ALICE, perp, False, 3 * U, BTC, nonce=next_nonce())
+    maker = h.order(ALICE, perp, False, 3 * U, BTC, nonce=next_nonce(), maker=True)
     mh = h.p.exchange.functions.orderHash(maker.as_tuple()).call()
     t1 = h.order(BOB, perp, True, U, BTC, nonce=next_nonce())
     rc = h.trade(ALICE, maker, BOB, t1, U)
@@ -125,6 +126,7 @@ def test_fees_go_to_collector_rounded_up(funded: Harness) -> None:
 def test_tiny_fill_fee_rounds_up_to_one_unit(funded: Harness) -> None:
     """I-4: a 10-unit notional pays one quote unit per side, never zero."""
     h, perp = funded, funded.ids["ETH-PERP"]
+    h.post_raw((h.latest_prices()[0], 10**15), h.price_signers)  # ETH at 0.001 USD (fills stay near the index)
     m, t = orders(h, perp, 10**16, 10**15)  # 0.01 ETH at 0.001 USD: notional 10 quote units
     rc = h.trade(ALICE, m, BOB, t, 10**16)
     [ev] = h.events(h.p.exchange, "OrderFilled", rc)
@@ -182,13 +184,15 @@ def test_operator_trades_but_cannot_withdraw(funded: Harness) -> None:
     """I-10: an operator signs orders for an account; withdraw always acts on the caller's own
     account, so an operator cannot take the account's funds; a revoked operator cannot sign."""
     h, perp, a, c = funded, funded.ids["BTC-PERP"], addr(ALICE), addr(CAROL)
-    v = h.p.vault.functions
-    m = h.order(CAROL, perp, True, U, BTC, nonce=next_nonce(), account=a)  # Carol signs for Alice
+    v, ex = h.p.vault.functions, h.p.exchange.functions
+    m = h.order(CAROL, perp, True, U, BTC, nonce=next_nonce(), account=a, maker=True)  # Carol signs for Alice
     t = h.order(BOB, perp, False, U, BTC, nonce=next_nonce())
-    with reverts("Exchange_BadSignature", a, c):
+    with reverts("Exchange_NotOperator", a, c, 0):
         h.trade(CAROL, m, BOB, t, U)
-    rc = h.send(v.setOperator(c, True), ALICE)
-    assert h.events(h.p.vault, "OperatorSet", rc) == [{"account": a, "operator": c, "allowed": True}]
+    rc = h.send(ex.setOperator(c, True), ALICE)
+    assert h.events(h.p.exchange, "OperatorSet", rc) == [{"account": a, "operator": c, "allowed": True, "version": 1}]
+    assert ex.isOperator(a, c).call() and tuple(ex.operatorGrant(a, c).call()) == (1, True)
+    m = h.order(CAROL, perp, True, U, BTC, nonce=next_nonce(), account=a, maker=True)  # under grant 1
     h.trade(CAROL, m, BOB, t, U)
     assert h.positions(a)[perp][0] == U and h.positions(c) == {}
     usdc = h.token("USDC").address
@@ -198,16 +202,124 @@ def test_operator_trades_but_cannot_withdraw(funded: Harness) -> None:
     alice_cash = h.cash(a)
     h.send(v.withdraw(usdc, 1, c, empty_proof()), CAROL)  # moves Carol's cash only
     assert (h.cash(a), h.cash(c)) == (alice_cash, carol_cash - 1)
-    h.send(v.setOperator(c, False), ALICE)
-    m2 = h.order(CAROL, perp, True, U, BTC, nonce=next_nonce(), account=a)
+    h.send(ex.setOperator(c, False), ALICE)
+    m2 = h.order(CAROL, perp, True, U, BTC, nonce=next_nonce(), account=a, grant=1)
     t2 = h.order(BOB, perp, False, U, BTC, nonce=next_nonce())
-    with reverts("Exchange_BadSignature", a, c):
+    with reverts("Exchange_NotOperator", a, c, 1):
         h.trade(CAROL, m2, BOB, t2, U)
     h.check_settled_conservation()
 
 
+def test_regranted_operator_does_not_revive_old_orders(funded: Harness) -> None:
+    """Operator grants are versioned: an order signed under grant 1 dies when the grant is revoked and
+    stays dead after a re-grant (grant 2); orders signed under grant 2 fill."""
+    h, perp, a, c = funded, funded.ids["BTC-PERP"], addr(ALICE), addr(CAROL)
+    ex = h.p.exchange.functions
+    h.send(ex.setOperator(c, True), ALICE)
+    old = h.order(CAROL, perp, True, 2 * U, BTC, nonce=next_nonce(), account=a, maker=True)
+    assert old.grant == 1
+    h.trade(CAROL, old, BOB, h.order(BOB, perp, False, U, BTC, nonce=next_nonce()), U)  # half fills
+    h.send(ex.setOperator(c, False), ALICE)
+    rc = h.send(ex.setOperator(c, True), ALICE)
+    assert h.events(h.p.exchange, "OperatorSet", rc)[0]["version"] == 2
+    with reverts("Exchange_NotOperator", a, c, 1):  # the other half never fills
+        h.trade(CAROL, old, BOB, h.order(BOB, perp, False, U, BTC, nonce=next_nonce()), U)
+    fresh = h.order(CAROL, perp, True, U, BTC, nonce=next_nonce(), account=a, maker=True)
+    assert fresh.grant == 2
+    h.trade(CAROL, fresh, BOB, h.order(BOB, perp, False, U, BTC, nonce=next_nonce()), U)
+    assert h.positions(a)[perp][0] == 2 * U
+    with reverts("Exchange_ZeroAddress"):
+        h.send(ex.setOperator(ZERO_ADDRESS, True), ALICE)
+    with reverts("Exchange_ZeroAddress"):
+        h.send(ex.setOperator(a, True), ALICE)
+
+
+def test_F4_operator_cannot_drain_the_account_through_off_market_fills(funded: Harness) -> None:
+    """F-4: the exploit on 8842553 — operator Carol signs a buy of 1 BTC for Alice at 60,000 (index
+    55,000) against her own account, buys it back at the index and keeps 5,000 USDC — is refused:
+    operator-signed linear orders fill no worse for the account than index · (1 ± bands.operator)
+    (0.5 %). What remains is bounded by that band (here 275 USD per BTC), and a guardian who sets it
+    to zero leaves the operator nothing: at or better than the index only. Operator-signed option
+    orders must reduce the account's position."""
+    h, perp, a, c = funded, funded.ids["BTC-PERP"], addr(ALICE), addr(CAROL)
+    ex = h.p.exchange.functions
+    h.send(ex.setOperator(c, True), ALICE)
+    before = (h.cash(a), h.cash(c), h.positions(a))
+    # the exploit: Carol (maker) sells to Alice at 60,000, Alice's taker order signed by Carol
+    carol_sells = h.order(CAROL, perp, False, U, 60_000 * U, nonce=next_nonce(), maker=True)
+    alice_buys = h.order(CAROL, perp, True, U, 60_000 * U, nonce=next_nonce(), account=a)
+    with reverts("Exchange_OperatorPriceOutsideBand", 60_000 * U, 55_275 * U):
+        h.trade(CAROL, carol_sells, CAROL, alice_buys, U)
+    # as maker too: Alice's operator-signed maker bid at 60,000 against Carol's taker sell
+    alice_bids = h.order(CAROL, perp, True, U, 60_000 * U, nonce=next_nonce(), account=a, maker=True)
+    with reverts("Exchange_OperatorPriceOutsideBand", 60_000 * U, 55_275 * U):
+        h.trade(CAROL, alice_bids, CAROL, h.order(CAROL, perp, False, U, 60_000 * U, nonce=next_nonce()), U)
+    assert (h.cash(a), h.cash(c), h.positions(a)) == before  # nothing drained
+    # the most an operator can take within the band: 0.5 % of the notional per round trip
+    h.trade(CAROL, h.order(CAROL, perp, False, U, 55_275 * U, nonce=next_nonce(), maker=True),
+            CAROL, h.order(CAROL, perp, True, U, 55_275 * U, nonce=next_nonce(), account=a), U)  # fmt: skip
+    h.trade(CAROL, h.order(CAROL, perp, True, U, BTC, nonce=next_nonce(), maker=True),
+            CAROL, h.order(CAROL, perp, False, U, BTC, nonce=next_nonce(), account=a), U)  # fmt: skip
+    fees = 2 * sum(h.fees(U, BTC))  # about the same on both legs
+    assert before[0] - h.cash(a) <= 275 * USDC + fees
+    assert h.positions(a) == {}
+    # the band applies to the fill price (the maker's limit), not to an operator's wide taker limit
+    for alice_buys, limit in ((True, 60_000 * U), (False, 50_000 * U)):
+        h.trade(CAROL, h.order(CAROL, perp, not alice_buys, U, BTC, nonce=next_nonce(), maker=True),
+                CAROL, h.order(CAROL, perp, alice_buys, U, limit, nonce=next_nonce(), account=a), U)  # fmt: skip
+    assert h.positions(a) == {}
+    # a guardian may tighten at once: at zero, an operator's fills are at the index or better for Alice
+    linear, option, _ = ex.bands().call()
+    h.send(ex.tightenBands((linear, option, 0)))
+    with reverts("Exchange_OperatorPriceOutsideBand", 55_001 * U, BTC):
+        h.trade(CAROL, h.order(CAROL, perp, False, U, 55_001 * U, nonce=next_nonce(), maker=True),
+                CAROL, h.order(CAROL, perp, True, U, 55_001 * U, nonce=next_nonce(), account=a), U)  # fmt: skip
+    # options: an operator may only reduce the account's position, never open or add
+    call = h.ids["BTC-C60K"]
+    with reverts("Exchange_OperatorMustReduce", a, call):
+        h.trade(CAROL, h.order(CAROL, call, False, U, 1_000 * U, nonce=next_nonce(), maker=True),
+                CAROL, h.order(CAROL, call, True, U, 1_000 * U, nonce=next_nonce(), account=a), U)  # fmt: skip
+    h.fill(ALICE, BOB, call, U, 1_000 * U)  # Alice buys a call herself
+    h.trade(CAROL, h.order(CAROL, call, True, U, 1_000 * U, nonce=next_nonce(), maker=True),
+            CAROL, h.order(CAROL, call, False, U, 1_000 * U, nonce=next_nonce(), account=a), U)  # fmt: skip
+    assert h.positions(a) == {}
+    h.check_settled_conservation()
+
+
+def test_F9_relayer_cannot_swap_maker_and_taker(funded: Harness) -> None:
+    """F-9: each order states its role. On 8842553 a relayer passed Bob's taker bid (limit 55,100) as
+    the maker: the fill moved to 55,100 and Alice paid the taker fee. Now swapping roles, or
+    presenting two makers or two takers, is refused, and editing `isMaker` breaks the signature;
+    the fill is at the maker's price with the taker fee on the taker whoever relays."""
+    h, perp = funded, funded.ids["BTC-PERP"]
+    ask = h.order(ALICE, perp, False, U, BTC, nonce=next_nonce(), maker=True)
+    bid = h.order(BOB, perp, True, U, 55_100 * U, nonce=next_nonce())
+    ex = h.p.exchange.functions
+
+    def relay(first: Any, first_key: str, second: Any, second_key: str) -> Any:
+        return ex.trade(h.signed(first, first_key), h.signed(second, second_key), U, *h.trade_proofs(first, second, U))
+
+    with reverts("Exchange_WrongRole"):
+        h.send(relay(bid, BOB, ask, ALICE), RELAYER)  # swapped
+    with reverts("Exchange_WrongRole"):
+        h.send(relay(ask, ALICE, replace(bid, is_maker=True), BOB), RELAYER)  # two makers
+    with reverts("Exchange_WrongRole"):
+        h.send(relay(replace(ask, is_maker=False), ALICE, bid, BOB), RELAYER)  # two takers
+    bid_as_maker, ask_as_taker = replace(bid, is_maker=True), replace(ask, is_maker=False)
+    proofs = h.trade_proofs(bid_as_maker, ask_as_taker, U)
+    forged = ex.trade((bid_as_maker.as_tuple(), h.signed(bid, BOB)[1]),  # the original signatures
+                      (ask_as_taker.as_tuple(), h.signed(ask, ALICE)[1]), U, *proofs)
+    with reverts("Exchange_BadSignature", addr(BOB), addr(BOB)):
+        h.send(forged, RELAYER)
+    rc = h.send(relay(ask, ALICE, bid, BOB), RELAYER)
+    [ev] = h.events(h.p.exchange, "OrderFilled", rc)
+    maker_fee, taker_fee = h.fees(U, BTC)
+    assert (ev["maker"], ev["taker"], ev["price"]) == (addr(ALICE), addr(BOB), BTC)
+    assert (ev["makerFee"], ev["takerFee"]) == (maker_fee, taker_fee)
+
+
 def test_cancel_by_account_or_operator(funded: Harness) -> None:
-    """A cancelled order never fills; only the account or an operator may cancel it."""
+    """A cancelled order never fills; only the account or an active operator may cancel it."""
     h, perp = funded, funded.ids["BTC-PERP"]
     ex = h.p.exchange.functions
     m, t = orders(h, perp, U, BTC)
@@ -219,9 +331,12 @@ def test_cancel_by_account_or_operator(funded: Harness) -> None:
     assert ex.cancelled(mh).call()
     with reverts("Exchange_OrderCancelled", mh):
         h.trade(ALICE, m, BOB, t, U)
-    h.send(h.p.vault.functions.setOperator(addr(CAROL), True), BOB)
+    h.send(ex.setOperator(addr(CAROL), True), BOB)
     h.send(ex.cancel(t.as_tuple()), CAROL)  # Carol operates for Bob
     assert ex.cancelled(ex.orderHash(t.as_tuple()).call()).call()
+    h.send(ex.setOperator(addr(CAROL), False), BOB)
+    with reverts("Exchange_NotAuthorized", addr(CAROL)):
+        h.send(ex.cancel(replace(t, nonce=next_nonce()).as_tuple()), CAROL)
 
 
 def test_min_nonce_cancels_older_orders(funded: Harness) -> None:
@@ -234,7 +349,7 @@ def test_min_nonce_cancels_older_orders(funded: Harness) -> None:
         h.send(ex.setMinNonce(10), ALICE)
     with reverts("Exchange_NonceTooLow", 9, 10):
         h.send(ex.setMinNonce(9), ALICE)
-    old = h.order(ALICE, perp, True, U, BTC, nonce=9)
+    old = h.order(ALICE, perp, True, U, BTC, nonce=9, maker=True)
     t = h.order(BOB, perp, False, U, BTC, nonce=next_nonce())
     with reverts("Exchange_NonceTooLow", 9, 10):
         h.trade(ALICE, old, BOB, t, U)
@@ -269,8 +384,11 @@ def test_expired_or_badly_signed_orders_are_refused(funded: Harness) -> None:
         h.signed(m, ALICE), (t.as_tuple(), sign_order(h.p.domain("Exchange"), t, Signer(CAROL))),
         U, *h.trade_proofs(m, t, U),
     )  # fmt: skip
-    with reverts("Exchange_BadSignature", addr(BOB), addr(CAROL)):
+    with reverts("Exchange_BadSignature", addr(BOB), addr(BOB)):
         h.send(forged)
+    claimed = replace(t, signer=addr(CAROL))  # Carol signs as if she were Bob's operator: she is not
+    with reverts("Exchange_NotOperator", addr(BOB), addr(CAROL), 0):
+        h.trade(ALICE, m, CAROL, claimed, U)
     other_chain = replace(h.p.domain("Exchange"), chain_id=1)
     foreign = h.p.exchange.functions.trade(
         h.signed(m, ALICE), (t.as_tuple(), sign_order(other_chain, t, Signer(BOB))), U, *h.trade_proofs(m, t, U)

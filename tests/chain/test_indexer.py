@@ -16,7 +16,7 @@ from offchain import rules
 from offchain.chain.client import Protocol
 from offchain.chain.indexer import HANDLERS, AccountState, Indexer, ProtocolState
 from offchain.chain.merkle import StatusTree
-from offchain.chain.params import OnchainParams
+from offchain.chain.params import ExchangeBands, OnchainParams
 from offchain.chain.units import Kind
 from offchain.errors import ChainError
 from tests.chain.conftest import ALICE, BOB, CAROL, RELAYER
@@ -103,7 +103,7 @@ class Activity:
     def operator(self) -> None:
         key = self.rng.choice(KEYS)
         candidates = [o for o in OPERATORS if o != key_addr(key)]
-        self.h.send(self.h.p.vault.functions.setOperator(self.rng.choice(candidates), self.rng.random() < 0.7), key)
+        self.h.send(self.h.p.exchange.functions.setOperator(self.rng.choice(candidates), self.rng.random() < 0.7), key)
 
     def expire(self, sym: str, settle_share: float) -> None:
         """Warp past ``sym``'s expiry, fix its settlement and settle a share of its holders."""
@@ -169,7 +169,9 @@ def assert_matches_chain(h: Harness, state: ProtocolState) -> None:
                                                               h.p.params))  # fmt: skip
     for a in accounts:
         for op in OPERATORS:
-            assert vault.isOperator(a, op).call() == (op in state.accounts.get(a, AccountState()).operators)
+            indexed = op in state.accounts.get(a, AccountState()).operators
+            assert h.p.exchange.functions.isOperator(a, op).call() == indexed
+    assert state.bands == ExchangeBands(*h.p.exchange.functions.bands().call())
     assert sorted(state.instruments) == list(range(1, ins.count().call() + 1))
     for iid, i in state.instruments.items():
         assert tuple(ins.get(iid).call()) == (i.kind, i.underlying, i.expiry, i.strike)

@@ -154,7 +154,8 @@ class ProtocolMachine(RuleBasedStateMachine):
         index = h.latest_prices()[und]
         if kind in (Kind.PERP, Kind.FUTURE):
             return max(index * (10_000 + bp) // 10_000 // TICK * TICK, TICK)
-        return (abs(bp) + 1) * index // 10_000 // TICK * TICK + TICK  # a premium
+        premium = (abs(bp) + 1) * index // 10_000 // TICK * TICK + TICK
+        return h.in_band(h.ids[name], premium)  # within the Exchange's no-arbitrage bounds
 
     # ------------------------------------------------------------------ rules
     @rule(payer=st.sampled_from(KEYS), owner=st.sampled_from(KEYS), sym=st.sampled_from(sorted(TOKENS)),
@@ -177,7 +178,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         maker_key, taker_key = pair
         iid, price = h.ids[name], self.price_of(name, bp)
         size = lots * LOT
-        maker = h.order(maker_key, iid, maker_buys, size + extra * LOT, price, nonce=next_nonce())
+        maker = h.order(maker_key, iid, maker_buys, size + extra * LOT, price, nonce=next_nonce(), maker=True)
         taker = h.order(taker_key, iid, not maker_buys, size, price, nonce=next_nonce())
         parts = [size // 2 // LOT * LOT, size - size // 2 // LOT * LOT] if split and lots >= 20 else [size]
         mh = h.p.exchange.functions.orderHash(maker.as_tuple()).call()

@@ -33,12 +33,15 @@ DOMAIN_FIELDS = [
 ]
 ORDER_FIELDS = [
     {"name": "account", "type": "address"},
+    {"name": "signer", "type": "address"},
     {"name": "instrument", "type": "uint32"},
     {"name": "isBuy", "type": "bool"},
+    {"name": "isMaker", "type": "bool"},
     {"name": "size", "type": "uint128"},
     {"name": "limitPrice", "type": "uint128"},
     {"name": "nonce", "type": "uint64"},
     {"name": "deadline", "type": "uint64"},
+    {"name": "grant", "type": "uint64"},
 ]
 PRICE_ROUND_FIELDS = [
     {"name": "round", "type": "uint64"},
@@ -74,7 +77,8 @@ def generic_digest(domain: Domain, primary: str, fields: list[dict[str, str]], m
 
 addresses = st.binary(min_size=20, max_size=20).map(lambda b: to_checksum_address("0x" + b.hex()))
 u = lambda bits: st.integers(0, 2**bits - 1)  # noqa: E731
-orders = st.builds(Order, addresses, u(32), st.booleans(), u(128), u(128), u(64), u(64))
+orders = st.builds(Order, addresses, addresses, u(32), st.booleans(), st.booleans(), u(128), u(128), u(64), u(64),
+                   u(64))  # fmt: skip
 rounds = st.builds(PriceRound, u(64), u(64), st.lists(u(256), max_size=4).map(tuple))
 attestations = st.builds(
     Attestation, addresses, u(64), st.binary(min_size=32, max_size=32),
@@ -184,7 +188,7 @@ def test_trade_action_hash_is_the_contracts(h: Harness) -> None:
         h.deposit(key, "USDC", 100_000 * USDC)
     perp, a = h.ids["BTC-PERP"], addr(ALICE)
     size, price = 1_234 * 10**15, 55_555 * U
-    m = h.order(ALICE, perp, True, size, price, nonce=next_nonce())
+    m = h.order(ALICE, perp, True, size, price, nonce=next_nonce(), maker=True)
     t = h.order(BOB, perp, False, size, price, nonce=next_nonce())
     mp, tp = h.trade_proofs(m, t, size)
     fee = h.fees(size, price)[0]
@@ -227,6 +231,7 @@ def test_value_matches_chain(h: Harness, lots: int, ticks: int) -> None:
     assert v * 10**30 == size * price, "on the grid the value is exact"
     a, b = addr(ALICE), addr(BOB)
     with h.isolated():
+        h.post_raw((price, price), h.price_signers)  # both indices at the fill price: inside every band
         call = h.ids["ETH-C3K"]
         rc = h.fill(ALICE, BOB, call, size, price)  # Alice buys (maker), Bob sells
         [ev] = h.events(h.p.exchange, "OrderFilled", rc)
@@ -242,7 +247,7 @@ def test_value_matches_chain(h: Harness, lots: int, ticks: int) -> None:
 def test_domain_mirror_detects_any_field(h: Harness) -> None:
     """The Python digest changes with every domain field (the mirror cannot silently ignore one)."""
     dom = h.p.domain("Exchange")
-    order = Order(addr(ALICE), 1, True, U, U, 1, 2)
+    order = Order.own(addr(ALICE), 1, True, U, U, 1, 2, maker=True)
     base = digest(dom, order.struct_hash())
     for change in ({"name": "x"}, {"version": "2"}, {"chain_id": 1}, {"verifying_contract": addr(BOB)}):
         assert digest(replace(dom, **change), order.struct_hash()) != base
