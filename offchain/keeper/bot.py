@@ -27,12 +27,14 @@ from offchain.chain.actions import bid_action
 from offchain.chain.client import Protocol
 from offchain.chain.merkle import verify
 from offchain.chain.params import LiquidationParams
-from offchain.errors import ChainError, ContractRevertError, InputError, PmsimError
+from offchain.errors import ChainError, ConfigError, ContractRevertError, InputError, PmsimError
 from offchain.keeper import strategy
 from offchain.keeper.attest import AttestationRefused, Attestor
 from offchain.keeper.candidates import Candidate, Round, RoundSource, breached, load_round, prioritise
 from offchain.keeper.config import KeeperConfig
+from offchain.keeper.hedge import Counterparty, HedgeBelowIM, Hedger, HttpCounterparty
 from offchain.keeper.metrics import KeeperMetrics
+from offchain.keeper.recompute import Recomputer
 from offchain.keeper.tx import Outcome, Pending, TxManager
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,8 @@ class Record:
     refused: dict[tuple[str, int], str] = field(default_factory=dict)  # (account, version) -> why not bid
     dry_run: list[dict[str, Any]] = field(default_factory=list)
     plans: dict[str, strategy.BidPlan | None] = field(default_factory=dict)
+    bids: list[dict[str, Any]] = field(default_factory=list)  # every mined bid: price, profit, breach -> bid
+    hedges: list[dict[str, Any]] = field(default_factory=list)  # every hedge trade mined
 
 
 class Keeper:
@@ -82,16 +86,31 @@ class Keeper:
         Signs the keeper's margin after a bid (the engine's ``/attest/bid`` in production).
     clock : callable
         Wall clock for transaction replacement (tests pass a controllable one).
+    counterparty : Counterparty or None
+        The other side of hedge trades (``[hedge] enabled``); default: ``hedge.counterparty_url``.
+    source : RoundSource or None
+        Where published rounds come from (default: ``engine_url`` / ``rounds_dir``).
     """
 
     def __init__(self, protocol: Protocol, key: str, config: KeeperConfig, attestor: Attestor,
-                 metrics: KeeperMetrics | None = None, clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 metrics: KeeperMetrics | None = None, clock: Callable[[], float] = time.time,
+                 counterparty: Counterparty | None = None, source: Any = None) -> None:  # fmt: skip
         self.p, self.w3, self.cfg, self.attestor = protocol, protocol.w3, config, attestor
         self.metrics = metrics or KeeperMetrics()
         _retry_transport(self.w3.provider)
         self.tx = TxManager(protocol, key, config.fees, config.state_file, self.metrics, clock)
         self.address = self.tx.sender
-        self.source = RoundSource(config.engine_url, config.rounds_dir)
+        self.source = source or RoundSource(config.engine_url, config.rounds_dir)
+        self.recomputer = Recomputer(protocol, config.recompute, self.metrics) if config.recompute.enabled else None
+        self.hedger: Hedger | None = None
+        if config.hedge.enabled:
+            if counterparty is None:
+                if not config.hedge.counterparty_url:
+                    raise ConfigError("hedge.counterparty_url", "hedging is enabled: name a counterparty")
+                counterparty = HttpCounterparty(config.hedge.counterparty_url)
+            self.hedger = Hedger(protocol, key, config.hedge, attestor, counterparty)
+        self._hedge_due = False
+        self.breach_blocks: dict[str, int] = {}
         self.liq = protocol.liquidator
         self.round: Round | None = None
         self.candidates: list[Candidate] = []
@@ -142,10 +161,13 @@ class Keeper:
             self._settled(outcome)
         self._params = _auction_params(self.p)
         self.refresh_round()
+        self._recompute_head()
         self._scan_auctions()
         if self.cfg.start_auctions:
             self._start_auctions()
         self._bid_auctions()
+        if self.hedger is not None and self._hedge_due:
+            self._hedge()
         self.metrics.queue_depth.set(len(self.candidates) + len(self.watch))
         self.last_step = time.time()
 
@@ -169,10 +191,25 @@ class Keeper:
         self.candidates = self.prioritise(self.round)
         self.metrics.candidates.set(len(self.candidates))
         self.metrics.detect_seconds.observe(time.perf_counter() - t0)
+        for c in self.candidates:
+            self.breach_blocks.setdefault(c.account.lower(), self.round.block or self.last_block)
         log.info("root loaded", extra={"fields": {
             "round": number, "leaves": len(self.round.tree.leaves), "candidates": len(self.candidates),
             "ms": round((time.perf_counter() - t0) * 1000, 1)}})
+        if self.recomputer is not None:
+            try:
+                self.recomputer.check_round(number, self.round.block, self.round.tree.leaves)
+            except (PmsimError, OSError) as exc:  # the cross-check informs; it never stops the keeper acting
+                log.warning("recompute failed", extra={"fields": {"round": number, "error": str(exc)[:300]}})
         return True
+
+    def _recompute_head(self) -> None:
+        if self.recomputer is None:
+            return
+        try:
+            self.recomputer.check_head(self.round.tree.leaves if self.round else [])
+        except (PmsimError, OSError) as exc:
+            log.warning("recompute at the head failed", extra={"fields": {"error": str(exc)[:300]}})
 
     def prioritise(self, rnd: Round) -> list[Candidate]:
         """The round's breached leaves, re-checked with each account's on-chain credit and nonce."""
@@ -198,6 +235,7 @@ class Keeper:
             account = str(ev["args"]["account"])
             self.watch.add(account)
             self.breach_times.setdefault(account.lower(), int(self.w3.eth.get_block(ev["blockNumber"])["timestamp"]))
+            self.breach_blocks.setdefault(account.lower(), int(ev["blockNumber"]))
         self._log_from = self.last_block + 1
 
     # ------------------------------------------------------------------ starting auctions
@@ -306,6 +344,40 @@ class Keeper:
         self.metrics.bids_sent.inc()
         return pending
 
+    # ------------------------------------------------------------------ hedging
+    def _hedge(self) -> None:
+        """Bring the keeper's delta per underlying within a lot of zero with perp trades (see
+        :mod:`offchain.keeper.hedge`); one attempt per mined bid or hedge."""
+        assert self.hedger is not None
+        if any(p.kind in ("bid", "hedge") for p in self.tx.pending.values()):
+            return  # measure once what is in flight has landed
+        self._hedge_due = False
+        for order in self.hedger.plan():
+            try:
+                trade = self.hedger.prepare(order, self.now)
+            except HedgeBelowIM:
+                self.metrics.hedges_refused.labels("below_im").inc()
+                continue
+            if trade is None:
+                self.metrics.hedges_refused.labels("no_quote").inc()
+                continue
+            fields = {"instrument": order.instrument, "buy": order.keeper_buys, "size": order.size,
+                      "price": trade.price, "delta_before": order.delta_before}  # fmt: skip
+            exchange = self.p.exchange.address
+            try:
+                self.tx.call(exchange, trade.data)
+            except ContractRevertError as exc:
+                self.metrics.hedges_refused.labels(exc.error_name).inc()
+                log.warning("hedge would revert", extra={"fields": {**fields, "error": exc.error_name}})
+                continue
+            if self._dry("hedge", self.address, fields):
+                continue
+            self.tx.send("hedge", f"hedge:{order.instrument}", exchange, trade.data, self._gas(trade.data, exchange),
+                         fields)  # fmt: skip
+            self.metrics.hedges_sent.inc()
+        for u, d in self.hedger.deltas().items():
+            self.metrics.delta.labels(self.p.deployment.underlyings[u]).set(d)
+
     # ------------------------------------------------------------------ outcomes
     def _settled(self, o: Outcome) -> None:
         self.record.outcomes.append(o)
@@ -316,6 +388,11 @@ class Keeper:
             self.metrics.auctions_started.inc()
         elif o.status == "mined" and p.kind == "bid":
             self._bid_mined(o)
+        elif o.status == "mined" and p.kind == "hedge":
+            self.metrics.hedges_mined.inc()
+            self.record.hedges.append({**p.meta, "block": int(o.receipt["blockNumber"]) if o.receipt else None,
+                                       "tx": o.tx_hash})  # fmt: skip
+            self._hedge_due = True  # re-measure: done once the delta is within a lot
         elif o.status in ("reverted", "cancelled") and o.error is not None and o.error.error_name in LOST_RACE:
             self._lost(p.account, o.error.error_name)
         elif o.status == "reverted" and was == "bid":
@@ -337,10 +414,22 @@ class Keeper:
             if profit > 0:
                 self.metrics.profit.inc(profit)
             account = str(args["account"]).lower()
-            if account not in self.bid_once and account in self.breach_times:
-                mined_at = int(self.w3.eth.get_block(o.receipt["blockNumber"])["timestamp"])
+            block = int(o.receipt["blockNumber"])
+            mined_at = int(self.w3.eth.get_block(block)["timestamp"])
+            first = account not in self.bid_once
+            if first and account in self.breach_times:
                 self.metrics.breach_to_bid.observe(max(0, mined_at - self.breach_times[account]))
                 self.bid_once.add(account)
+            breach_t, breach_b = self.breach_times.get(account), self.breach_blocks.get(account)
+            self.record.bids.append({
+                "account": str(args["account"]), "block": block, "chain_time": mined_at, "tx": o.tx_hash,
+                "fraction": int(args["fractionWad"]), "price": int(args["price"]), "fee": int(args["fee"]),
+                "worth": int(o.pending.meta["worth"]), "unwind": int(o.pending.meta["unwind"]), "gas": gas_quote,
+                "profit": profit, "first": first, "breach_time": breach_t, "breach_block": breach_b,
+                "breach_to_bid_s": None if breach_t is None else mined_at - breach_t,
+                "breach_to_bid_blocks": None if breach_b is None else block - breach_b,
+            })  # fmt: skip
+            self._hedge_due = True
             log.info("bid mined", extra={"fields": {"account": args["account"], "price": int(args["price"]),
                                                     "fee": int(args["fee"]), "profit": profit}})  # fmt: skip
 
@@ -356,8 +445,8 @@ class Keeper:
                 batch.add(c)
             return list(batch.execute())
 
-    def _gas(self, data: str) -> int:
-        tx: Any = {"from": self.address, "to": self.liq.address, "data": data}
+    def _gas(self, data: str, to: str | None = None) -> int:
+        tx: Any = {"from": self.address, "to": to or self.liq.address, "data": data}
         estimate = int(self.p._decoded(lambda: self.w3.eth.estimate_gas(tx)))
         return int(estimate * self.cfg.fees.gas_margin) + 10_000
 
