@@ -294,7 +294,8 @@ class Keeper:
     def plan(self, view: AuctionView) -> strategy.BidPlan | None:
         """The earliest profitable bid on this auction from now (None: never, at these settings)."""
         assert self._params is not None
-        return strategy.earliest_profitable(view.state, self.now, self._params, self.gas_quote(), self.cfg.profit,
+        at = self.now + self.cfg.profit.landing_s
+        return strategy.earliest_profitable(view.state, at, self._params, self.gas_quote(), self.cfg.profit,
                                             self.cfg.unwind)  # fmt: skip
 
     def _bid_auctions(self) -> None:
@@ -302,12 +303,16 @@ class Keeper:
             if not view.active:
                 if not self.tx.busy(view.account):
                     self.watch.discard(view.account)
+                    key = view.account.lower()  # a later breach of this account is timed afresh
+                    self.breach_times.pop(key, None)
+                    self.breach_blocks.pop(key, None)
+                    self.bid_once.discard(key)
                 continue
             if self.tx.busy(view.account) or (view.account.lower(), view.version) in self.record.refused:
                 continue
             plan = self.plan(view)
             self.record.plans[view.account] = plan
-            if plan is None or plan.at > self.now:
+            if plan is None or plan.at > self.now + self.cfg.profit.landing_s:
                 continue
             self._bid(view, plan)
 
@@ -326,8 +331,8 @@ class Keeper:
             log.info("attestation for another auction version; re-planning", extra={"fields": fields})
             return None
         data = self.liq.encode_abi("bid", args=[view.account, plan.fraction, plan.price, view.version, att.proof()])
-        try:
-            self.tx.call(self.liq.address, data)
+        try:  # priced for the landing block: checked against the pending block when that is later
+            self.tx.call(self.liq.address, data, "pending" if self.cfg.profit.landing_s else "latest")
         except ContractRevertError as exc:
             if exc.error_name in LOST_RACE:
                 self._lost(view.account, exc.error_name)
@@ -337,7 +342,7 @@ class Keeper:
             return None
         if self._dry("bid", view.account, fields):
             return None
-        gas = self._gas(data)
+        gas = self._gas(data, block="pending" if self.cfg.profit.landing_s else "latest")
         meta = {"version": view.version, "at": plan.at, "fraction": plan.fraction, "worst_price": plan.price,
                 "worth": plan.worth, "unwind": plan.unwind, "expected_profit": plan.profit}  # fmt: skip
         pending = self.tx.send("bid", view.account, self.liq.address, data, gas, meta)
@@ -445,9 +450,9 @@ class Keeper:
                 batch.add(c)
             return list(batch.execute())
 
-    def _gas(self, data: str, to: str | None = None) -> int:
+    def _gas(self, data: str, to: str | None = None, block: str = "latest") -> int:
         tx: Any = {"from": self.address, "to": to or self.liq.address, "data": data}
-        estimate = int(self.p._decoded(lambda: self.w3.eth.estimate_gas(tx)))
+        estimate = int(self.p._decoded(lambda: self.w3.eth.estimate_gas(tx, block)))  # type: ignore[arg-type]
         return int(estimate * self.cfg.fees.gas_margin) + 10_000
 
     def _dry(self, kind: str, account: str, fields: dict[str, Any]) -> bool:

@@ -75,6 +75,10 @@ class ProfitConfig:
         Gas a bid is assumed to use when valuing it (the real limit comes from an estimate).
     max_fraction : float
         Largest share of a portfolio taken in one bid (besides the contract's ``maxFraction``).
+    landing_s : int
+        Seconds from the latest block to the block a bid sent now lands in (the chain's block time):
+        bids are priced for that second, so that a bid of the largest fraction lands as one and ends
+        the auction instead of leaving a remainder (0: priced at the latest block's time).
     """
 
     min_profit_ratio: float = 0.01
@@ -82,6 +86,7 @@ class ProfitConfig:
     eth_usd: float | None = None
     bid_gas: int = 900_000
     max_fraction: float = 1.0
+    landing_s: int = 0
 
 
 @dataclass(frozen=True)
@@ -204,6 +209,7 @@ class KeeperConfig:
         if p.eth_usd is not None:
             _positive("profit.eth_usd", p.eth_usd)
         _positive("profit.bid_gas", p.bid_gas)
+        _non_negative("profit.landing_s", p.landing_s)
         if not 0 < p.max_fraction <= 1:
             raise ConfigError("profit.max_fraction", f"must be in (0, 1], got {p.max_fraction}")
         for name in ("base_bps", "impact_bps", "fixed_usd"):
