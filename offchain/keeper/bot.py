@@ -42,6 +42,8 @@ T = TypeVar("T")
 TRANSPORT = (OSError, TimeoutError, requests.RequestException)  # RequestException is an OSError; explicit
 LOST_RACE = frozenset({"Liquidator_VersionChanged", "Liquidator_NoAuction", "Liquidator_StaleSnapshot"})
 ZERO_ROOT = b"\x00" * 32
+# the keeper's own state moved under its attestation (a transaction of its own landed meanwhile): ask again
+TRANSIENT = frozenset({"RiskOracle_StaleNonce"})
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,9 @@ class Keeper:
                                             self.cfg.unwind)  # fmt: skip
 
     def _bid_auctions(self) -> None:
+        # A bid moves positions into the keeper's account and so bumps its risk nonce: an attestation for a
+        # second bid, taken while the first is in flight, would be stale when it lands. One at a time.
+        own_in_flight = any(p.kind in ("bid", "hedge") for p in self.tx.pending.values())
         for view in self.auctions():
             if not view.active:
                 if not self.tx.busy(view.account):
@@ -312,9 +317,9 @@ class Keeper:
                 continue
             plan = self.plan(view)
             self.record.plans[view.account] = plan
-            if plan is None or plan.at > self.now + self.cfg.profit.landing_s:
+            if plan is None or plan.at > self.now + self.cfg.profit.landing_s or own_in_flight:
                 continue
-            self._bid(view, plan)
+            own_in_flight = self._bid(view, plan) is not None
 
     def _bid(self, view: AuctionView, plan: strategy.BidPlan) -> Pending | None:
         key = (view.account.lower(), view.version)
@@ -336,6 +341,9 @@ class Keeper:
         except ContractRevertError as exc:
             if exc.error_name in LOST_RACE:
                 self._lost(view.account, exc.error_name)
+            elif exc.error_name in TRANSIENT:
+                log.info("bid not valid yet; re-planning next step", extra={"fields": {**fields,
+                                                                                       "error": exc.error_name}})
             else:
                 self.record.refused[key] = exc.error_name
                 log.warning("bid would revert", extra={"fields": {**fields, "error": exc.error_name}})

@@ -185,17 +185,7 @@ class Demo:
         (a bid it plans for a later second of this hour is made then: the chain is moved to it)."""
         k = self.keeper
         n_out, n_bids = len(k.record.outcomes), len(k.record.bids)
-        for _ in range(64):  # bounded: each pass sends, settles or moves time forward
-            k.step()
-            if k.tx.pending:
-                for pending in list(k.tx.pending.values()):
-                    self.p.w3.eth.wait_for_transaction_receipt(HexBytes(pending.tx_hash), timeout=120)
-                continue
-            due = [p.at for a, p in k.record.plans.items() if p is not None and a in k.watch and p.at > k.now]
-            if not due or min(due) >= self._hour_start + 3600 - 60:
-                break
-            self.p.w3.provider.make_request("evm_setNextBlockTimestamp", [min(due)])  # type: ignore[arg-type]
-            self.p.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        keeper_turn(k, self._hour_start + 3600)
         for o in k.record.outcomes[n_out:]:
             if o.receipt is None or o.status != "mined":
                 continue
@@ -363,6 +353,34 @@ def run_demo(seed: int, workdir: Path | None = None, progress: Progress | None =
         demo.snapshot("after the crash")
         demo.check_conservation()
         return demo.run
+
+
+def keeper_turn(k: Keeper, until: int, passes: int = 64) -> None:
+    """Step ``k`` on a devnet until it has nothing in flight and no bid due before chain time
+    ``until − 60``. Blocks are mined one per step (automine off meanwhile), so that what the keeper
+    sends in one step lands together in the next block, a second later, as on a chain with one-second
+    blocks; a bid it plans for a later second is made then (the chain is moved to it)."""
+    w3 = k.p.w3
+
+    def rpc(method: str, *params: Any) -> None:
+        w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
+
+    rpc("evm_setAutomine", False)
+    try:
+        for _ in range(passes):  # bounded: each pass sends, settles or moves time forward
+            k.step()
+            if k.tx.pending:
+                rpc("evm_mine")
+                for pending in list(k.tx.pending.values()):
+                    w3.eth.wait_for_transaction_receipt(HexBytes(pending.tx_hash), timeout=120)
+                continue
+            due = [p.at for a, p in k.record.plans.items() if p is not None and a in k.watch and p.at > k.now]
+            if not due or min(due) >= until - 60:
+                break
+            rpc("evm_setNextBlockTimestamp", max(k.now + 1, min(due) - k.cfg.profit.landing_s))
+            rpc("evm_mine")  # sent then, a bid lands at its planned second
+    finally:
+        rpc("evm_setAutomine", True)
 
 
 def demo_keeper(p: Protocol, key: str, engine: Engine, workdir: Path) -> Keeper:

@@ -136,7 +136,7 @@ def test_keeper_hedges_what_it_won_and_stays_above_im(h: Harness, tmp_path: Path
     deltas = k.hedger.deltas()
     assert all(abs(d) < 0.001 for d in deltas.values())
     [me] = [leaf for leaf in engine.core.status_leaves(engine.refresh()) if leaf.account == k.address]
-    assert me.initial_margin > 0 and me.margin_equity >= me.initial_margin
+    assert me.margin_equity >= me.initial_margin  # flat after the hedge: IM 0, cash kept
     m = k.metrics.registry
     assert m.get_sample_value("keeper_hedges_mined_total") == len(k.record.hedges) >= 1
     h.check_conservation()

@@ -35,6 +35,10 @@ def test_example_config_loads_and_flags_override() -> None:
     cfg = load_config(ROOT / "config" / "keeper.toml", over)
     assert cfg.fees.max_fee_gwei == 50.0 and cfg.dry_run and cfg.poll_interval_s == 1.0
     assert cfg.fees.bump == 0.125 and cfg.profit.min_profit_ratio == 0.01 and cfg.profit.gas_multiple == 1.01
+    assert not cfg.recompute.enabled and not cfg.hedge.enabled  # optional strategies are off by default
+    over = {"recompute.enabled": True, "hedge.risk_config": "config/risk.toml"}
+    on = load_config(ROOT / "config" / "keeper.toml", over)
+    assert on.recompute.enabled and on.hedge.risk_config == Path("config/risk.toml")
 
 
 @pytest.mark.parametrize(("text", "field"), [
@@ -46,6 +50,12 @@ def test_example_config_loads_and_flags_override() -> None:
     ("[profit]\nmax_fraction = 1.5\n", "profit.max_fraction"),
     ("[unwind]\ndepth_usd = 0\n", "unwind.depth_usd"),
     ("[gas]\nx = 1\n", "gas"),
+    ("[profit]\nlanding_s = -1\n", "profit.landing_s"),
+    ("[recompute]\ntolerance_usd = -0.5\n", "recompute.tolerance_usd"),
+    ("[recompute]\nenabled = \"yes\"\n", "recompute.enabled"),
+    ("[hedge]\nmax_slippage_bps = 20000\n", "hedge.max_slippage_bps"),
+    ("[hedge]\nmin_delta = 0\n", "hedge.min_delta"),
+    ("[hedge]\nvenue = \"x\"\n", "hedge.venue"),
     ("[keeper\n", "config"),
 ])  # fmt: skip
 def test_bad_config_names_the_field(tmp_path: Path, text: str, field: str) -> None:
