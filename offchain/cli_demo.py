@@ -87,13 +87,14 @@ def _liquidations(doc: dict[str, Any]) -> None:
                        f"{a['margin_equity_usd']:,.2f}", f"{a['mm_usd']:,.2f}")  # fmt: skip
     console.print(starts)
     table = Table(title="liquidations (Liquidator Bid events; the keeper's profit after fee, modelled unwind and gas; "
-                        "breach = the root that showed it)")  # fmt: skip
+                        "breach = the root that showed it; chain time: day of 2026-01, UTC)")  # fmt: skip
     for col in ("chain time", "account", "fraction", "price USD", "discount", "fee USD", "fund draw USD",
                 "socialised USD", "keeper profit USD", "breach→bid", "auction"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("chain time", "account", "auction") else "right")
     for r in doc["liquidations"]:
         discount = f"{r['discount']:.4%}" if r["price_usd"] >= 0 else "-"  # an insolvent auction: the fund pays
-        table.add_row(r["chain_time"], r["account"], f"{r['fraction']:.4%}", f"{r['price_usd']:,.2f}", discount,
+        when = r["chain_time"][8:16].replace("T", " ")
+        table.add_row(when, r["account"], f"{r['fraction']:.4%}", f"{r['price_usd']:,.2f}", discount,
                       f"{r['fee_usd']:,.2f}", f"{r['fund_draw_usd']:,.2f}", f"{r['socialised_usd']:,.2f}",
                       f"{r['keeper_profit_usd']:,.2f}", f"{r['breach_to_bid_s']} s, {r['breach_to_bid_blocks']} blk",
                       SHORT_END.get(r["ended"], r["ended"]) or "goes on")  # fmt: skip
