@@ -182,3 +182,42 @@ def test_json_log_lines() -> None:
     rec.fields = {"nonce": 4, "kind": "bid"}
     out = json.loads(JsonFormatter().format(rec))
     assert out["msg"] == "sent" and out["nonce"] == 4 and out["logger"] == "offchain.keeper.bot"
+
+
+def test_http_attestor_asks_for_a_hedge_trade_in_engine_units() -> None:
+    att = Attestation("0x" + "11" * 20, 3, b"\x22" * 32, 10**12, 10**12, 0, 0, 0, b"\x33" * 32, 7, 100, 220)
+    fields = {k: ("0x" + v.hex() if isinstance(v, bytes) else v if isinstance(v, str) else str(v))
+              for k, v in att.__dict__.items()}  # fmt: skip
+    eng = _Engine(200, {"attestation": fields, "signatures": "0x" + "ab" * 65, "block": 9})
+    try:
+        got = HttpAttestor(eng.url).attest_trade("0x" + "44" * 20, 1, -1_500 * 10**15, 41_250_500 * 10**15, "taker")
+    finally:
+        eng.server.shutdown()
+    assert eng.bodies == [{"account": "0x" + "44" * 20, "instrument": 1, "size": "-1.5", "price": "41250.5",
+                           "role": "taker"}]  # fmt: skip
+    assert got.attestation == att
+
+
+def test_http_counterparty_quote_is_parsed_by_order_field_names_and_verifies() -> None:
+    """The counterparty's answer names the Order fields; the parsed order's signature recovers its account."""
+    from eth_account import Account
+
+    from offchain.chain.eip712 import Domain, Order, Signer, digest, sign_order
+    from offchain.keeper.hedge import HttpCounterparty
+
+    maker = Account.from_key(KEY).address
+    domain = Domain("pmsim Exchange", "1", 31337, "0x" + "66" * 20)
+    order = Order(account=maker, instrument=1, is_buy=True, size=1_500 * 10**15, limit_price=41_000 * 10**18,
+                  nonce=9, deadline=2_000_000_000)  # fmt: skip
+    sig = sign_order(domain, order, Signer(KEY))
+    answer = {"order": {k: (v if isinstance(v, str | bool) else str(v)) for k, v in order.__dict__.items()},
+              "signature": "0x" + sig.hex()}  # fmt: skip
+    cp = _Engine(200, answer)
+    try:
+        got = HttpCounterparty(cp.url).quote(1, False, 1_500 * 10**15, 40_800 * 10**18, 2_000_000_000)
+    finally:
+        cp.server.shutdown()
+    assert cp.bodies == [{"instrument": 1, "keeper_buys": False, "size": str(1_500 * 10**15),
+                          "limit_price": str(40_800 * 10**18), "deadline": 2_000_000_000}]  # fmt: skip
+    assert got is not None and got.order == order and got.signature == sig
+    assert Account._recover_hash(digest(domain, got.order.struct_hash()), signature=got.signature) == maker
