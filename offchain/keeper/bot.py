@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 from eth_utils import to_checksum_address
@@ -32,10 +32,12 @@ from offchain.keeper import strategy
 from offchain.keeper.attest import AttestationRefused, Attestor
 from offchain.keeper.candidates import Candidate, Round, RoundSource, breached, load_round, prioritise
 from offchain.keeper.config import KeeperConfig
-from offchain.keeper.hedge import Counterparty, HedgeBelowIM, Hedger, HttpCounterparty
 from offchain.keeper.metrics import KeeperMetrics
-from offchain.keeper.recompute import Recomputer
 from offchain.keeper.tx import Outcome, Pending, TxManager
+
+if TYPE_CHECKING:  # the optional strategies pull in the risk engine: imported only when enabled
+    from offchain.keeper.hedge import Counterparty, Hedger
+    from offchain.keeper.recompute import Recomputer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -96,16 +98,22 @@ class Keeper:
 
     def __init__(self, protocol: Protocol, key: str, config: KeeperConfig, attestor: Attestor,
                  metrics: KeeperMetrics | None = None, clock: Callable[[], float] = time.time,
-                 counterparty: Counterparty | None = None, source: Any = None) -> None:  # fmt: skip
+                 counterparty: Counterparty | None = None, source: RoundSource | None = None) -> None:  # fmt: skip
         self.p, self.w3, self.cfg, self.attestor = protocol, protocol.w3, config, attestor
         self.metrics = metrics or KeeperMetrics()
         _retry_transport(self.w3.provider)
         self.tx = TxManager(protocol, key, config.fees, config.state_file, self.metrics, clock)
         self.address = self.tx.sender
         self.source = source or RoundSource(config.engine_url, config.rounds_dir)
-        self.recomputer = Recomputer(protocol, config.recompute, self.metrics) if config.recompute.enabled else None
+        self.recomputer: Recomputer | None = None
+        if config.recompute.enabled:
+            from offchain.keeper.recompute import Recomputer
+
+            self.recomputer = Recomputer(protocol, config.recompute, self.metrics)
         self.hedger: Hedger | None = None
         if config.hedge.enabled:
+            from offchain.keeper.hedge import Hedger, HttpCounterparty
+
             if counterparty is None:
                 if not config.hedge.counterparty_url:
                     raise ConfigError("hedge.counterparty_url", "hedging is enabled: name a counterparty")
@@ -361,6 +369,8 @@ class Keeper:
     def _hedge(self) -> None:
         """Bring the keeper's delta per underlying within a lot of zero with perp trades (see
         :mod:`offchain.keeper.hedge`); one attempt per mined bid or hedge."""
+        from offchain.keeper.hedge import HedgeBelowIM
+
         assert self.hedger is not None
         if any(p.kind in ("bid", "hedge") for p in self.tx.pending.values()):
             return  # measure once what is in flight has landed
@@ -478,7 +488,15 @@ class Keeper:
                 "round": self.round.number if self.round else 0, "candidates": len(self.candidates),
                 "auctions": len(self.watch), "pending": sorted(self.tx.pending), "races_lost": len(self.record.lost),
                 "last_error": self.last_error, "seconds_since_step": round(time.time() - self.last_step, 3)
-                if self.last_step else None}  # fmt: skip
+                if self.last_step else None, "recompute": self._recompute_health()}  # fmt: skip
+
+    def _recompute_health(self) -> dict[str, Any] | None:
+        if self.recomputer is None:
+            return None
+        r = self.recomputer.report
+        return {"round": r.round, "round_block": r.round_block, "checked": r.checked, "skipped": r.skipped,
+                "disagreeing": sorted({d.account for d in r.disagreements}), "missing": r.missing,
+                "unproven_breaches": [u.account for u in r.unproven], "head_block": r.head_block}  # fmt: skip
 
 
 def _retry_transport(provider: Any) -> None:

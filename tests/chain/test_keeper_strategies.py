@@ -93,6 +93,8 @@ def test_recompute_flags_a_root_that_hides_a_breach(h: Harness, tmp_path: Path, 
     m = k.metrics.registry
     assert m.get_sample_value("keeper_recompute_disagreeing") == 1
     assert m.get_sample_value("keeper_unproven_breaches") == 1
+    health = k.health()["recompute"]
+    assert health["disagreeing"] == health["unproven_breaches"] == [alice.account] and health["round"] == number
 
 
 class Maker:
