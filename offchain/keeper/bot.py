@@ -368,7 +368,7 @@ class Keeper:
     # ------------------------------------------------------------------ hedging
     def _hedge(self) -> None:
         """Bring the keeper's delta per underlying within a lot of zero with perp trades (see
-        :mod:`offchain.keeper.hedge`); one attempt per mined bid or hedge."""
+        :mod:`offchain.keeper.hedge`); one trade at a time, re-measured after each mined bid or hedge."""
         from offchain.keeper.hedge import HedgeBelowIM
 
         assert self.hedger is not None
@@ -398,6 +398,7 @@ class Keeper:
             self.tx.send("hedge", f"hedge:{order.instrument}", exchange, trade.data, self._gas(trade.data, exchange),
                          fields)  # fmt: skip
             self.metrics.hedges_sent.inc()
+            break  # a trade bumps the keeper's risk nonce: the next hedge is attested once this one landed
         for u, d in self.hedger.deltas().items():
             self.metrics.delta.labels(self.p.deployment.underlyings[u]).set(d)
 
