@@ -227,6 +227,8 @@ def _keeper_config(state_dir: Path, dep_path: Path, rpc: str, engine_port: int, 
         "replace_after_s = 2.0       # Anvil mines at once: a transaction unmined for 2 s was dropped\n"
         "[profit]\n"
         "landing_s = 1               # Anvil: the next block is a second later\n"
+        "[recompute]\n"
+        "enabled = true              # cross-check every round against the keeper's own recompute (cheap here)\n"
     )
     return cfg
 

@@ -91,6 +91,10 @@ def test_devnet_up_serves_and_down_stops_everything(tmp_path: Path) -> None:
         kh = _wait(lambda: _health(keeper), lambda d: d.get("status") == "ok" and int(d.get("round", 0)) >= 1, 300,
                    lambda d: f"keeper health {d}; keeper.log:\n{_tail(state / 'keeper.log')}")  # fmt: skip
         assert int(proto.vault.functions.cashOf(kh["address"]).call()) > 0
+        # its independent recompute (on in the devnet config) agrees with the engine's rounds to the unit
+        kh = _wait(lambda: _health(keeper), lambda d: int((d.get("recompute") or {}).get("checked", 0)) > 0, 300,
+                   lambda d: f"keeper health {d}; keeper.log:\n{_tail(state / 'keeper.log')}")  # fmt: skip
+        assert kh["recompute"]["disagreeing"] == [] and kh["recompute"]["skipped"] == ""
         key = (state / "keeper.key").read_text().strip().removeprefix("0x")
         assert key not in (state / "keeper.log").read_text()  # the key is never logged
         again = _pmsim("devnet", "up", "--state-dir", str(state), cwd=tmp_path)
