@@ -156,26 +156,31 @@ class Hedger:
             for iid, row in zip(ids, rows, strict=True):
                 u = state.instruments[iid].underlying
                 out[u] = out.get(u, 0.0) + acct.positions[iid].size / SIZE_SCALE * float(engine.greeks.delta[row])
-        decimals = {t.address: t.decimals for t in self.p.deployment.tokens.values()}
+        decimals = {t.address.lower(): t.decimals for t in self.p.deployment.tokens.values()}
+        listed = {token.lower(): c for token, c in state.collaterals.items()}
         for token, amount in acct.collateral.items():
-            c = state.collaterals.get(token)
+            c = listed.get(token.lower())
             if c is not None and amount:
-                out[c.underlying] = out.get(c.underlying, 0.0) + amount / 10 ** decimals[token]
+                out[c.underlying] = out.get(c.underlying, 0.0) + amount / 10 ** decimals[token.lower()]
         return out
 
     def plan(self) -> list[HedgeOrder]:
-        """Perp orders that bring each underlying's delta within one lot of zero (nothing below ``min_delta``)."""
+        """Perp orders that bring each underlying's delta within one lot of zero (nothing below ``min_delta``;
+        within the Vault's minimum position size where a smaller position is refused, :func:`_hedge_size`)."""
         deltas = self.deltas()
         state = self.indexer.state
         engine = self.core.engine(state)
         perps = {ins.underlying: iid for iid, ins in sorted(state.instruments.items()) if ins.kind == Kind.PERP}
+        minimum = state.params.min_position_size if state.params is not None else 0
+        held = state.accounts[self.address].positions if self.address in state.accounts else {}
         out: list[HedgeOrder] = []
         for u, delta in sorted(deltas.items()):
-            lots = math.floor(abs(delta) * SIZE_SCALE / LOT)  # never over-hedge
-            size = lots * LOT
-            if abs(delta) < self.cfg.min_delta or size == 0 or u not in perps:
+            if abs(delta) < self.cfg.min_delta or u not in perps:
                 continue
             iid = perps[u]
+            size = _hedge_size(held[iid].size if iid in held else 0, delta, minimum)
+            if size == 0:
+                continue
             mark = float(engine.valuation.mark[engine.instruments.index_of([iid])[0]])
             buys = delta < 0
             slip = self.cfg.max_slippage_bps / 10_000
@@ -208,7 +213,7 @@ class Hedger:
             me = self.attestor.attest_trade(self.address, h.instrument, signed_delta, price, "taker")
             them = self.attestor.attest_trade(q.account, h.instrument, -signed_delta, price, "maker")
         except AttestationRefused as exc:
-            log.warning("hedge: attestation refused", extra={"fields": {**fields_, "error": str(exc)}})
+            log.warning("hedge: attestation refused: %s", exc, extra={"fields": {**fields_, "error": str(exc)}})
             return None
         a = me.attestation
         if a.margin_equity < a.initial_margin:
@@ -218,6 +223,24 @@ class Hedger:
         data = self.p.exchange.encode_abi("trade", args=[quote.as_arg(), (mine.as_tuple(), my_sig), h.size,
                                                          them.proof(), me.proof()])  # fmt: skip
         return HedgeTrade(h, price, data, me)
+
+
+def _hedge_size(position: int, delta: float, minimum: int) -> int:
+    """The perp size (1e18, on the lot, ≥ 0) to trade against ``delta`` units from ``position``.
+
+    Notes
+    -----
+    The new position is ``p' = p − sign(δ) · ⌊|δ| / lot⌋ · lot`` (never over-hedged by more than the
+    rounding). The Vault refuses a position ``0 < |p'| < minimum``: then ``p'`` is either closed (0) or
+    the minimum with its sign, whichever leaves the smaller residual delta ``|δ − (p − p')|``.
+    """
+    step = math.floor(abs(delta) * SIZE_SCALE / LOT) * LOT
+    sign = 1 if delta > 0 else -1
+    target = position - sign * step
+    if 0 < abs(target) < minimum:
+        options = (0, minimum if target > 0 else -minimum)
+        target = min(options, key=lambda t: abs(delta * SIZE_SCALE - (position - t)))
+    return abs(position - target)
 
 
 class HedgeBelowIM(InputError):

@@ -114,10 +114,11 @@ class Maker:
 
 
 def test_keeper_hedges_what_it_won_and_stays_above_im(h: Harness, tmp_path: Path, engine: Engine) -> None:
-    """After its bid takes part of Alice's BTC long, the keeper sells the BTC perp to the counterparty until
-    its delta is within a lot of zero; every trade carries the engine's attestations; the keeper's margin
+    """After its bid takes part of Alice's BTC long and of her WBTC, the keeper sells the BTC perp to the
+    counterparty until its delta (perp and collateral) is within a lot of zero; every trade carries the engine's attestations; the keeper's margin
     equity stays at or above its initial margin."""
     book(h)
+    h.deposit(ALICE, "WBTC", 2 * 10**6)  # 0.02 WBTC of collateral: a bid takes a share of it too
     crash(h)
     assert engine.run_round() is not None
     maker = Maker(h, BOB)
@@ -134,9 +135,13 @@ def test_keeper_hedges_what_it_won_and_stays_above_im(h: Harness, tmp_path: Path
     pos = h.positions(k.address)
     won = sum(b["fraction"] for b in k.record.bids)
     assert won > 0
-    assert abs(pos.get(perp, (0, 0, 0))[0]) < 10**15  # within one 0.001 lot of flat
+    wbtc = h.p.vault.functions.collateralOf(k.address, h.token("WBTC").address).call()
+    assert wbtc > 0  # the keeper holds BTC as collateral now: its perp short offsets that too
+    # BTC delta = perp + WBTC (in units): within a lot of zero, or within the Vault's minimum position size
+    # (0.01) where a smaller perp position would be refused
+    btc = pos.get(perp, (0, 0, 0))[0] / 10**18 + wbtc / 10**8
     deltas = k.hedger.deltas()
-    assert all(abs(d) < 0.001 for d in deltas.values())
+    assert abs(deltas[0] - btc) < 1e-9 and abs(btc) <= 0.005 + 1e-9 and abs(deltas.get(1, 0.0)) < 0.001
     [me] = [leaf for leaf in engine.core.status_leaves(engine.refresh()) if leaf.account == k.address]
     assert me.margin_equity >= me.initial_margin  # flat after the hedge: IM 0, cash kept
     m = k.metrics.registry

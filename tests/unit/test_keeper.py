@@ -221,3 +221,21 @@ def test_http_counterparty_quote_is_parsed_by_order_field_names_and_verifies() -
                           "limit_price": str(40_800 * 10**18), "deadline": 2_000_000_000}]  # fmt: skip
     assert got is not None and got.order == order and got.signature == sig
     assert Account._recover_hash(digest(domain, got.order.struct_hash()), signature=got.signature) == maker
+
+
+@pytest.mark.parametrize(("position", "delta", "size"), [
+    (0.3, 0.3, 0.3),  # close exactly
+    (0.3, 0.3069, 0.306 + 0.004),  # −0.006 is below the 0.01 minimum: −0.01 leaves the smaller residual
+    (0.3, 0.3041, 0.3),  # −0.004 would be refused: closing leaves 0.0041, the minimum −0.0059
+    (0.0, 0.006, 0.01),  # collateral only: a 0.01 short beats nothing (residual −0.004 vs 0.006)
+    (0.0, 0.004, 0.0),  # nothing beats a 0.01 short (residual 0.004 vs −0.006)
+    (-0.5, -0.2, 0.2),  # a short made smaller
+    (1.0, 0.0004, 0.0),  # below a lot
+])  # fmt: skip
+def test_hedge_size_respects_the_lot_and_the_minimum_position(position: float, delta: float, size: float) -> None:
+    from offchain.keeper.hedge import _hedge_size
+
+    got = _hedge_size(round(position * 10**18), delta, 10**16)
+    assert got == round(size * 10**18) and got % 10**15 == 0
+    after = round(position * 10**18) - (got if delta > 0 else -got)
+    assert after == 0 or abs(after) >= 10**16
