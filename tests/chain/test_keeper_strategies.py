@@ -115,8 +115,8 @@ class Maker:
 
 def test_keeper_hedges_what_it_won_and_stays_above_im(h: Harness, tmp_path: Path, engine: Engine) -> None:
     """After its bid takes part of Alice's BTC long and of her WBTC, the keeper sells the BTC perp to the
-    counterparty until its delta (perp and collateral) is within a lot of zero; every trade carries the engine's attestations; the keeper's margin
-    equity stays at or above its initial margin."""
+    counterparty until its delta (perp and collateral) is within a lot of zero, or of the minimum position;
+    every trade carries the engine's attestations; the keeper's margin equity stays at or above its IM."""
     book(h)
     h.deposit(ALICE, "WBTC", 2 * 10**6)  # 0.02 WBTC of collateral: a bid takes a share of it too
     crash(h)

@@ -239,3 +239,19 @@ def test_hedge_size_respects_the_lot_and_the_minimum_position(position: float, d
     assert got == round(size * 10**18) and got % 10**15 == 0
     after = round(position * 10**18) - (got if delta > 0 else -got)
     assert after == 0 or abs(after) >= 10**16
+
+
+def test_keeper_cli_has_its_options_and_the_replay_command() -> None:
+    """``pmsim keeper`` keeps its options (the process an operator runs) beside ``pmsim keeper replay``."""
+    from typer.testing import CliRunner
+
+    from offchain.cli import app
+
+    runner = CliRunner()
+    top = runner.invoke(app, ["keeper", "-h"], terminal_width=200)
+    assert top.exit_code == 0 and "--recompute" in top.output and "--dry-run" in top.output
+    assert "replay" in top.output
+    sub = runner.invoke(app, ["keeper", "replay", "-h"], terminal_width=200)
+    assert sub.exit_code == 0 and "--full" in sub.output and "--report" in sub.output
+    bad = runner.invoke(app, ["keeper", "--config", "/nonexistent/keeper.toml", "--once"])
+    assert bad.exit_code != 0 and "config" in bad.output
