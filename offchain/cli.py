@@ -102,7 +102,7 @@ def _mount_subcommands() -> None:
     app.add_typer(liquidate_app, name="liquidate")
     from offchain import cli_keeper
 
-    app.command("keeper")(cli_keeper.keeper)
+    app.add_typer(cli_keeper.keeper_app, name="keeper")
 
 
 _mount_subcommands()

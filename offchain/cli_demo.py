@@ -21,7 +21,7 @@ def demo(
     report: Annotated[Path | None, typer.Option(help="where to write the JSON report")] = None,
 ) -> None:
     """Deploy to a fresh Anvil, trade under engine attestations, replay the 2020-03-12 crash with a root
-    every hour, liquidate what falls below maintenance margin, and report (liquidations, insurance fund,
+    every hour, liquidate with the keeper what falls below maintenance margin, and report (liquidations, insurance fund,
     bad debt, socialised loss)."""
     from offchain.sim.demo import STEPS, run_demo, write_report
 
@@ -78,7 +78,7 @@ def _rounds(doc: dict[str, Any]) -> None:
 
 
 def _liquidations(doc: dict[str, Any]) -> None:
-    starts = Table(title="auctions started by the built-in bidder (from the engine's /liquidatable)")
+    starts = Table(title="auctions started by the keeper (erin, `pmsim keeper` in-process; verified root leaves)")
     for col in ("when", "chain time", "account", "kind", "mark-to-market USD", "margin equity USD", "MM USD"):
         starts.add_column(col, justify="right" if "USD" in col else "left")
     for a in doc["auctions"]:
@@ -86,14 +86,17 @@ def _liquidations(doc: dict[str, Any]) -> None:
         starts.add_row(a["label"], a["chain_time"], a["account"], kind, f"{a['mtm_equity_usd']:,.2f}",
                        f"{a['margin_equity_usd']:,.2f}", f"{a['mm_usd']:,.2f}")  # fmt: skip
     console.print(starts)
-    table = Table(title="liquidations (Liquidator Bid events)")
+    table = Table(title="liquidations (Liquidator Bid events; the keeper's profit after fee, modelled unwind and gas; "
+                        "breach = the root that showed it; chain time: day of 2026-01, UTC)")  # fmt: skip
     for col in ("chain time", "account", "fraction", "price USD", "discount", "fee USD", "fund draw USD",
-                "socialised USD", "auction"):  # fmt: skip
+                "socialised USD", "keeper profit USD", "breach→bid", "auction"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("chain time", "account", "auction") else "right")
     for r in doc["liquidations"]:
         discount = f"{r['discount']:.4%}" if r["price_usd"] >= 0 else "-"  # an insolvent auction: the fund pays
-        table.add_row(r["chain_time"], r["account"], f"{r['fraction']:.4%}", f"{r['price_usd']:,.2f}", discount,
+        when = r["chain_time"][8:16].replace("T", " ")
+        table.add_row(when, r["account"], f"{r['fraction']:.4%}", f"{r['price_usd']:,.2f}", discount,
                       f"{r['fee_usd']:,.2f}", f"{r['fund_draw_usd']:,.2f}", f"{r['socialised_usd']:,.2f}",
+                      f"{r['keeper_profit_usd']:,.2f}", f"{r['breach_to_bid_s']} s, {r['breach_to_bid_blocks']} blk",
                       SHORT_END.get(r["ended"], r["ended"]) or "goes on")  # fmt: skip
     console.print(table)
 

@@ -217,7 +217,7 @@ def bid(
     from eth_account import Account
 
     from offchain.engine.liquidation import AuctionView
-    from offchain.sim.bidder import send_bid
+    from offchain.keeper.receipts import send_bid
 
     who = _account(account)
     worst = parse_price(max_price)

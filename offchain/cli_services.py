@@ -199,7 +199,54 @@ def prices(
     _loop(lambda: svc.run([next(step_iter)], warp=warp), interval)
 
 
-devnet_app = typer.Typer(help="A local devnet: Anvil, the protocol, the price service and the engine.")
+devnet_app = typer.Typer(help="A local devnet: Anvil, the protocol, the price service, the engine and a keeper.")
+KEEPER_DEV_KEY_INDEX = 8  # Anvil's key 8: the devnet keeper's (public: for local chains only)
+KEEPER_DEV_FUNDING = 1_000_000 * 10**6  # USDC (quote units) deposited for it to bid with
+
+
+def _keeper_config(state_dir: Path, dep_path: Path, rpc: str, engine_port: int, keeper_port: int) -> Path:
+    """Write the devnet keeper's key file and configuration into the state directory."""
+    from offchain.chain.anvil import DEFAULT_KEYS
+
+    state_dir, dep_path = state_dir.resolve(), dep_path.resolve()
+    key_file = state_dir / "keeper.key"
+    key_file.write_text(DEFAULT_KEYS[KEEPER_DEV_KEY_INDEX] + "\n")
+    key_file.chmod(0o600)
+    cfg = state_dir / "keeper.toml"
+    cfg.write_text(
+        "# written by `pmsim devnet up`: the devnet keeper (see config/keeper.toml for every setting)\n"
+        "[keeper]\n"
+        f'rpc_url = "{rpc}"\n'
+        f'deployment = "{dep_path}"\n'
+        f'engine_url = "http://127.0.0.1:{engine_port}"\n'
+        f'key_file = "{key_file}"\n'
+        f'state_file = "{state_dir / "keeper" / "pending.json"}"\n'
+        "poll_interval_s = 1.0\n"
+        f"health_port = {keeper_port}\n"
+        "[fees]\n"
+        "replace_after_s = 2.0       # Anvil mines at once: a transaction unmined for 2 s was dropped\n"
+        "[profit]\n"
+        "landing_s = 1               # Anvil: the next block is a second later\n"
+        "[recompute]\n"
+        "enabled = true              # cross-check every round against the keeper's own recompute (cheap here)\n"
+    )
+    return cfg
+
+
+def _fund_keeper(protocol: object, deployer: str) -> None:
+    """Deposit USDC for the devnet keeper (it bids from its vault account)."""
+    from eth_account import Account
+
+    from offchain.chain.anvil import DEFAULT_KEYS
+    from offchain.chain.client import Protocol
+
+    assert isinstance(protocol, Protocol)
+    key = DEFAULT_KEYS[KEEPER_DEV_KEY_INDEX]
+    me = Account.from_key(key).address
+    usdc = protocol.tokens["USDC"]
+    protocol.send(usdc.functions.mint(me, KEEPER_DEV_FUNDING), deployer)
+    protocol.send(usdc.functions.approve(protocol.vault.address, KEEPER_DEV_FUNDING), key)
+    protocol.send(protocol.vault.functions.deposit(usdc.address, KEEPER_DEV_FUNDING, me), key)
 
 
 @devnet_app.command("up")
@@ -209,8 +256,10 @@ def devnet_up(
     state_dir: Path = DEVNET_DIR,
     price_interval: float = 5.0,
     round_seconds: float = 10.0,
+    keeper_port: Annotated[int, typer.Option(help="the keeper's /health and /metrics port")] = 9600,
+    keeper: Annotated[bool, typer.Option(help="start a keeper (dev key, config in the state dir)")] = True,
 ) -> None:
-    """Start Anvil, deploy, start the price service and the engine; print how to reach each."""
+    """Start Anvil, deploy, start the price service, the engine and a keeper; print how to reach each."""
     from offchain.chain.anvil import DEFAULT_KEYS, spawn_anvil_detached
     from offchain.chain.client import Deployment, connect
     from offchain.chain.deploy import abi_folder, write_deployment, write_deployment_abis
@@ -228,6 +277,7 @@ def devnet_up(
         dep_path = state_dir / "deployment.json"
         if not dep_path.exists() or w3.eth.get_code(json.loads(dep_path.read_text())["contracts"]["Vault"]) == b"":
             dev = bootstrap(w3, DEFAULT_KEYS[0], rpc_url=url)
+            _fund_keeper(dev.protocol, DEFAULT_KEYS[0])
             write_deployment(dev.protocol, dep_path)
         DEPLOYMENT.parent.mkdir(parents=True, exist_ok=True)
         DEPLOYMENT.write_text(dep_path.read_text())
@@ -239,6 +289,9 @@ def devnet_up(
         procs["engine"] = _spawn([*me, "engine", *common, "--port", str(engine_port), "--round-seconds",
                                   str(round_seconds), "--state-dir", str(state_dir / "engine")],
                                  state_dir / "engine.log")  # fmt: skip
+        if keeper:
+            cfg = _keeper_config(state_dir, dep_path, url, engine_port, keeper_port)
+            procs["keeper"] = _spawn([*me, "keeper", "--config", str(cfg)], state_dir / "keeper.log")
     except BaseException:
         _stop(procs)
         raise
@@ -248,6 +301,9 @@ def devnet_up(
     console.print(f"  contracts {DEPLOYMENT}  (also {dep_path}; plain ABIs in {abi_folder(DEPLOYMENT)})")
     console.print(f"  engine    http://127.0.0.1:{engine_port}  (/health, /attest/trade, /liquidatable, /metrics)")
     console.print(f"  prices    posting every {price_interval:g}s (log {state_dir / 'prices.log'})")
+    if keeper:
+        console.print(f"  keeper    http://127.0.0.1:{keeper_port}  (/health, /metrics; config "
+                      f"{state_dir / 'keeper.toml'}, log {state_dir / 'keeper.log'})")  # fmt: skip
     console.print("  tools     `pmsim faucet 0xADDRESS` (test tokens), `pmsim signers`, `pmsim decode-error 0x…`")
     console.print("  stop with `pmsim devnet down`")
 
@@ -279,7 +335,7 @@ def _log_banner(log_path: Path) -> None:
 
 
 def _stop(procs: dict[str, int]) -> None:
-    for name in ("engine", "prices", "anvil"):
+    for name in ("keeper", "engine", "prices", "anvil"):
         pid = procs.get(name)
         if pid is None:
             continue

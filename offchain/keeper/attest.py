@@ -25,7 +25,7 @@ class AttestationRefused(PmsimError):
 
 @dataclass(frozen=True)
 class BidAttestation:
-    """A signed attestation of the bidder, as ``bid`` takes it (``MarginProof``)."""
+    """A signed attestation (of a bidder, or of a side of a hedge trade), as the contracts take it (``MarginProof``)."""
 
     attestation: Attestation
     signatures: bytes
@@ -42,6 +42,11 @@ class Attestor(Protocol):
         price of at most ``worst_price`` (quote units; negative: paid at least)."""
         ...
 
+    def attest_trade(self, account: str, instrument: int, size_delta: int, price: int, role: str) -> BidAttestation:
+        """An attestation of ``account`` after a fill of ``size_delta`` (1e18, + buys) at ``price``
+        (1e18) as ``role`` (``"maker"`` or ``"taker"``): what ``Exchange.trade`` needs for a hedge."""
+        ...
+
 
 class HttpAttestor:
     """``POST {engine}/attest/bid`` with ``{"bidder", "account", "fraction", "worst_price"}`` in the
@@ -50,13 +55,22 @@ class HttpAttestor:
     ``{"attestation": {...}, "signatures": "0x..", "block": n}``."""
 
     def __init__(self, engine_url: str, timeout: float = 10.0) -> None:
-        self.url = engine_url.rstrip("/") + "/attest/bid"
+        self.base = engine_url.rstrip("/")
+        self.url = self.base + "/attest/bid"
         self.timeout = timeout
 
     def attest_bid(self, bidder: str, account: str, fraction: int, worst_price: int) -> BidAttestation:
-        body = json.dumps({"bidder": bidder, "account": account, "fraction": _decimal(fraction, 18),
-                           "worst_price": _decimal(worst_price, 6)}).encode()  # fmt: skip
-        req = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+        return self._post("/attest/bid", {"bidder": bidder, "account": account, "fraction": _decimal(fraction, 18),
+                                          "worst_price": _decimal(worst_price, 6)})  # fmt: skip
+
+    def attest_trade(self, account: str, instrument: int, size_delta: int, price: int, role: str) -> BidAttestation:
+        return self._post("/attest/trade", {"account": account, "instrument": instrument,
+                                            "size": _decimal(size_delta, 18), "price": _decimal(price, 18),
+                                            "role": role})  # fmt: skip
+
+    def _post(self, route: str, payload: dict[str, Any]) -> BidAttestation:
+        body = json.dumps(payload).encode()
+        req = urllib.request.Request(self.base + route, data=body, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 payload = json.loads(resp.read())
@@ -67,7 +81,7 @@ class HttpAttestor:
                 err = {}
             raise AttestationRefused(exc.code, str(err.get("error", exc.reason)), err.get("field")) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise ChainError(f"engine at {self.url} unreachable: {exc}") from None
+            raise ChainError(f"engine at {self.base} unreachable: {exc}") from None
         return parse_signed(payload)
 
 
@@ -76,12 +90,38 @@ def _decimal(units: int, decimals: int) -> str:
     return format(Decimal(units).scaleb(-decimals).normalize(), "f")
 
 
+class EngineAttestor:
+    """An engine in the same process (the demo and the crash replay run one): the same requests as
+    :class:`HttpAttestor`, refusals mapped the same way (422 under-margined, 400 otherwise)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine  # offchain.engine.service.Engine (not imported: the keeper needs no engine)
+
+    def attest_bid(self, bidder: str, account: str, fraction: int, worst_price: int) -> BidAttestation:
+        return self._call(lambda: self.engine.attest_bid(bidder, account, fraction, worst_price))
+
+    def attest_trade(self, account: str, instrument: int, size_delta: int, price: int, role: str) -> BidAttestation:
+        return self._call(lambda: self.engine.attest_trade(account, instrument, size_delta, price, role))
+
+    @staticmethod
+    def _call(thunk: Any) -> BidAttestation:
+        try:
+            signed = thunk()
+        except InputError as exc:
+            status = 422 if hasattr(exc, "required") else 400
+            raise AttestationRefused(status, str(exc), exc.field) from None
+        return BidAttestation(signed.attestation, signed.signatures)
+
+
 class NoAttestor:
     """No engine configured (a keeper reading rounds from a directory): it starts auctions but every
     bid is refused here, and logged, rather than sent without the attestation the contract needs."""
 
     def attest_bid(self, bidder: str, account: str, fraction: int, worst_price: int) -> BidAttestation:
         raise AttestationRefused(0, "no engine_url configured: cannot obtain a bid attestation", "engine_url")
+
+    def attest_trade(self, account: str, instrument: int, size_delta: int, price: int, role: str) -> BidAttestation:
+        raise AttestationRefused(0, "no engine_url configured: cannot obtain a trade attestation", "engine_url")
 
 
 _BYTES = {"action_hash", "params_hash"}

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 from eth_utils import to_checksum_address
@@ -27,7 +27,7 @@ from offchain.chain.actions import bid_action
 from offchain.chain.client import Protocol
 from offchain.chain.merkle import verify
 from offchain.chain.params import LiquidationParams
-from offchain.errors import ChainError, ContractRevertError, InputError, PmsimError
+from offchain.errors import ChainError, ConfigError, ContractRevertError, InputError, PmsimError
 from offchain.keeper import strategy
 from offchain.keeper.attest import AttestationRefused, Attestor
 from offchain.keeper.candidates import Candidate, Round, RoundSource, breached, load_round, prioritise
@@ -35,11 +35,17 @@ from offchain.keeper.config import KeeperConfig
 from offchain.keeper.metrics import KeeperMetrics
 from offchain.keeper.tx import Outcome, Pending, TxManager
 
+if TYPE_CHECKING:  # the optional strategies pull in the risk engine: imported only when enabled
+    from offchain.keeper.hedge import Counterparty, Hedger
+    from offchain.keeper.recompute import Recomputer
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 TRANSPORT = (OSError, TimeoutError, requests.RequestException)  # RequestException is an OSError; explicit
 LOST_RACE = frozenset({"Liquidator_VersionChanged", "Liquidator_NoAuction", "Liquidator_StaleSnapshot"})
 ZERO_ROOT = b"\x00" * 32
+# the keeper's own state moved under its attestation (a transaction of its own landed meanwhile): ask again
+TRANSIENT = frozenset({"RiskOracle_StaleNonce"})
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,8 @@ class Record:
     refused: dict[tuple[str, int], str] = field(default_factory=dict)  # (account, version) -> why not bid
     dry_run: list[dict[str, Any]] = field(default_factory=list)
     plans: dict[str, strategy.BidPlan | None] = field(default_factory=dict)
+    bids: list[dict[str, Any]] = field(default_factory=list)  # every mined bid: price, profit, breach -> bid
+    hedges: list[dict[str, Any]] = field(default_factory=list)  # every hedge trade mined
 
 
 class Keeper:
@@ -82,16 +90,37 @@ class Keeper:
         Signs the keeper's margin after a bid (the engine's ``/attest/bid`` in production).
     clock : callable
         Wall clock for transaction replacement (tests pass a controllable one).
+    counterparty : Counterparty or None
+        The other side of hedge trades (``[hedge] enabled``); default: ``hedge.counterparty_url``.
+    source : RoundSource or None
+        Where published rounds come from (default: ``engine_url`` / ``rounds_dir``).
     """
 
     def __init__(self, protocol: Protocol, key: str, config: KeeperConfig, attestor: Attestor,
-                 metrics: KeeperMetrics | None = None, clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 metrics: KeeperMetrics | None = None, clock: Callable[[], float] = time.time,
+                 counterparty: Counterparty | None = None, source: RoundSource | None = None) -> None:  # fmt: skip
         self.p, self.w3, self.cfg, self.attestor = protocol, protocol.w3, config, attestor
         self.metrics = metrics or KeeperMetrics()
         _retry_transport(self.w3.provider)
         self.tx = TxManager(protocol, key, config.fees, config.state_file, self.metrics, clock)
         self.address = self.tx.sender
-        self.source = RoundSource(config.engine_url, config.rounds_dir)
+        self.source = source or RoundSource(config.engine_url, config.rounds_dir)
+        self.recomputer: Recomputer | None = None
+        if config.recompute.enabled:
+            from offchain.keeper.recompute import Recomputer
+
+            self.recomputer = Recomputer(protocol, config.recompute, self.metrics)
+        self.hedger: Hedger | None = None
+        if config.hedge.enabled:
+            from offchain.keeper.hedge import Hedger, HttpCounterparty
+
+            if counterparty is None:
+                if not config.hedge.counterparty_url:
+                    raise ConfigError("hedge.counterparty_url", "hedging is enabled: name a counterparty")
+                counterparty = HttpCounterparty(config.hedge.counterparty_url)
+            self.hedger = Hedger(protocol, key, config.hedge, attestor, counterparty)
+        self._hedge_due = False
+        self.breach_blocks: dict[str, int] = {}
         self.liq = protocol.liquidator
         self.round: Round | None = None
         self.candidates: list[Candidate] = []
@@ -142,10 +171,13 @@ class Keeper:
             self._settled(outcome)
         self._params = _auction_params(self.p)
         self.refresh_round()
+        self._recompute_head()
         self._scan_auctions()
         if self.cfg.start_auctions:
             self._start_auctions()
         self._bid_auctions()
+        if self.hedger is not None and self._hedge_due:
+            self._hedge()
         self.metrics.queue_depth.set(len(self.candidates) + len(self.watch))
         self.last_step = time.time()
 
@@ -169,10 +201,25 @@ class Keeper:
         self.candidates = self.prioritise(self.round)
         self.metrics.candidates.set(len(self.candidates))
         self.metrics.detect_seconds.observe(time.perf_counter() - t0)
+        for c in self.candidates:
+            self.breach_blocks.setdefault(c.account.lower(), self.round.block or self.last_block)
         log.info("root loaded", extra={"fields": {
             "round": number, "leaves": len(self.round.tree.leaves), "candidates": len(self.candidates),
             "ms": round((time.perf_counter() - t0) * 1000, 1)}})
+        if self.recomputer is not None:
+            try:
+                self.recomputer.check_round(number, self.round.block, self.round.tree.leaves)
+            except (PmsimError, OSError) as exc:  # the cross-check informs; it never stops the keeper acting
+                log.warning("recompute failed", extra={"fields": {"round": number, "error": str(exc)[:300]}})
         return True
+
+    def _recompute_head(self) -> None:
+        if self.recomputer is None:
+            return
+        try:
+            self.recomputer.check_head(self.round.tree.leaves if self.round else [])
+        except (PmsimError, OSError) as exc:
+            log.warning("recompute at the head failed", extra={"fields": {"error": str(exc)[:300]}})
 
     def prioritise(self, rnd: Round) -> list[Candidate]:
         """The round's breached leaves, re-checked with each account's on-chain credit and nonce."""
@@ -198,6 +245,7 @@ class Keeper:
             account = str(ev["args"]["account"])
             self.watch.add(account)
             self.breach_times.setdefault(account.lower(), int(self.w3.eth.get_block(ev["blockNumber"])["timestamp"]))
+            self.breach_blocks.setdefault(account.lower(), int(ev["blockNumber"]))
         self._log_from = self.last_block + 1
 
     # ------------------------------------------------------------------ starting auctions
@@ -256,22 +304,30 @@ class Keeper:
     def plan(self, view: AuctionView) -> strategy.BidPlan | None:
         """The earliest profitable bid on this auction from now (None: never, at these settings)."""
         assert self._params is not None
-        return strategy.earliest_profitable(view.state, self.now, self._params, self.gas_quote(), self.cfg.profit,
+        at = self.now + self.cfg.profit.landing_s
+        return strategy.earliest_profitable(view.state, at, self._params, self.gas_quote(), self.cfg.profit,
                                             self.cfg.unwind)  # fmt: skip
 
     def _bid_auctions(self) -> None:
+        # A bid moves positions into the keeper's account and so bumps its risk nonce: an attestation for a
+        # second bid, taken while the first is in flight, would be stale when it lands. One at a time.
+        own_in_flight = any(p.kind in ("bid", "hedge") for p in self.tx.pending.values())
         for view in self.auctions():
             if not view.active:
                 if not self.tx.busy(view.account):
                     self.watch.discard(view.account)
+                    key = view.account.lower()  # a later breach of this account is timed afresh
+                    self.breach_times.pop(key, None)
+                    self.breach_blocks.pop(key, None)
+                    self.bid_once.discard(key)
                 continue
             if self.tx.busy(view.account) or (view.account.lower(), view.version) in self.record.refused:
                 continue
             plan = self.plan(view)
             self.record.plans[view.account] = plan
-            if plan is None or plan.at > self.now:
+            if plan is None or plan.at > self.now + self.cfg.profit.landing_s or own_in_flight:
                 continue
-            self._bid(view, plan)
+            own_in_flight = self._bid(view, plan) is not None
 
     def _bid(self, view: AuctionView, plan: strategy.BidPlan) -> Pending | None:
         key = (view.account.lower(), view.version)
@@ -288,23 +344,63 @@ class Keeper:
             log.info("attestation for another auction version; re-planning", extra={"fields": fields})
             return None
         data = self.liq.encode_abi("bid", args=[view.account, plan.fraction, plan.price, view.version, att.proof()])
-        try:
-            self.tx.call(self.liq.address, data)
+        try:  # priced for the landing block: checked against the pending block when that is later
+            self.tx.call(self.liq.address, data, "pending" if self.cfg.profit.landing_s else "latest")
         except ContractRevertError as exc:
             if exc.error_name in LOST_RACE:
                 self._lost(view.account, exc.error_name)
+            elif exc.error_name in TRANSIENT:
+                log.info("bid not valid yet; re-planning next step", extra={"fields": {**fields,
+                                                                                       "error": exc.error_name}})
             else:
                 self.record.refused[key] = exc.error_name
                 log.warning("bid would revert", extra={"fields": {**fields, "error": exc.error_name}})
             return None
         if self._dry("bid", view.account, fields):
             return None
-        gas = self._gas(data)
+        gas = self._gas(data, block="pending" if self.cfg.profit.landing_s else "latest")
         meta = {"version": view.version, "at": plan.at, "fraction": plan.fraction, "worst_price": plan.price,
                 "worth": plan.worth, "unwind": plan.unwind, "expected_profit": plan.profit}  # fmt: skip
         pending = self.tx.send("bid", view.account, self.liq.address, data, gas, meta)
         self.metrics.bids_sent.inc()
         return pending
+
+    # ------------------------------------------------------------------ hedging
+    def _hedge(self) -> None:
+        """Bring the keeper's delta per underlying within a lot of zero with perp trades (see
+        :mod:`offchain.keeper.hedge`); one trade at a time, re-measured after each mined bid or hedge."""
+        from offchain.keeper.hedge import HedgeBelowIM
+
+        assert self.hedger is not None
+        if any(p.kind in ("bid", "hedge") for p in self.tx.pending.values()):
+            return  # measure once what is in flight has landed
+        self._hedge_due = False
+        for order in self.hedger.plan():
+            try:
+                trade = self.hedger.prepare(order, self.now)
+            except HedgeBelowIM:
+                self.metrics.hedges_refused.labels("below_im").inc()
+                continue
+            if trade is None:
+                self.metrics.hedges_refused.labels("no_quote").inc()
+                continue
+            fields = {"instrument": order.instrument, "buy": order.keeper_buys, "size": order.size,
+                      "price": trade.price, "delta_before": order.delta_before}  # fmt: skip
+            exchange = self.p.exchange.address
+            try:
+                self.tx.call(exchange, trade.data)
+            except ContractRevertError as exc:
+                self.metrics.hedges_refused.labels(exc.error_name).inc()
+                log.warning("hedge would revert", extra={"fields": {**fields, "error": exc.error_name}})
+                continue
+            if self._dry("hedge", self.address, fields):
+                continue
+            self.tx.send("hedge", f"hedge:{order.instrument}", exchange, trade.data, self._gas(trade.data, exchange),
+                         fields)  # fmt: skip
+            self.metrics.hedges_sent.inc()
+            break  # a trade bumps the keeper's risk nonce: the next hedge is attested once this one landed
+        for u, d in self.hedger.deltas().items():
+            self.metrics.delta.labels(self.p.deployment.underlyings[u]).set(d)
 
     # ------------------------------------------------------------------ outcomes
     def _settled(self, o: Outcome) -> None:
@@ -316,6 +412,11 @@ class Keeper:
             self.metrics.auctions_started.inc()
         elif o.status == "mined" and p.kind == "bid":
             self._bid_mined(o)
+        elif o.status == "mined" and p.kind == "hedge":
+            self.metrics.hedges_mined.inc()
+            self.record.hedges.append({**p.meta, "block": int(o.receipt["blockNumber"]) if o.receipt else None,
+                                       "tx": o.tx_hash})  # fmt: skip
+            self._hedge_due = True  # re-measure: done once the delta is within a lot
         elif o.status in ("reverted", "cancelled") and o.error is not None and o.error.error_name in LOST_RACE:
             self._lost(p.account, o.error.error_name)
         elif o.status == "reverted" and was == "bid":
@@ -337,10 +438,22 @@ class Keeper:
             if profit > 0:
                 self.metrics.profit.inc(profit)
             account = str(args["account"]).lower()
-            if account not in self.bid_once and account in self.breach_times:
-                mined_at = int(self.w3.eth.get_block(o.receipt["blockNumber"])["timestamp"])
+            block = int(o.receipt["blockNumber"])
+            mined_at = int(self.w3.eth.get_block(block)["timestamp"])
+            first = account not in self.bid_once
+            if first and account in self.breach_times:
                 self.metrics.breach_to_bid.observe(max(0, mined_at - self.breach_times[account]))
                 self.bid_once.add(account)
+            breach_t, breach_b = self.breach_times.get(account), self.breach_blocks.get(account)
+            self.record.bids.append({
+                "account": str(args["account"]), "block": block, "chain_time": mined_at, "tx": o.tx_hash,
+                "fraction": int(args["fractionWad"]), "price": int(args["price"]), "fee": int(args["fee"]),
+                "worth": int(o.pending.meta["worth"]), "unwind": int(o.pending.meta["unwind"]), "gas": gas_quote,
+                "profit": profit, "first": first, "breach_time": breach_t, "breach_block": breach_b,
+                "breach_to_bid_s": None if breach_t is None else mined_at - breach_t,
+                "breach_to_bid_blocks": None if breach_b is None else block - breach_b,
+            })  # fmt: skip
+            self._hedge_due = True
             log.info("bid mined", extra={"fields": {"account": args["account"], "price": int(args["price"]),
                                                     "fee": int(args["fee"]), "profit": profit}})  # fmt: skip
 
@@ -356,9 +469,9 @@ class Keeper:
                 batch.add(c)
             return list(batch.execute())
 
-    def _gas(self, data: str) -> int:
-        tx: Any = {"from": self.address, "to": self.liq.address, "data": data}
-        estimate = int(self.p._decoded(lambda: self.w3.eth.estimate_gas(tx)))
+    def _gas(self, data: str, to: str | None = None, block: str = "latest") -> int:
+        tx: Any = {"from": self.address, "to": to or self.liq.address, "data": data}
+        estimate = int(self.p._decoded(lambda: self.w3.eth.estimate_gas(tx, block)))  # type: ignore[arg-type]
         return int(estimate * self.cfg.fees.gas_margin) + 10_000
 
     def _dry(self, kind: str, account: str, fields: dict[str, Any]) -> bool:
@@ -376,7 +489,15 @@ class Keeper:
                 "round": self.round.number if self.round else 0, "candidates": len(self.candidates),
                 "auctions": len(self.watch), "pending": sorted(self.tx.pending), "races_lost": len(self.record.lost),
                 "last_error": self.last_error, "seconds_since_step": round(time.time() - self.last_step, 3)
-                if self.last_step else None}  # fmt: skip
+                if self.last_step else None, "recompute": self._recompute_health()}  # fmt: skip
+
+    def _recompute_health(self) -> dict[str, Any] | None:
+        if self.recomputer is None:
+            return None
+        r = self.recomputer.report
+        return {"round": r.round, "round_block": r.round_block, "checked": r.checked, "skipped": r.skipped,
+                "disagreeing": sorted({d.account for d in r.disagreements}), "missing": r.missing,
+                "unproven_breaches": [u.account for u in r.unproven], "head_block": r.head_block}  # fmt: skip
 
 
 def _retry_transport(provider: Any) -> None:

@@ -39,6 +39,7 @@ class Round:
     root: bytes
     issued_at: int
     tree: StatusTree
+    block: int | None = None  # the block the engine computed it at (``"block"`` of the document)
 
 
 @dataclass(order=True)
@@ -103,7 +104,8 @@ def load_round(doc: dict[str, Any], onchain_root: bytes, number: int) -> Round:
     if tree.root != onchain_root:
         raise RootMismatch(f"round {number}: published root 0x{tree.root.hex()} != on-chain 0x{onchain_root.hex()}")
     issued = int(doc.get("root", {}).get("issuedAt", 0))
-    return Round(number, onchain_root, issued, tree)
+    block = doc.get("block")
+    return Round(number, onchain_root, issued, tree, int(block) if isinstance(block, int) else None)
 
 
 def breached(tree: StatusTree) -> list[StatusLeaf]:

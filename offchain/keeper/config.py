@@ -75,6 +75,10 @@ class ProfitConfig:
         Gas a bid is assumed to use when valuing it (the real limit comes from an estimate).
     max_fraction : float
         Largest share of a portfolio taken in one bid (besides the contract's ``maxFraction``).
+    landing_s : int
+        Seconds from the latest block to the block a bid sent now lands in (the chain's block time):
+        bids are priced for that second, so that a bid of the largest fraction lands as one and ends
+        the auction instead of leaving a remainder (0: priced at the latest block's time).
     """
 
     min_profit_ratio: float = 0.01
@@ -82,6 +86,7 @@ class ProfitConfig:
     eth_usd: float | None = None
     bid_gas: int = 900_000
     max_fraction: float = 1.0
+    landing_s: int = 0
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,66 @@ class UnwindConfig:
 
 
 @dataclass(frozen=True)
+class RecomputeConfig:
+    """Settings of the independent recompute.
+
+    Attributes
+    ----------
+    enabled : bool
+        Off by default: it costs an indexer and a margin computation per root and per block.
+    risk_config : Path or None
+        The risk engine's configuration (default ``config/risk.toml``); its canonical hash should be the
+        deployment's ``engineConfigHash`` (a mismatch is logged: every leaf would then disagree).
+    tolerance_usd : float
+        Absolute tolerance per figure, USD.
+    tolerance_ratio : float
+        Relative tolerance per figure, of the larger of the two values and the leaf's MM.
+    at_head : bool
+        Also recompute at every new block and report breaches the latest root does not show.
+
+    Notes
+    -----
+    A figure disagrees when :math:`|x_{pub} - x_{own}| > \\max(t_{abs}, t_{rel} \\max(|x_{pub}|, |x_{own}|, MM))`;
+    the risk nonce and the credit checkpoint must match exactly.
+    """
+
+    enabled: bool = False
+    risk_config: Path | None = None
+    tolerance_usd: float = 0.01
+    tolerance_ratio: float = 1e-9
+    at_head: bool = True
+
+
+@dataclass(frozen=True)
+class HedgeConfig:
+    """Hedging what a bid acquired (see :mod:`offchain.keeper.hedge`).
+
+    Attributes
+    ----------
+    enabled : bool
+        Off by default.
+    counterparty_url : str or None
+        ``POST {url}/quote`` answers signed orders on the other side (``pmsim keeper`` needs it when
+        enabled; in-process runs pass their own counterparty).
+    max_slippage_bps : float
+        The keeper's limit price: the perp's mark ± this.
+    min_delta : float
+        Units of an underlying below which its delta is left alone (at least one lot is traded).
+    order_ttl_s : int
+        Seconds an order stays valid (its ``deadline``).
+    risk_config : Path or None
+        The risk configuration whose pricing measures the delta (default ``config/risk.toml``).
+    """
+
+    enabled: bool = False
+    counterparty_url: str | None = None
+    max_slippage_bps: float = 50.0
+    min_delta: float = 0.001
+    order_ttl_s: int = 600
+    risk_config: Path | None = None
+
+
+@dataclass(frozen=True)
 class KeeperConfig:
     """Everything ``pmsim keeper`` reads (see ``config/keeper.toml`` for a commented example)."""
 
@@ -125,6 +190,8 @@ class KeeperConfig:
     fees: FeeConfig = field(default_factory=FeeConfig)
     profit: ProfitConfig = field(default_factory=ProfitConfig)
     unwind: UnwindConfig = field(default_factory=UnwindConfig)
+    recompute: RecomputeConfig = field(default_factory=RecomputeConfig)
+    hedge: HedgeConfig = field(default_factory=HedgeConfig)
 
     def validate(self) -> KeeperConfig:
         """Check every value; raises :class:`ConfigError` naming the field at fault."""
@@ -142,11 +209,20 @@ class KeeperConfig:
         if p.eth_usd is not None:
             _positive("profit.eth_usd", p.eth_usd)
         _positive("profit.bid_gas", p.bid_gas)
+        _non_negative("profit.landing_s", p.landing_s)
         if not 0 < p.max_fraction <= 1:
             raise ConfigError("profit.max_fraction", f"must be in (0, 1], got {p.max_fraction}")
         for name in ("base_bps", "impact_bps", "fixed_usd"):
             _non_negative(f"unwind.{name}", getattr(u, name))
         _positive("unwind.depth_usd", u.depth_usd)
+        r, hd = self.recompute, self.hedge
+        _non_negative("recompute.tolerance_usd", r.tolerance_usd)
+        _non_negative("recompute.tolerance_ratio", r.tolerance_ratio)
+        _non_negative("hedge.max_slippage_bps", hd.max_slippage_bps)
+        if hd.max_slippage_bps >= 10_000:
+            raise ConfigError("hedge.max_slippage_bps", f"must be below 10000, got {hd.max_slippage_bps}")
+        _positive("hedge.min_delta", hd.min_delta)
+        _positive("hedge.order_ttl_s", hd.order_ttl_s)
         _positive("poll_interval_s", self.poll_interval_s)
         if self.engine_url is None and self.rounds_dir is None:
             raise ConfigError("engine_url", "set engine_url or rounds_dir: the keeper needs the published leaves")
@@ -174,12 +250,15 @@ class KeeperConfig:
         return text
 
 
-_SECTIONS = {"fees": FeeConfig, "profit": ProfitConfig, "unwind": UnwindConfig}
-_PATHS = {"deployment", "rounds_dir", "key_file", "state_file"}
+_SECTIONS = {"fees": FeeConfig, "profit": ProfitConfig, "unwind": UnwindConfig, "recompute": RecomputeConfig,
+             "hedge": HedgeConfig}  # fmt: skip
+_PATHS = {"deployment", "rounds_dir", "key_file", "state_file", "risk_config"}
+_OPTIONAL = {"eth_usd", "risk_config", "counterparty_url"}
 
 
 def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> KeeperConfig:
-    """Read ``path`` (TOML; sections ``[keeper]``, ``[fees]``, ``[profit]``, ``[unwind]``), apply
+    """Read ``path`` (TOML; sections ``[keeper]``, ``[fees]``, ``[profit]``, ``[unwind]``, ``[recompute]``,
+    ``[hedge]``), apply
     ``overrides`` (dotted names such as ``"fees.max_fee_gwei"``; None values are ignored) and validate.
 
     Raises
@@ -198,7 +277,7 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> K
     flat: dict[str, Any] = {}
     for section, body in raw.items():
         if not isinstance(body, dict) or section not in ("keeper", *_SECTIONS):
-            raise ConfigError(section, "unknown section (expected keeper, fees, profit, unwind)")
+            raise ConfigError(section, "unknown section (expected keeper, fees, profit, unwind, recompute, hedge)")
         for k, v in body.items():
             flat[k if section == "keeper" else f"{section}.{k}"] = v
     flat.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -229,7 +308,7 @@ def _build(flat: dict[str, Any]) -> KeeperConfig:
         for key, v in values.items():
             if key not in names:
                 raise ConfigError(f"{section}.{key}", "unknown setting")
-            values[key] = _coerce(f"{section}.{key}", v, getattr(base, key), optional=key == "eth_usd")
+            values[key] = _coerce(f"{section}.{key}", v, getattr(base, key), optional=key in _OPTIONAL)
         top[section] = replace(base, **values)
     return replace(cfg, **top)
 

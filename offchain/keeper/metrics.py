@@ -40,6 +40,22 @@ class KeeperMetrics:
         self.last_block = Gauge("keeper_last_block", "last block seen", registry=r)
         self.rpc_errors = Counter("keeper_rpc_errors", "RPC and engine failures (retried next step)", registry=r)
         self.pending = Gauge("keeper_pending_tx", "transactions sent and not mined", registry=r)
+        self.recompute_disagreeing = Gauge("keeper_recompute_disagreeing",
+                                           "leaves of the latest round that differ from the keeper's own recompute",
+                                           registry=r)  # fmt: skip
+        self.recompute_disagreements = Counter("keeper_recompute_disagreements",
+                                               "disagreeing leaves over all rounds cross-checked",
+                                               registry=r)  # fmt: skip
+        self.unproven_breaches = Gauge("keeper_unproven_breaches",
+                                       "accounts below MM by the keeper's own recompute at the head, not breached "
+                                       "in the latest root (no proof to start on)", registry=r)  # fmt: skip
+        self.recompute_seconds = Histogram("keeper_recompute_seconds", "a round's cross-check (index + compute)",
+                                           buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30), registry=r)  # fmt: skip
+        self.hedges_sent = Counter("keeper_hedges_sent", "hedge trades sent (first sends)", registry=r)
+        self.hedges_mined = Counter("keeper_hedges_mined", "hedge trades mined successfully", registry=r)
+        self.hedges_refused = Counter("keeper_hedges_refused", "hedges not sent", ["reason"], registry=r)
+        self.delta = Gauge("keeper_delta", "the keeper's delta per underlying after hedging, units", ["underlying"],
+                           registry=r)  # fmt: skip
         self.detect_seconds = Histogram("keeper_detect_seconds", "root seen -> verified, prioritised candidates",
                                         buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2), registry=r)  # fmt: skip
 

@@ -1,10 +1,13 @@
 """The devnet run end to end: deploy, fund, trade under engine attestations, crash, liquidate, report.
 
 The engine posts a status root after every hourly price step (as a live engine would, well inside the
-protocol's one-hour emergency delay). During the replay of the 2020-03-12 crash a plain built-in
-bidder (:class:`offchain.sim.bidder.PlainBidder`, a funded devnet account) starts an auction for every
-account the engine lists as liquidatable and bids on it at once; the report shows each liquidation,
-the insurance fund's balance over time, bad debt and socialised loss.
+protocol's one-hour emergency delay). During the replay of the 2020-03-12 crash the liquidation keeper
+(:class:`offchain.keeper.bot.Keeper`, the code ``pmsim keeper`` runs, in this process, with the funded
+devnet account ``erin``) reads each published round, verifies it against the on-chain root, starts an
+auction for every account below maintenance margin and bids when its profit rule says so; when its
+plan is a later second within the hour, the chain is moved to that second. The report shows each
+liquidation with the keeper's profit and the time from the breach (the root that showed it) to the
+bid, in chain seconds and blocks, the insurance fund's balance over time, bad debt and socialised loss.
 
 Deterministic: a fixed genesis time, one second per block (``anvil_setBlockTimestampInterval``),
 warps to each price step, and a seeded market before the crash; the same seed gives the same
@@ -24,6 +27,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_typing import HexStr
+from hexbytes import HexBytes
 from web3.logs import DISCARD
 
 from offchain import rules
@@ -36,15 +40,18 @@ from offchain.engine.service import Engine, build_engine
 from offchain.engine.signer import LocalSigner
 from offchain.feeds.service import PriceService
 from offchain.feeds.sources import PriceStep, scaled_steps
+from offchain.keeper.attest import EngineAttestor
+from offchain.keeper.bot import Keeper
+from offchain.keeper.config import FeeConfig, KeeperConfig, ProfitConfig
+from offchain.keeper.receipts import BidOutcome
 from offchain.protocol import WAD
 from offchain.risk.fixed_point import from_price_e18
-from offchain.sim.bidder import BidOutcome, PlainBidder
 
 GENESIS = 1_767_225_600  # 2026-01-01T00:00:00Z
 USDC = 10**6
 U = SIZE_SCALE
 ROLES = {"alice": "option writer", "bob": "option buyer", "carol": "leveraged perp long", "dave": "market maker",
-         "erin": "liquidator (plain built-in bidder)"}  # fmt: skip
+         "erin": "liquidator (pmsim keeper)"}  # fmt: skip
 FUNDING = {"alice": 150_000, "bob": 60_000, "carol": 40_000, "dave": 400_000, "erin": 1_000_000}
 CRASH_START, CRASH_HOURS = 7 * 24, 36  # 2020-03-12 00:00 UTC, through 2020-03-13 12:00 UTC
 DRIFT_HOURS = 6
@@ -87,12 +94,14 @@ class DemoRun:
 class Demo:
     """Drives one run; see :func:`run_demo`."""
 
-    def __init__(self, dev: Devnet, engine: Engine, seed: int, progress: Progress | None = None) -> None:
+    def __init__(self, dev: Devnet, engine: Engine, seed: int, progress: Progress | None = None,
+                 workdir: Path | None = None) -> None:  # fmt: skip
         self.dev, self.engine, self.seed = dev, engine, seed
         self.p: Protocol = dev.protocol
         self.actors = {n: Actor(n, DEFAULT_KEYS[i + 1]) for i, n in enumerate(ROLES)}
         self.prices = PriceService(self.p, dev.price_signers, dev.deployer)
-        self.bidder = PlainBidder(engine, self.actors["erin"].key)
+        self.keeper = demo_keeper(self.p, self.actors["erin"].key, engine, workdir or engine.state_dir)
+        self._hour_start = 0
         self.run = DemoRun(seed)
         self._nonce = 0
         self._progress = progress or (lambda _label: None)
@@ -157,7 +166,7 @@ class Demo:
 
     def crash(self, every: int = 1) -> None:
         """Replay the March 2020 crash's hourly moves from today's prices: a round after every ``every``
-        hours, then the plain bidder starts and bids on whatever the engine lists as liquidatable."""
+        hours, then the keeper starts and bids on what the posted root shows below MM."""
         steps = list(scaled_steps("replay:2020-03", self._spot(), 0, CRASH_START + CRASH_HOURS))
         window = steps[CRASH_START : CRASH_START + CRASH_HOURS + 1]
         base = window[0]
@@ -165,30 +174,37 @@ class Demo:
                          zip(s.prices, self._spot(), base.prices, strict=True))) for s in window[1:]]  # fmt: skip
         for i, chunk in enumerate(_chunks(rel, every)):
             self.prices.run(_shift(chunk, 0), warp=True)
+            self._hour_start = self.p.now()
             label = f"crash +{(i + 1) * every}h"
             self.round(label)
             self.liquidate(label)
             self._progress(f"2020-03-12 replay, hour {(i + 1) * every} of {CRASH_HOURS}")
 
     def liquidate(self, label: str) -> None:
-        """The plain bidder's turn: start every listed auction, bid on every open one."""
-        for account, receipt in self.bidder.start_all():
-            self._gas("liquidation_start", receipt)
+        """The keeper's turn: steps until it has nothing in flight and nothing due before the next hour
+        (a bid it plans for a later second of this hour is made then: the chain is moved to it)."""
+        k = self.keeper
+        n_out, n_bids = len(k.record.outcomes), len(k.record.bids)
+        keeper_turn(k, self._hour_start + 3600)
+        for o in k.record.outcomes[n_out:]:
+            if o.receipt is None or o.status != "mined":
+                continue
+            self._gas(f"liquidation_{o.pending.kind}", o.receipt)
+            if o.pending.kind != "start":
+                continue
             [ev] = [dict(e["args"]) for e in
-                    self.p.liquidator.events.AuctionStarted().process_receipt(receipt, errors=DISCARD)]  # fmt: skip
+                    self.p.liquidator.events.AuctionStarted().process_receipt(o.receipt, errors=DISCARD)]  # fmt: skip
             self.run.auctions.append({
-                "label": label, "chain_time": _iso(self._block_time(receipt)), "account": self._name(account),
+                "label": label, "chain_time": _iso(self._block_time(o.receipt)),
+                "account": self._name(o.pending.account),
                 "insolvent": bool(ev["insolvent"]), "mtm_equity_usd": ev["mtmEquity"] / USDC,
                 "margin_equity_usd": ev["equity"] / USDC, "mm_usd": ev["maintenanceMargin"] / USDC,
             })  # fmt: skip
-        open_auctions = sorted({c["account"] for c in self.bidder.started})
-        for o in self.bidder.bid_all(open_auctions):
-            self._record_bid(label, o)
-        self.bidder.started = [c for c in self.bidder.started
-                               if self.p.liquidator.functions.auctionOf(c["account"]).call()[0]]  # fmt: skip
+        for b in k.record.bids[n_bids:]:
+            receipt = self.p.w3.eth.get_transaction_receipt(HexStr(b["tx"]))
+            self._record_bid(label, BidOutcome.from_receipt(self.p, receipt), b)
 
-    def _record_bid(self, label: str, o: BidOutcome) -> None:
-        self.run.gas["liquidation_bid"] = self.run.gas.get("liquidation_bid", 0) + o.gas
+    def _record_bid(self, label: str, o: BidOutcome, mined: dict[str, Any]) -> None:
         self.run.liquidations.append({
             "label": label, "chain_time": _iso(int(self.p.w3.eth.get_block(o.block)["timestamp"])),
             "account": self._name(o.account), "bidder": self._name(o.bidder),
@@ -196,6 +212,9 @@ class Demo:
             "price_usd": o.price / USDC, "discount": round(o.discount / WAD, 6), "discount_wad": str(o.discount),
             "fee_usd": o.fee / USDC, "fund_draw_usd": o.fund_draw / USDC, "socialised_usd": o.socialised / USDC,
             "unrecovered_usd": o.unrecovered / USDC, "ended": o.ended or "",
+            "keeper_profit_usd": mined["profit"] / USDC, "keeper_unwind_usd": mined["unwind"] / USDC,
+            "keeper_gas_usd": mined["gas"] / USDC, "breach_to_bid_s": mined["breach_to_bid_s"],
+            "breach_to_bid_blocks": mined["breach_to_bid_blocks"],
         })  # fmt: skip
         self.run.fund.append({"label": f"{label}, after a bid on {self._name(o.account)}",
                               "chain_time": _iso(int(self.p.w3.eth.get_block(o.block)["timestamp"])),
@@ -256,7 +275,7 @@ class Demo:
         if not self.run.liquidations:
             return "no account fell below its maintenance margin: nothing was liquidated"
         if bad_debt == 0:
-            return ("every auction was solvent: with a status root after every hourly step the bidder caught each "
+            return ("every auction was solvent: with a status root after every hourly step the keeper caught each "
                     "account below its maintenance margin before its mark-to-market equity went negative, so the "
                     "insurance fund paid nothing and no loss was socialised")  # fmt: skip
         spots = [r["spot"][0] for r in self.run.rounds]
@@ -321,7 +340,7 @@ def run_demo(seed: int, workdir: Path | None = None, progress: Progress | None =
         dev = bootstrap(w3, DEFAULT_KEYS[0], rpc_url=node.url)
         signers = [LocalSigner(s._key.to_bytes(), dev.protocol.domain("RiskOracle")) for s in dev.risk_signers]
         engine = build_engine(dev.protocol, signers, DEFAULT_KEYS[0], workdir or Path(tmp))
-        demo = Demo(dev, engine, seed, progress)
+        demo = Demo(dev, engine, seed, progress, Path(tmp))
         demo.fund()
         demo.drift(DRIFT_HOURS)
         demo.trade("alice", "bob", "BTC-C60K", False, 4.0)  # Alice writes calls to Bob
@@ -334,6 +353,44 @@ def run_demo(seed: int, workdir: Path | None = None, progress: Progress | None =
         demo.snapshot("after the crash")
         demo.check_conservation()
         return demo.run
+
+
+def keeper_turn(k: Keeper, until: int, passes: int = 64) -> None:
+    """Step ``k`` on a devnet until it has nothing in flight and no bid due before chain time
+    ``until − 60``. Blocks are mined one per step (automine off meanwhile), so that what the keeper
+    sends in one step lands together in the next block, a second later, as on a chain with one-second
+    blocks; a bid it plans for a later second is made then (the chain is moved to it)."""
+    w3 = k.p.w3
+
+    def rpc(method: str, *params: Any) -> None:
+        w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
+
+    rpc("evm_setAutomine", False)
+    try:
+        for _ in range(passes):  # bounded: each pass sends, settles or moves time forward
+            k.step()
+            if k.tx.pending:
+                rpc("evm_mine")
+                for pending in list(k.tx.pending.values()):
+                    w3.eth.wait_for_transaction_receipt(HexBytes(pending.tx_hash), timeout=120)
+                continue
+            due = [p.at for a, p in k.record.plans.items() if p is not None and a in k.watch and p.at > k.now]
+            if not due or min(due) >= until - 60:
+                break
+            rpc("evm_setNextBlockTimestamp", max(k.now + 1, min(due) - k.cfg.profit.landing_s))
+            rpc("evm_mine")  # sent then, a bid lands at its planned second
+    finally:
+        rpc("evm_setAutomine", True)
+
+
+def demo_keeper(p: Protocol, key: str, engine: Engine, workdir: Path) -> Keeper:
+    """The keeper as ``pmsim keeper`` runs it, reading the engine's published rounds from disk and asking
+    it for bid attestations in this process; a fixed wall clock (an automining chain never leaves a
+    transaction waiting, so nothing is replaced) keeps the run deterministic."""
+    cfg = KeeperConfig(rpc_url=p.deployment.rpc_url, engine_url=None, rounds_dir=engine.state_dir / "rounds",
+                       state_file=workdir / "keeper" / "pending.json", health_port=None,
+                       fees=FeeConfig(replace_after_s=3600.0), profit=ProfitConfig(landing_s=1)).validate()  # fmt: skip
+    return Keeper(p, key, cfg, EngineAttestor(engine), clock=lambda: 0.0)
 
 
 def write_report(run: DemoRun, path: Path) -> Path:

@@ -1,4 +1,4 @@
-"""``pmsim devnet up`` / ``down``: separate processes for Anvil, the price service and the engine."""
+"""``pmsim devnet up`` / ``down``: separate processes for Anvil, the price service, the engine and a keeper."""
 
 from __future__ import annotations
 
@@ -66,10 +66,11 @@ def _pmsim(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_devnet_up_serves_and_down_stops_everything(tmp_path: Path) -> None:
-    chain, engine = _free_port(), _free_port()
+    chain, engine, keeper = _free_port(), _free_port(), _free_port()
     state = tmp_path / "devnet"
     up = _pmsim("devnet", "up", "--port", str(chain), "--engine-port", str(engine), "--state-dir", str(state),
-                "--price-interval", "1", "--round-seconds", "1", cwd=tmp_path)  # fmt: skip
+                "--price-interval", "1", "--round-seconds", "1", "--keeper-port", str(keeper),
+                cwd=tmp_path)  # fmt: skip
     assert up.returncode == 0, up.stderr
     procs = json.loads((state / "processes.json").read_text())
     try:
@@ -83,6 +84,19 @@ def test_devnet_up_serves_and_down_stops_everything(tmp_path: Path) -> None:
         health = _wait(lambda: _health(engine), lambda d: int(d.get("price_round", 0)) >= latest, 120,
                        lambda d: f"engine health {d}; engine.log:\n{_tail(state / 'engine.log')}")  # fmt: skip
         assert health["status"] == "ok"
+        # the keeper: its own process, its config and key file in the state dir, following the chain and
+        # loading the engine's verified rounds; its vault account funded to bid with
+        assert set(procs) == {"anvil", "prices", "engine", "keeper"}
+        assert (state / "keeper.toml").exists() and (state / "keeper.key").stat().st_mode & 0o077 == 0
+        kh = _wait(lambda: _health(keeper), lambda d: d.get("status") == "ok" and int(d.get("round", 0)) >= 1, 300,
+                   lambda d: f"keeper health {d}; keeper.log:\n{_tail(state / 'keeper.log')}")  # fmt: skip
+        assert int(proto.vault.functions.cashOf(kh["address"]).call()) > 0
+        # its independent recompute (on in the devnet config) agrees with the engine's rounds to the unit
+        kh = _wait(lambda: _health(keeper), lambda d: int((d.get("recompute") or {}).get("checked", 0)) > 0, 300,
+                   lambda d: f"keeper health {d}; keeper.log:\n{_tail(state / 'keeper.log')}")  # fmt: skip
+        assert kh["recompute"]["disagreeing"] == [] and kh["recompute"]["skipped"] == ""
+        key = (state / "keeper.key").read_text().strip().removeprefix("0x")
+        assert key not in (state / "keeper.log").read_text()  # the key is never logged
         again = _pmsim("devnet", "up", "--state-dir", str(state), cwd=tmp_path)
         assert again.returncode != 0 and "already up" in (again.stdout + again.stderr)
     finally:

@@ -1,6 +1,6 @@
 """The main job (``pmsim demo``): a devnet run end to end, reproducible from its seed, in which the
-2020-03-12 replay pushes the leveraged long below maintenance margin and the built-in bidder
-liquidates it through the engine."""
+2020-03-12 replay pushes the leveraged long below maintenance margin and the keeper (the real
+``offchain.keeper`` code, in-process) liquidates it with the engine's attestations."""
 
 from __future__ import annotations
 
@@ -52,6 +52,14 @@ def test_the_devnet_run_is_reproducible_liquidates_and_conserves_value() -> None
     solvent = [r for r in bids if r["price_usd"] >= 0]
     assert solvent and all(r["fee_usd"] > 0 or r["price_usd"] < 1 for r in solvent)
     assert all(0.7 < r["discount"] < 0.95 for r in solvent if r["price_usd"] >= 1)  # bid in the fast phase
+    # the keeper's own accounting: profitable after fee, modelled unwind and gas; timed from the breach
+    assert all(r["keeper_profit_usd"] > 0 and r["keeper_gas_usd"] > 0 for r in bids)
+    starts = {a["label"]: a for a in report["auctions"]}
+    for r in bids:
+        assert r["breach_to_bid_blocks"] >= 1 and r["breach_to_bid_s"] >= r["breach_to_bid_blocks"]
+        if r["label"] in starts and r["price_usd"] >= 0:  # solvent: bid at once, within seconds of the root
+            assert r["breach_to_bid_s"] < 60
+    assert all(r["ended"] for r in bids if r["fraction"] == 1.0 or r is bids[-1])
     # the loss waterfall, to the unit
     losses = report["losses"]
     insolvent = [r for r in bids if r["price_usd"] < 0]

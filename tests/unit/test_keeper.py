@@ -35,6 +35,10 @@ def test_example_config_loads_and_flags_override() -> None:
     cfg = load_config(ROOT / "config" / "keeper.toml", over)
     assert cfg.fees.max_fee_gwei == 50.0 and cfg.dry_run and cfg.poll_interval_s == 1.0
     assert cfg.fees.bump == 0.125 and cfg.profit.min_profit_ratio == 0.01 and cfg.profit.gas_multiple == 1.01
+    assert not cfg.recompute.enabled and not cfg.hedge.enabled  # optional strategies are off by default
+    over = {"recompute.enabled": True, "hedge.risk_config": "config/risk.toml"}
+    on = load_config(ROOT / "config" / "keeper.toml", over)
+    assert on.recompute.enabled and on.hedge.risk_config == Path("config/risk.toml")
 
 
 @pytest.mark.parametrize(("text", "field"), [
@@ -46,6 +50,12 @@ def test_example_config_loads_and_flags_override() -> None:
     ("[profit]\nmax_fraction = 1.5\n", "profit.max_fraction"),
     ("[unwind]\ndepth_usd = 0\n", "unwind.depth_usd"),
     ("[gas]\nx = 1\n", "gas"),
+    ("[profit]\nlanding_s = -1\n", "profit.landing_s"),
+    ("[recompute]\ntolerance_usd = -0.5\n", "recompute.tolerance_usd"),
+    ("[recompute]\nenabled = \"yes\"\n", "recompute.enabled"),
+    ("[hedge]\nmax_slippage_bps = 20000\n", "hedge.max_slippage_bps"),
+    ("[hedge]\nmin_delta = 0\n", "hedge.min_delta"),
+    ("[hedge]\nvenue = \"x\"\n", "hedge.venue"),
     ("[keeper\n", "config"),
 ])  # fmt: skip
 def test_bad_config_names_the_field(tmp_path: Path, text: str, field: str) -> None:
@@ -172,3 +182,76 @@ def test_json_log_lines() -> None:
     rec.fields = {"nonce": 4, "kind": "bid"}
     out = json.loads(JsonFormatter().format(rec))
     assert out["msg"] == "sent" and out["nonce"] == 4 and out["logger"] == "offchain.keeper.bot"
+
+
+def test_http_attestor_asks_for_a_hedge_trade_in_engine_units() -> None:
+    att = Attestation("0x" + "11" * 20, 3, b"\x22" * 32, 10**12, 10**12, 0, 0, 0, b"\x33" * 32, 7, 100, 220)
+    fields = {k: ("0x" + v.hex() if isinstance(v, bytes) else v if isinstance(v, str) else str(v))
+              for k, v in att.__dict__.items()}  # fmt: skip
+    eng = _Engine(200, {"attestation": fields, "signatures": "0x" + "ab" * 65, "block": 9})
+    try:
+        got = HttpAttestor(eng.url).attest_trade("0x" + "44" * 20, 1, -1_500 * 10**15, 41_250_500 * 10**15, "taker")
+    finally:
+        eng.server.shutdown()
+    assert eng.bodies == [{"account": "0x" + "44" * 20, "instrument": 1, "size": "-1.5", "price": "41250.5",
+                           "role": "taker"}]  # fmt: skip
+    assert got.attestation == att
+
+
+def test_http_counterparty_quote_is_parsed_by_order_field_names_and_verifies() -> None:
+    """The counterparty's answer names the Order fields; the parsed order's signature recovers its account."""
+    from eth_account import Account
+
+    from offchain.chain.eip712 import Domain, Order, Signer, digest, sign_order
+    from offchain.keeper.hedge import HttpCounterparty
+
+    maker = Account.from_key(KEY).address
+    domain = Domain("pmsim Exchange", "1", 31337, "0x" + "66" * 20)
+    order = Order(account=maker, instrument=1, is_buy=True, size=1_500 * 10**15, limit_price=41_000 * 10**18,
+                  nonce=9, deadline=2_000_000_000)  # fmt: skip
+    sig = sign_order(domain, order, Signer(KEY))
+    answer = {"order": {k: (v if isinstance(v, str | bool) else str(v)) for k, v in order.__dict__.items()},
+              "signature": "0x" + sig.hex()}  # fmt: skip
+    cp = _Engine(200, answer)
+    try:
+        got = HttpCounterparty(cp.url).quote(1, False, 1_500 * 10**15, 40_800 * 10**18, 2_000_000_000)
+    finally:
+        cp.server.shutdown()
+    assert cp.bodies == [{"instrument": 1, "keeper_buys": False, "size": str(1_500 * 10**15),
+                          "limit_price": str(40_800 * 10**18), "deadline": 2_000_000_000}]  # fmt: skip
+    assert got is not None and got.order == order and got.signature == sig
+    assert Account._recover_hash(digest(domain, got.order.struct_hash()), signature=got.signature) == maker
+
+
+@pytest.mark.parametrize(("position", "delta", "size"), [
+    (0.3, 0.3, 0.3),  # close exactly
+    (0.3, 0.3069, 0.306 + 0.004),  # −0.006 is below the 0.01 minimum: −0.01 leaves the smaller residual
+    (0.3, 0.3041, 0.3),  # −0.004 would be refused: closing leaves 0.0041, the minimum −0.0059
+    (0.0, 0.006, 0.01),  # collateral only: a 0.01 short beats nothing (residual −0.004 vs 0.006)
+    (0.0, 0.004, 0.0),  # nothing beats a 0.01 short (residual 0.004 vs −0.006)
+    (-0.5, -0.2, 0.2),  # a short made smaller
+    (1.0, 0.0004, 0.0),  # below a lot
+])  # fmt: skip
+def test_hedge_size_respects_the_lot_and_the_minimum_position(position: float, delta: float, size: float) -> None:
+    from offchain.keeper.hedge import _hedge_size
+
+    got = _hedge_size(round(position * 10**18), delta, 10**16)
+    assert got == round(size * 10**18) and got % 10**15 == 0
+    after = round(position * 10**18) - (got if delta > 0 else -got)
+    assert after == 0 or abs(after) >= 10**16
+
+
+def test_keeper_cli_has_its_options_and_the_replay_command() -> None:
+    """``pmsim keeper`` keeps its options (the process an operator runs) beside ``pmsim keeper replay``."""
+    from typer.testing import CliRunner
+
+    from offchain.cli import app
+
+    runner = CliRunner()
+    top = runner.invoke(app, ["keeper", "-h"], terminal_width=200)
+    assert top.exit_code == 0 and "--recompute" in top.output and "--dry-run" in top.output
+    assert "replay" in top.output
+    sub = runner.invoke(app, ["keeper", "replay", "-h"], terminal_width=200)
+    assert sub.exit_code == 0 and "--full" in sub.output and "--report" in sub.output
+    bad = runner.invoke(app, ["keeper", "--config", "/nonexistent/keeper.toml", "--once"])
+    assert bad.exit_code != 0 and "config" in bad.output
