@@ -89,7 +89,12 @@ def parse_signed_order(payload: dict[str, Any]) -> SignedOrder:
         values: dict[str, Any] = {}
         for f in fields(Order):
             v = raw[f.name]
-            values[f.name] = v if f.name == "account" else bool(v) if f.name == "is_buy" else int(v)
+            if f.name in ("account", "signer"):
+                values[f.name] = str(v)
+            elif f.name in ("is_buy", "is_maker"):
+                values[f.name] = bool(v)
+            else:
+                values[f.name] = int(v)
         return SignedOrder(Order(**values), bytes.fromhex(str(payload["signature"]).removeprefix("0x")))
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError("order", f"malformed counterparty answer: {exc}") from None
@@ -200,13 +205,14 @@ class Hedger:
         q = quote.order
         price = q.limit_price
         worse = price > h.limit_price if h.keeper_buys else price < h.limit_price
-        if q.instrument != h.instrument or q.is_buy == h.keeper_buys or q.size < h.size or worse or q.deadline < now:
+        if (q.instrument != h.instrument or q.is_buy == h.keeper_buys or not q.is_maker or q.size < h.size or worse
+                or q.deadline < now):  # fmt: skip
             log.warning("hedge: quote refused", extra={"fields": {**fields_, "quote_price": price,
                                                                   "quote_size": q.size}})  # fmt: skip
             return None
         self._order_nonce += 1
-        mine = Order(account=self.address, instrument=h.instrument, is_buy=h.keeper_buys, size=h.size,
-                     limit_price=h.limit_price, nonce=now * 1_000 + self._order_nonce, deadline=deadline)  # fmt: skip
+        mine = Order.own(self.address, h.instrument, h.keeper_buys, h.size, h.limit_price,
+                         now * 1_000 + self._order_nonce, deadline, maker=False)  # the quote is the maker
         my_sig = sign_order(self.p.domain("Exchange"), mine, self._signer)
         signed_delta = h.size if h.keeper_buys else -h.size
         try:

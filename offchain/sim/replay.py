@@ -179,16 +179,16 @@ class Replay:
         price = price_to_tick(mark)
         size = int(t.leverage * t.deposit / mark * SIZE_SCALE) // LOT * LOT
         key = self.keys[t.name]
-        maker = self._order(self.maker, iid, False, size, price)
-        taker = self._order(key, iid, True, size, price)
+        maker = self._order(self.maker, iid, False, size, price, maker=True)
+        taker = self._order(key, iid, True, size, price, maker=False)
         m_att = self.engine.attest_trade(maker[0][0], iid, -size, price, "maker")
         t_att = self.engine.attest_trade(taker[0][0], iid, size, price, "taker")
         self.p.send(self.p.exchange.functions.trade(maker, taker, size, m_att.proof(), t_att.proof()), self.deployer)
 
-    def _order(self, key: str, iid: int, buy: bool, size: int, price: int) -> tuple[Any, bytes]:
+    def _order(self, key: str, iid: int, buy: bool, size: int, price: int, *, maker: bool) -> tuple[Any, bytes]:
         self._nonce += 1
-        o = Order(account=str(Account.from_key(key).address), instrument=iid, is_buy=buy, size=size, limit_price=price,
-                  nonce=self._nonce, deadline=self.p.now() + 3600)  # fmt: skip
+        o = Order.own(str(Account.from_key(key).address), iid, buy, size, price, self._nonce, self.p.now() + 3600,
+                      maker=maker)  # fmt: skip
         return o.as_tuple(), sign_order(self.p.domain("Exchange"), o, Signer(key))
 
     def hours(self) -> None:

@@ -108,8 +108,8 @@ class Maker:
     def quote(self, instrument: int, keeper_buys: bool, size: int, limit_price: int,
               deadline: int) -> SignedOrder | None:  # fmt: skip
         self.quotes += 1
-        o = Order(account=addr(self.key), instrument=instrument, is_buy=not keeper_buys, size=size,
-                  limit_price=limit_price, nonce=next_nonce(), deadline=deadline)  # fmt: skip
+        o = Order.own(addr(self.key), instrument, not keeper_buys, size, limit_price, next_nonce(), deadline,
+                      maker=True)  # fmt: skip
         return SignedOrder(o, sign_order(self.h.p.domain("Exchange"), o, Signer(self.key)))
 
 

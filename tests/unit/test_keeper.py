@@ -207,8 +207,7 @@ def test_http_counterparty_quote_is_parsed_by_order_field_names_and_verifies() -
 
     maker = Account.from_key(KEY).address
     domain = Domain("pmsim Exchange", "1", 31337, "0x" + "66" * 20)
-    order = Order(account=maker, instrument=1, is_buy=True, size=1_500 * 10**15, limit_price=41_000 * 10**18,
-                  nonce=9, deadline=2_000_000_000)  # fmt: skip
+    order = Order.own(maker, 1, True, 1_500 * 10**15, 41_000 * 10**18, 9, 2_000_000_000, maker=True)
     sig = sign_order(domain, order, Signer(KEY))
     answer = {"order": {k: (v if isinstance(v, str | bool) else str(v)) for k, v in order.__dict__.items()},
               "signature": "0x" + sig.hex()}  # fmt: skip
