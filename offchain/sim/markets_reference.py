@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from offchain._typing import Float64Array
+from offchain._typing import Float64Array, Int64Array
 from offchain.risk.market import SECONDS_PER_YEAR
 from offchain.sim.markets import GarchModel, GbmModel, MertonModel, RegimeModel
 
@@ -31,7 +29,7 @@ def gbm_prices(model: GbmModel, z: Float64Array, step_seconds: int) -> list[list
 
 
 def merton_prices(
-    model: MertonModel, z: Float64Array, counts: np.ndarray, eta: Float64Array, step_seconds: int
+    model: MertonModel, z: Float64Array, counts: Int64Array, eta: Float64Array, step_seconds: int
 ) -> list[list[float]]:
     """Prices per step of :class:`MertonModel` from its shocks ``(z, counts, eta)``."""
     dt = step_seconds / SECONDS_PER_YEAR

@@ -212,7 +212,9 @@ def _closes(name: str) -> tuple[list[int], list[float]]:
         ("daily", ("btc_usd_1d.csv", "eth_usd_1d.csv"), "2020-01-01", "2020-12-31"),
     ],
 )
-def test_replay_reproduces_the_vendored_closes_exactly(source: str, files: tuple[str, str], start: str, end: str) -> None:
+def test_replay_reproduces_the_vendored_closes_exactly(
+    source: str, files: tuple[str, str], start: str, end: str
+) -> None:
     model = ReplayModel(("BTC", "ETH"), source, parse_time(start, "s"), parse_time(end, "e"), atm_vol=(0.5, 0.7))
     path = model.simulate()
     (tb, cb), (te, ce) = _closes(files[0]), _closes(files[1])
@@ -233,8 +235,8 @@ def test_replay_iv_as_the_backtest_and_ewma() -> None:
     assert np.all(path.iv == np.array(atm))
     ewma = ReplayModel(("BTC", "ETH"), "hourly-2020-03", start, end, iv_mode="ewma")
     full = ewma.simulate().iv
-    before = full[: 12 * 24 + 1, 0].max()  # IV rises through the crash of the 12th/13th
-    assert full[:, 0].max() > 2 * before or full[60:100, 0].max() > 1.5 * full[0, 0]
+    peak = int(np.argmax(full[:, 0]))
+    assert 48 <= peak <= 96 and full[peak, 0] > 3 * full[0, 0]  # IV peaks in the crash of the 12th/13th
     shorter = ReplayModel(("BTC", "ETH"), "hourly-2020-03", start, parse_time("2020-03-12", "e"), iv_mode="ewma")
     assert np.array_equal(shorter.simulate().iv, full[: shorter.available_steps + 1])  # causal
 
@@ -272,9 +274,9 @@ def test_replay_errors_name_the_field(kwargs: dict[str, object], field: str) -> 
 def test_replay_steps_and_cadence_are_checked() -> None:
     model = ReplayModel(("BTC",), "daily", parse_time("2020-01-01", "s"), parse_time("2020-01-31", "e"), atm_vol=(0.5,))
     assert model.available_steps == 30
-    with pytest.raises(InputError, match="run.steps"):
+    with pytest.raises(InputError, match=r"run\.steps"):
         model.simulate(31)
-    with pytest.raises(InputError, match="run.step_seconds"):
+    with pytest.raises(InputError, match=r"run\.step_seconds"):
         model.simulate(5, 3600)
 
 
@@ -331,9 +333,9 @@ def test_run_arguments_are_checked(steps: int, step_seconds: int, field: str) ->
 
 
 def test_market_path_checks_its_shapes() -> None:
-    with pytest.raises(InputError, match="path.times"):
+    with pytest.raises(InputError, match=r"path\.times"):
         MarketPath(("A",), np.array([0, 0]), np.ones((2, 1)), np.ones((2, 1)), np.ones((2, 1)))
-    with pytest.raises(InputError, match="path.iv"):
+    with pytest.raises(InputError, match=r"path\.iv"):
         MarketPath(("A",), np.array([0, 1]), np.ones((2, 1)), np.zeros((2, 1)), np.ones((2, 1)))
 
 
@@ -383,9 +385,9 @@ def test_disabled_impact_and_bad_trades() -> None:
         apply_impact(state, 0, math.inf)
     with pytest.raises(InputError, match="underlying"):
         apply_impact(state, 2, 1.0)
-    with pytest.raises(InputError, match="impact.daily_volume"):
+    with pytest.raises(InputError, match=r"impact\.daily_volume"):
         ImpactModel((1.0, 0.0))
-    with pytest.raises(InputError, match="impact.permanent_fraction"):
+    with pytest.raises(InputError, match=r"impact\.permanent_fraction"):
         ImpactModel((1.0,), permanent_fraction=1.5)
     with pytest.raises(InputError, match="step"):
         state.advance(49)
