@@ -33,22 +33,21 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
 
 from offchain._typing import Float64Array, Int64Array
 from offchain.errors import ConfigError, InputError
+from offchain.feeds.sources import DATA_DIR, REPLAYS
 from offchain.risk.history import read_close_series
 from offchain.risk.market import SECONDS_PER_YEAR
 from offchain.risk.scenarios import correlated_draws, ewma_variance
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "market"
-#: Vendored series per replay source and underlying symbol (``data/market/SOURCES.md``).
+#: Vendored series per replay source and underlying symbol (``data/market/SOURCES.md``): the devnet
+#: feed's hourly replays (:data:`offchain.feeds.sources.REPLAYS`) and the risk configuration's daily files.
 REPLAY_FILES: dict[str, dict[str, str]] = {
-    "hourly-2020-03": {"BTC": "btc_usd_1h_2020-03.csv", "ETH": "eth_usd_1h_2020-03.csv"},
-    "hourly-2021-05": {"BTC": "btc_usd_1h_2021-05.csv", "ETH": "eth_usd_1h_2021-05.csv"},
+    **{f"hourly-{name}": dict(zip(("BTC", "ETH"), files, strict=True)) for name, files in REPLAYS.items()},
     "daily": {"BTC": "btc_usd_1d.csv", "ETH": "eth_usd_1d.csv"},
 }
 REPLAY_STEP_SECONDS = {"hourly-2020-03": 3600, "hourly-2021-05": 3600, "daily": 86_400}
