@@ -51,6 +51,7 @@ REPLAY_FILES: dict[str, dict[str, str]] = {
     "daily": {"BTC": "btc_usd_1d.csv", "ETH": "eth_usd_1d.csv"},
 }
 REPLAY_STEP_SECONDS = {"hourly-2020-03": 3600, "hourly-2021-05": 3600, "daily": 86_400}
+MAX_PRICE = 1e12  # USD: far above any asset, far below float overflow
 JumpTiming = Literal["common", "independent"]
 ReplayIv = Literal["config", "ewma"]
 
@@ -227,10 +228,15 @@ def _times(start: int, steps: int, step_seconds: int) -> Int64Array:
 
 
 def _prices(initial: Sequence[float], log_returns: Float64Array) -> Float64Array:
-    """``S_t = S_0 exp(Σ_{s≤t} r_s)``, row 0 the initial prices."""
+    """``S_t = S_0 exp(Σ_{s≤t} r_s)``, row 0 the initial prices.
+
+    A path that overflows or underflows (extreme parameters over a long run) gives infinite or zero
+    prices, which :class:`MarketPath` refuses with an ``InputError`` on ``path.prices``.
+    """
     n = log_returns.shape[1]
     cum = np.vstack([np.zeros((1, n)), np.cumsum(log_returns, axis=0)])
-    out: Float64Array = np.asarray(initial, dtype=np.float64) * np.exp(cum)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        out: Float64Array = np.asarray(initial, dtype=np.float64) * np.exp(cum)
     return out
 
 
@@ -264,7 +270,7 @@ class Diffusion:
                 raise _fail(f"market.underlyings[{i}]", f"must be a non-empty symbol, got {sym!r}")
         if len(set(self.underlyings)) != n:
             raise _fail("market.underlyings", "symbols must be unique")
-        _vector(self.initial_prices, n, "market.initial_prices", 0.0, math.inf, low_open=True)
+        _vector(self.initial_prices, n, "market.initial_prices", 0.0, MAX_PRICE, low_open=True)
         check_correlation(self.correlation, n)
         kappa = _finite(self.variance_risk_premium, "market.variance_risk_premium")
         if kappa <= 0.0:
@@ -294,7 +300,7 @@ class GbmModel:
     ----------
     base : Diffusion
     vol : tuple of float
-        Annualised volatility :math:`\sigma_u \ge 0` (``market.vol``).
+        Annualised volatility :math:`\sigma_u > 0` (``market.vol``).
     drift : tuple of float
         Annualised drift :math:`\mu_u` (``market.drift``).
 
@@ -315,7 +321,7 @@ class GbmModel:
     drift: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        _vector(self.vol, self.base.n, "market.vol", 0.0, 10.0)
+        _vector(self.vol, self.base.n, "market.vol", 0.0, 10.0, low_open=True)
         _vector(self.drift, self.base.n, "market.drift", -10.0, 10.0)
 
     @property
@@ -483,7 +489,7 @@ class RegimeModel:
         if len(self.vol) != k or len(self.drift) != k:
             raise _fail("market.regimes.state", "every regime needs a vol and a drift")
         for j in range(k):
-            _vector(self.vol[j], self.base.n, f"market.regimes.state[{j}].vol", 0.0, 10.0)
+            _vector(self.vol[j], self.base.n, f"market.regimes.state[{j}].vol", 0.0, 10.0, low_open=True)
             _vector(self.drift[j], self.base.n, f"market.regimes.state[{j}].drift", -10.0, 10.0)
         field_ = "market.regimes.transition"
         if len(self.transition) != k:
@@ -764,7 +770,7 @@ class ReplayModel:
         object.__setattr__(self, "_window", (times[keep], closes[keep], ewma))
         n = len(self.underlyings)
         if self.rebase_to is not None:
-            _vector(self.rebase_to, n, "market.initial_prices", 0.0, math.inf, low_open=True)
+            _vector(self.rebase_to, n, "market.initial_prices", 0.0, MAX_PRICE, low_open=True)
         if self.iv_mode not in ("config", "ewma"):
             raise _fail("market.replay.iv", f"must be 'config' or 'ewma', got {self.iv_mode!r}")
         if self.iv_mode == "config":

@@ -300,6 +300,8 @@ def test_replay_steps_and_cadence_are_checked() -> None:
         (lambda: Diffusion(("A",), (1.0,), ((1.0,),), -1.0), "market.variance_risk_premium"),
         (lambda: GbmModel(BASE, (0.5, -0.1), (0.0, 0.0)), "market.vol[1]"),
         (lambda: GbmModel(BASE, (0.5, math.nan), (0.0, 0.0)), "market.vol[1]"),
+        (lambda: GbmModel(BASE, (0.0, 0.5), (0.0, 0.0)), "market.vol[0]"),
+        (lambda: Diffusion(("A",), (1e13,), ((1.0,),)), "market.initial_prices[0]"),
         (lambda: MertonModel(gbm(), -1.0, (0.0, 0.0), (0.1, 0.1)), "market.jumps.intensity"),
         (lambda: MertonModel(gbm(), 1.0, (0.0,), (0.1, 0.1)), "market.jumps.mean"),
         (lambda: MertonModel(gbm(), 1.0, (0.0, 0.0), (0.1, 0.1), "sometimes"), "market.jumps.timing"),  # type: ignore[arg-type]

@@ -342,6 +342,13 @@ def _check_only_input_error(data: Any) -> None:
         return
     assert isinstance(result, Scenario)
     assert resolve(scenario_from_mapping(resolve(result))) == resolve(result)
+    market, run = result.market, result.run
+    steps = min(run.steps, 5)  # a scenario that loads also generates its market
+    if isinstance(market, ReplayModel):
+        path = market.simulate(steps)
+    else:
+        path = market.simulate(steps, run.step_seconds, run.seed, run.start)
+    assert path.steps == steps and np.all(np.isfinite(path.prices)) and np.all(path.iv > 0)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
