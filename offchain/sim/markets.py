@@ -50,7 +50,7 @@ REPLAY_FILES: dict[str, dict[str, str]] = {
     **{f"hourly-{name}": dict(zip(("BTC", "ETH"), files, strict=True)) for name, files in REPLAYS.items()},
     "daily": {"BTC": "btc_usd_1d.csv", "ETH": "eth_usd_1d.csv"},
 }
-REPLAY_STEP_SECONDS = {"hourly-2020-03": 3600, "hourly-2021-05": 3600, "daily": 86_400}
+REPLAY_STEP_SECONDS = {name: 86_400 if name == "daily" else 3600 for name in REPLAY_FILES}
 MAX_PRICE = 1e12  # USD: far above any asset, far below float overflow
 JumpTiming = Literal["common", "independent"]
 ReplayIv = Literal["config", "ewma"]
@@ -96,7 +96,9 @@ class MarketPath:
             arr = np.array(getattr(self, name), dtype=np.float64)
             if arr.shape != shape:
                 raise InputError(f"path.{name}", f"must have shape {shape}, got {arr.shape}")
-            if not np.all(np.isfinite(arr)) or np.any(arr < 0.0) or (name != "vol" and np.any(arr <= 0.0)):
+            if name == "vol" and (not np.all(np.isfinite(arr)) or np.any(arr < 0.0)):
+                raise InputError(f"path.{name}", "must be finite and >= 0")
+            if name != "vol" and (not np.all(np.isfinite(arr)) or np.any(arr <= 0.0)):
                 raise InputError(f"path.{name}", "must be finite and > 0")
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)
