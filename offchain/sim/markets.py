@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Literal, Protocol
@@ -39,9 +39,10 @@ import numpy as np
 
 from offchain._typing import Float64Array, Int64Array
 from offchain.errors import ConfigError, InputError
-from offchain.feeds.sources import DATA_DIR, REPLAYS
+from offchain.feeds.sources import DATA_DIR, REPLAYS, PriceStep
+from offchain.models.vol_surface import VolSurface
 from offchain.risk.history import read_close_series
-from offchain.risk.market import SECONDS_PER_YEAR
+from offchain.risk.market import SECONDS_PER_YEAR, MarketState
 from offchain.risk.scenarios import correlated_draws, ewma_variance
 
 #: Vendored series per replay source and underlying symbol (``data/market/SOURCES.md``): the devnet
@@ -120,6 +121,26 @@ class MarketPath:
         """Log-returns per step, shape (steps, underlyings)."""
         out: Float64Array = np.diff(np.log(self.prices), axis=0)
         return out
+
+    def market_state(self, step: int, prices: Float64Array | None = None) -> MarketState:
+        """The risk engine's view of step ``step``: spots, chain time, a flat surface at the IV level.
+
+        ``prices`` replaces the path's prices (e.g. the impacted ones of
+        :class:`offchain.sim.impact.ImpactState`). The price round is ``step + 1`` and both ``now``
+        and ``as_of`` are the step's time, so historical scenarios only see returns known then.
+        """
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= self.steps:
+            raise InputError("step", f"must be in [0, {self.steps}], got {step!r}")
+        spot = self.prices[step] if prices is None else np.asarray(prices, dtype=np.float64)
+        surfaces = tuple(VolSurface.flat(float(v)) for v in self.iv[step])
+        now = int(self.times[step])
+        return MarketState(spot, now, surfaces, round_id=step + 1, as_of=now)
+
+    def price_steps(self) -> Iterator[PriceStep]:
+        """The path as the price feed's steps (seconds since step 0, prices), for the devnet's price service."""
+        start = int(self.times[0])
+        for t, row in zip(self.times.tolist(), self.prices.tolist(), strict=True):
+            yield PriceStep(t - start, tuple(row))
 
 
 class MarketModel(Protocol):

@@ -334,6 +334,22 @@ def test_run_arguments_are_checked(steps: int, step_seconds: int, field: str) ->
     assert err.value.field == field
 
 
+def test_market_path_feeds_the_engine_and_the_price_service() -> None:
+    path = regime().simulate(30, HOUR, 8, start=1_700_000_000)
+    state = path.market_state(7)
+    assert np.array_equal(state.spot, path.prices[7]) and state.now == state.as_of == int(path.times[7])
+    assert state.round_id == 8
+    for u, surface in enumerate(state.vol):
+        assert surface.implied_vol([-0.5, 0.0, 0.5], 0.1) == pytest.approx([path.iv[7, u]] * 3, rel=1e-12)
+    impacted = path.market_state(7, prices=path.prices[7] * 0.9)
+    assert np.allclose(impacted.spot, path.prices[7] * 0.9)
+    with pytest.raises(InputError, match="step"):
+        path.market_state(31)
+    steps = list(path.price_steps())
+    assert len(steps) == 31 and steps[0].offset == 0 and steps[3].offset == 3 * HOUR
+    assert steps[30].prices == tuple(path.prices[30])
+
+
 def test_market_path_checks_its_shapes() -> None:
     with pytest.raises(InputError, match=r"path\.times"):
         MarketPath(("A",), np.array([0, 0]), np.ones((2, 1)), np.ones((2, 1)), np.ones((2, 1)))
