@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ def test_shipped_scenarios_load_validate_and_round_trip(name: str) -> None:
     assert np.array_equal(path.prices, scenario.market_path().prices)  # the run's seed: same path
     assert scenario.agents and all(a.kind in AGENT_KINDS for a in scenario.agents)
     resolved = resolve(scenario)
-    again = scenario_from_mapping(resolved)
+    again = scenario_from_mapping(json.loads(json.dumps(resolved)))  # a run folder stores it as JSON
     assert resolve(again) == resolved
     assert np.array_equal(again.market_path().prices, path.prices)
 
