@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from offchain.errors import InputError
+from offchain.errors import ConfigError, InputError
 from offchain.risk.config import load_config
+from offchain.risk.history import read_close_series
 from offchain.risk.market import SECONDS_PER_YEAR
 from offchain.sim import markets_reference as ref
 from offchain.sim.impact import DAY_FRACTION, ImpactModel, ImpactState, apply_impact
@@ -409,3 +411,17 @@ def test_disabled_impact_and_bad_trades() -> None:
         ImpactModel((1.0,), permanent_fraction=1.5)
     with pytest.raises(InputError, match="step"):
         state.advance(49)
+
+
+def test_close_series_reader_names_the_field_and_line(tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    good.write_text("timestamp,close\n2020-03-05T00:00:00Z,10.5\n2020-03-05T01:00:00Z,11\n")
+    times, closes = read_close_series(good, "f")
+    assert times.tolist() == [1_583_366_400, 1_583_370_000] and closes.tolist() == [10.5, 11.0]
+    for body, where in (("2020-03-05T00:00:00Z,-1\n", ":2:"), ("2020-03-05T00:00:00Z,1\nnot-a-time,1\n", ":3:"),
+                        ("2020-03-05T01:00:00Z,1\n2020-03-05T00:00:00Z,1\n", ":3:")):  # fmt: skip
+        bad = tmp_path / "bad.csv"
+        bad.write_text("timestamp,close\n" + body)
+        with pytest.raises(ConfigError) as err:
+            read_close_series(bad, "market.replay.source[BTC]")
+        assert err.value.field == "market.replay.source[BTC]" and where in str(err.value)
