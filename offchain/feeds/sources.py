@@ -6,16 +6,15 @@ replay of the vendored historical BTC/ETH series (``data/market``), e.g. the Mar
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from offchain._typing import Float64Array
 from offchain.errors import ConfigError, InputError
+from offchain.risk.history import read_close_series
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "market"
 REPLAYS = {
@@ -89,12 +88,8 @@ class GbmSource:
 
 
 def _read_closes(path: Path) -> tuple[list[int], list[float]]:
-    times, closes = [], []
-    with path.open() as fh:
-        for row in csv.DictReader(fh):
-            times.append(int(datetime.fromisoformat(row["timestamp"].replace("Z", "+00:00")).timestamp()))
-            closes.append(float(row["close"]))
-    return times, closes
+    times, closes = read_close_series(path, "replay")
+    return times.tolist(), closes.tolist()
 
 
 @dataclass(frozen=True)

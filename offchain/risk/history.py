@@ -109,6 +109,38 @@ def read_closes(path: Path, field: str) -> dict[dt.date, float]:
     return closes
 
 
+def read_close_series(path: Path, field: str) -> tuple[Int64Array, Float64Array]:
+    """Closes of one CSV file at their full timestamps (any cadence, e.g. hourly).
+
+    Returns ``(times, closes)``: unix seconds of each candle's open (strictly increasing) and its
+    close; errors name ``field`` and the line, like :func:`read_closes`.
+    """
+    times: list[int] = []
+    closes: list[float] = []
+    try:
+        with path.open(newline="") as handle:
+            for line, row in enumerate(csv.DictReader(handle), start=2):
+                times.append(_parse_timestamp(row, path, line, field))
+                closes.append(_parse_close(row, path, line, field))
+                if len(times) > 1 and times[-1] <= times[-2]:
+                    raise ConfigError(field, f"{path}:{line}: timestamps must strictly increase")
+    except OSError as exc:
+        raise ConfigError(field, f"cannot read {path}: {exc.strerror}") from None
+    if not closes:
+        raise ConfigError(field, f"{path} holds no rows")
+    return np.array(times, dtype=np.int64), np.array(closes, dtype=np.float64)
+
+
+def _parse_timestamp(row: dict[str, str], path: Path, line: int, field: str) -> int:
+    try:
+        moment = dt.datetime.fromisoformat(row["timestamp"].replace("Z", "+00:00"))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ConfigError(field, f"{path}:{line}: bad or missing timestamp") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp())
+
+
 def _parse_date(row: dict[str, str], path: Path, line: int, field: str) -> dt.date:
     try:
         return dt.date.fromisoformat(row["timestamp"][:10])
