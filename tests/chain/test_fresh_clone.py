@@ -24,7 +24,7 @@ def test_clone_under_a_cache_folder_sets_up_clean_and_compiles(tmp_path: Path) -
     # No ~/.solcx link to a clone about to be deleted; this checkout's interpreter (a venv is a minute).
     env = {**os.environ, "PMSIM_SETUP_SKIP": "home-link python slither"}
     setup = subprocess.run(["bash", "scripts/setup.sh"], cwd=clone, env=env, capture_output=True, text=True,
-                           timeout=300)  # fmt: skip
+                           timeout=900)  # fmt: skip  (a hang guard, not a speed test)
     assert setup.returncode == 0, setup.stderr
     assert (clone / "node_modules" / ".bin" / "cast").exists() and (clone / ".solcx" / "solc-v0.8.37").exists()
     assert _git("status", "--porcelain", cwd=clone) == "", "set-up changed tracked files or left untracked ones"
@@ -36,7 +36,7 @@ def test_clone_under_a_cache_folder_sets_up_clean_and_compiles(tmp_path: Path) -
     )
     env = {**os.environ, "PYTHONPATH": str(clone), "PMSIM_SOLC": ""}
     built = subprocess.run([sys.executable, "-c", code], cwd=clone, env=env, capture_output=True, text=True,
-                           timeout=300)  # fmt: skip
+                           timeout=900)  # fmt: skip  (a hang guard, not a speed test)
     assert built.returncode == 0, built.stderr
     root, names, abi_files = built.stdout.strip().splitlines()
     assert Path(root) == clone  # the clone's own package and sources, not this checkout's

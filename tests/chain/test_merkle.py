@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from dataclasses import replace
 
 import pytest
@@ -118,13 +117,14 @@ def test_load_refuses_a_tampered_dump() -> None:
         StatusTree.load(data)
 
 
-def test_large_tree_builds_fast() -> None:
+def test_a_large_tree_proves_its_leaves() -> None:
+    """100,000 leaves (the size the keeper benchmark uses): sampled leaves prove against the root and
+    a leaf from another position does not (its speed is measured by scripts/bench_keeper.py, not here)."""
     leaves = [StatusLeaf(f"0x{i + 1:040x}", i, -i, i, i, i, i) for i in range(100_000)]
-    start = time.perf_counter()
     tree = StatusTree.build(leaves)
-    elapsed = time.perf_counter() - start
-    assert verify(tree.root, leaves[77_777], tree.proof(leaves[77_777].account))
-    assert elapsed < 3.0, f"100,000 leaves took {elapsed:.2f} s"
+    for i in (0, 1, 77_777, 99_999):
+        assert verify(tree.root, leaves[i], tree.proof(leaves[i].account))
+    assert not verify(tree.root, leaves[3], tree.proof(leaves[4].account))
 
 
 leaf_strategy = st.builds(
