@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import ClassVar
 
 import pytest
-from hypothesis import HealthCheck, note, settings
+from hypothesis import HealthCheck, event, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from offchain import rules
 from offchain.chain.actions import bid_action
-from offchain.chain.units import LOT, TICK, Kind
+from offchain.chain.params import OnchainParams
+from offchain.chain.units import FUNDING_PERIOD, LOT, TICK, Kind
 from offchain.errors import ContractRevertError
 from tests.chain.conftest import ALICE, BOB, CAROL, RELAYER, addr
 from tests.chain.harness import USDC, Harness, empty_proof, next_nonce, status_leaf
@@ -357,6 +358,83 @@ class AttackerMachine(ProtocolMachine):
             h.send(h.p.instruments.functions.updateFunding(perp), RELAYER)
         assert self.nonces() == before, "I-7: funding moved a risk nonce"
         check_accruals(h, perp)
+
+    def _index(self, iid: int) -> int:
+        h = self.h
+        und = h.p.instruments.functions.get(iid).call()[1]
+        return int(h.latest_prices()[und])
+
+    @rule(name=st.sampled_from(("BTC-PERP", "ETH-PERP", "BTC-FUT")), pair=st.permutations(KEYS).map(lambda p: p[:2]),
+          bp=st.integers(-3_000, 3_000), lots=st.integers(10, 200))  # fmt: skip
+    def wash_trade(self, name: str, pair: tuple[str, str], bp: int, lots: int) -> None:
+        """F-3 and the bands: two accounts of one attacker trade with each other off the index. Beyond the
+        linear band the fill is refused; within it, a perp's funding premium is clamped to the cap."""
+        h = self.h
+        iid = h.ids[name]
+        h.refresh_prices()
+        index = self._index(iid)
+        price = max(index * (10_000 + bp) // 10_000 // TICK * TICK, TICK)
+        linear = int(h.p.exchange.functions.bands().call()[0])
+        outside = abs(price - index) * WAD > linear * index
+        try:
+            rc = h.fill(pair[0], pair[1], iid, lots * LOT, price)
+        except ContractRevertError as exc:
+            if outside:
+                assert exc.error_name == "Exchange_PriceOutsideBand", exc
+                event("wash trade: refused outside the band")
+                return
+            assert exc.error_name in TOLERATED, exc
+            return
+        assert not outside, f"a wash trade {bp} bp off the index filled"
+        event("wash trade: filled within the band")
+        rate = OnchainParams().max_funding_rate  # the machine never changes the parameters
+        for ev in h.events(h.p.instruments, "FundingMarkSet", rc):  # F-3: the mark's premium is clamped
+            assert ev["premium"] == rules.clamp_premium(price - ev["indexPrice"], ev["indexPrice"], rate), ev
+
+    @rule(pair=st.permutations(KEYS).map(lambda p: p[:2]), name=st.sampled_from(("BTC-PERP", "BTC-FUT")),
+          bp=st.integers(-600, 600), lots=st.integers(10, 1_000), victim_buys=st.booleans())  # fmt: skip
+    def operator_off_market(self, pair: tuple[str, str], name: str, bp: int, lots: int, victim_buys: bool) -> None:
+        """F-4: an operator fills its principal against its own account off the index. Beyond the operator
+        band (to the principal's detriment) the fill is refused; within it the principal loses at most
+        band · notional plus its fee, at the index."""
+        h = self.h
+        victim, operator = pair
+        v, o = addr(victim), addr(operator)
+        iid = h.ids[name]
+        h.refresh_prices()
+        index = self._index(iid)
+        price = max(index * (10_000 + bp) // 10_000 // TICK * TICK, TICK)
+        band = int(h.p.exchange.functions.bands().call()[2])
+        worse = (price - index) if victim_buys else (index - price)  # what the principal overpays per unit
+        outside = worse * WAD > band * index
+        h.send(h.p.exchange.functions.setOperator(o, True), victim)
+        size = lots * LOT
+        if iid in h.positions(v) and name == "BTC-PERP":  # funding owed so far is not the operator's doing
+            h.send(h.p.vault.functions.settleFunding(v, iid), RELAYER)
+        before = (h.cash(v), h.positions(v).get(iid, (0, 0, 0)))
+        mine = h.order(operator, iid, not victim_buys, size, price, nonce=next_nonce(), maker=True)
+        theirs = h.order(operator, iid, victim_buys, size, price, nonce=next_nonce(), account=v)
+        try:
+            h.trade(operator, mine, operator, theirs, size)
+        except ContractRevertError as exc:
+            if outside:
+                assert exc.error_name == "Exchange_OperatorPriceOutsideBand", exc
+                event("operator: refused beyond the operator band")
+            else:
+                assert exc.error_name in TOLERATED, exc
+            return
+        finally:
+            h.send(h.p.exchange.functions.setOperator(o, False), victim)
+        assert not outside, f"an operator filled its principal {bp} bp off the index"
+        event("operator: filled within the operator band")
+        cash, (size1, cost1, _) = h.cash(v), h.positions(v).get(iid, (0, 0, 0))
+        (cash0, (size0, cost0, _)) = before
+        at_index = (cash0 + rules.value(size0, index) - cost0) - (cash + rules.value(size1, index) - cost1)
+        _, taker_fee = h.fees(size, price)
+        # plus the funding of the few seconds between the settlement above and the fill, at the cap
+        drift = rules.value(abs(size0) + size, index * OnchainParams().max_funding_rate // WAD * 60 // FUNDING_PERIOD)
+        bound = rules.value(size, index) * band // WAD + taker_fee + drift + 1
+        assert at_index <= bound, f"F-4: the principal lost {at_index} > {bound} quote units at the index"
 
 
 def test_attacker_moves_keep_invariants(h: Harness) -> None:
