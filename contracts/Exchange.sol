@@ -104,13 +104,13 @@ contract Exchange is IExchange, EIP712, ReentrancyGuard {
         uint128 done = filled[h];
         if (uint256(done) + size > o.size) revert Exchange_Overfill(h, done, o.size);
         address signer = ECDSA.recover(h, so.signature);
-        if (signer != o.account && !vault.isOperator(o.account, signer)) revert Exchange_BadSignature(o.account, signer);
+        if (signer != o.account) revert Exchange_BadSignature(o.account, signer);
         filled[h] = done + size;
     }
 
     /// @inheritdoc IExchange
     function cancel(Order calldata order) external {
-        if (msg.sender != order.account && !vault.isOperator(order.account, msg.sender)) {
+        if (msg.sender != order.account) {
             revert Exchange_NotAuthorized(msg.sender);
         }
         bytes32 h = _hash(order);
