@@ -239,11 +239,11 @@ contract Vault is IVaultCore, VaultBase {
         _requireMargin(proof, account, a.riskNonce, action, a.depositCredit, !reducesIM);
     }
 
-    /// @dev Emergency closing: the account's standard margin equity after the fill covers the standard
-    /// maintenance margin (emergencyMmRatio of the standard requirement, rounded up), as the Liquidator's
-    /// emergency test uses it.
+    /// @dev Emergency closing: the account's standard margin equity after the fill, at the last posted
+    /// price (the feed may be stale), covers the standard maintenance margin (emergencyMmRatio of the
+    /// standard requirement, rounded up), as the Liquidator's emergency test uses it.
     function _requireStandardMaintenance(address account) internal view {
-        (int256 equity,, uint256 requirement) = standardMargin.figures(account);
+        (int256 equity,, uint256 requirement) = standardMargin.closingFigures(account);
         uint256 mm = SignedMath.mulWadUp(requirement, riskParams.liquidationParams().emergencyMmRatio);
         if (equity < SafeCast.toInt256(mm)) revert Vault_BelowStandardMaintenance(equity, mm);
     }
