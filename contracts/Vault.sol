@@ -198,16 +198,23 @@ contract Vault is IVaultCore, VaultBase {
         Params memory p
     ) internal returns (bool standard) {
         standard = _requireTradeMargin(account, fill, delta, fee, proof);
+        _moveSide(account, fill.instrument, fill.price, kind, delta, fee, p);
+    }
+
+    /// @dev One side's position, cash, id list and nonce after the fill.
+    function _moveSide(address account, uint32 id, uint256 price, Kind kind, int256 delta, uint256 fee, Params memory p)
+        internal
+    {
         AccountData storage a = _accounts[account];
-        Position storage pos = _positions[account][fill.instrument];
+        Position storage pos = _positions[account][id];
         int256 old = pos.size;
-        if (kind == Kind.PERP) _settleFunding(account, fill.instrument, pos);
+        if (kind == Kind.PERP) _settleFunding(account, id, pos);
         // Safe cast: fee <= type(uint128).max (Fill.buyerFee / sellerFee are uint128).
-        int256 cashDelta = _trade(pos, kind, old, delta, fill.price) - int256(fee);
+        int256 cashDelta = _trade(pos, kind, old, delta, price) - int256(fee);
         _addCash(account, a, cashDelta);
-        _updateList(account, a, pos, fill.instrument, old, p);
+        _updateList(account, a, pos, id, old, p);
         _bumpNonce(account, a);
-        emit PositionChanged(account, fill.instrument, pos.size, pos.costBasis, cashDelta);
+        emit PositionChanged(account, id, pos.size, pos.costBasis, cashDelta);
     }
 
     /// @dev A side whose attestation says the fill lowers its portfolio initial margin (the action hash

@@ -64,7 +64,9 @@ def test_F6_stale_feed_refuses_attestations_roots_and_fills(h: Harness) -> None:
     fresh_until = oracle.feedFreshUntil().call()
     assert fresh_until == h.p.feed.functions.latestRound().call()[1] + HEARTBEAT
     assert not oracle.emergency().call()
+    assert rules.feed_fresh(fresh_until, h.now())
     go_stale(h)
+    assert not rules.feed_fresh(fresh_until, h.now()) and oracle.feedFreshUntil().call() == fresh_until
     assert oracle.emergency().call(), "a stale feed is emergency mode: no new risk"
     with reverts("RiskOracle_FeedStale"):  # an attestation at the latest round
         h.p.call(oracle.requireMargin(h.withdraw_proof(a, usdc, USDC), a, h.nonce(a), withdraw_action(a, usdc, USDC),
@@ -250,6 +252,7 @@ def test_withdraw_all_settles_funding_first_so_a_front_run_cannot_make_it_revert
     status, whole = http(api + "/attest/withdraw", {"account": a, "token": "USDC", "amount": "all"})
     assert status == 200, whole
     assert whole["attestation"]["action_hash"] == "0x" + withdraw_action(a, usdc, rules.WITHDRAW_ALL).hex()
+    expected = engine.core.whole_balance(engine.refresh(), a, usdc)  # the mirror, before the front-run
     rc = h.send(h.p.vault.functions.settleFunding(a, perp), CAROL)  # the front-run
     [paid] = h.events(h.p.vault, "FundingSettled", rc)
     assert paid["payment"] > 0
@@ -258,7 +261,7 @@ def test_withdraw_all_settles_funding_first_so_a_front_run_cannot_make_it_revert
     before = h.token("USDC").functions.balanceOf(a).call()
     rc = h.send(h.p.vault.functions.withdraw(usdc, rules.WITHDRAW_ALL, a, proof_of(whole)), ALICE)
     [ev] = h.events(h.p.vault, "Withdrawn", rc)
-    assert ev["amount"] == cash - paid["payment"] == h.token("USDC").functions.balanceOf(a).call() - before
+    assert ev["amount"] == expected == cash - paid["payment"] == h.token("USDC").functions.balanceOf(a).call() - before
     assert h.cash(a) == 0
     h.check_conservation()  # Bob's funding (received) is still unsettled
 
