@@ -16,8 +16,9 @@ import {Constants} from "./libraries/Constants.sol";
 /// @title VaultBase: the Vault's storage and the internals its two code halves share.
 /// @notice The Vault (`Vault`) and its liquidation module (`VaultModule`, run by delegatecall from the
 /// Vault's fallback, as Euler's EVK runs its modules) both inherit this contract and declare no storage
-/// of their own, so their storage layouts are this one by construction (tests/chain/test_vault_module.py
-/// pins it). All of the storage is here, in one place.
+/// of their own (immutables only), so their storage layouts are this one by construction; the module's
+/// functions are tested on the Vault's state (tests/chain/test_vault_hardening.py). All of the storage
+/// is here, in one place.
 abstract contract VaultBase is IVaultEvents, RiskOracle, ReentrancyGuard {
     struct AccountData {
         int128 cash;
