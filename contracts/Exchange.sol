@@ -143,11 +143,13 @@ contract Exchange is IExchange, EIP712, ReentrancyGuard, Ownable2Step {
     }
 
     /// @dev The fill price (the maker's limit) against the band around the index: linear instruments
-    /// within ±linear·S; options within their no-arbitrage bounds for any spot in that band. Reverts
-    /// with PriceFeed_Stale when the index is older than the heartbeat: no index, no fill.
+    /// within ±linear·S; options within their no-arbitrage bounds for any spot in that band. The index
+    /// is the last posted price, fresh or not: past the feed's heartbeat the Vault refuses every attested
+    /// fill (F-6), and the emergency close it still allows is banded around the last good price.
     function _checkBand(Order calldata m) internal view returns (Instrument memory ins, uint256 index) {
         ins = instruments.get(m.instrument);
-        (index,) = feed.latestPrice(ins.underlying);
+        (uint64 round,) = feed.latestRound();
+        index = feed.priceAt(round, ins.underlying);
         uint256 width = SignedMath.mulWadDown(index, bands.linear);
         (uint256 low, uint256 high) = (index - width, index + width);
         if (ins.kind == Kind.CALL) {

@@ -3,7 +3,8 @@ pragma solidity ^0.8.28;
 
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
-import {IRiskOracle} from "./interfaces/IRiskOracle.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {IRiskOracle, IFeedHeartbeat} from "./interfaces/IRiskOracle.sol";
 import {IPriceFeed} from "./interfaces/IPriceFeed.sol";
 import {IRiskParams} from "./interfaces/IRiskParams.sol";
 import {SignerQuorum} from "./SignerQuorum.sol";
@@ -34,8 +35,11 @@ abstract contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
     // slot A (with SignerQuorum's _signerCount and _quorum)
     uint64 public latestPriceRound;
     uint64 public priceTolerance;
-    uint64 public attestationMaxAge;
+    uint32 public attestationMaxAge; // RiskParams bounds it to at most a day
     uint32 public emergencyDelay;
+    /// @notice The feed's latest round time plus its heartbeat: after it, the feed is stale and no
+    /// attestation, root or attested fill verifies (F-6). Refreshed on every round and by `syncFeed`.
+    uint48 public feedFreshUntil;
     // slot B
     bytes32 public paramsHash;
     // slots C, D: the latest status root
@@ -49,7 +53,7 @@ abstract contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
     constructor(IPriceFeed feed_, IRiskParams riskParams_) EIP712("pmsim RiskOracle", "1") {
         feed = feed_;
         riskParams = riskParams_;
-        rootPostedAt = uint64(block.timestamp);
+        rootPostedAt = uint64(block.timestamp); // Safe cast: a timestamp fits 64 bits for 5e11 years
     }
 
     // ---------------------------------------------------------------- admin
@@ -58,7 +62,8 @@ abstract contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
         external
     {
         if (msg.sender != address(riskParams)) revert RiskOracle_OnlyRiskParams();
-        (priceTolerance, attestationMaxAge, emergencyDelay) = (priceTolerance_, attestationMaxAge_, emergencyDelay_);
+        (priceTolerance, attestationMaxAge, emergencyDelay) =
+            (priceTolerance_, SafeCast.toUint32(attestationMaxAge_), emergencyDelay_);
         emit ParamsSynced(paramsHash_, priceTolerance_, attestationMaxAge_, emergencyDelay_);
         _bindParams(paramsHash_);
     }
@@ -71,10 +76,7 @@ abstract contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
         bytes32 h = index == 0 ? base : keccak256(abi.encode(base, index));
         paramsHash = h;
         emit ParamsBound(h, index);
-        if (statusRoot != bytes32(0)) {
-            statusRoot = bytes32(0);
-            emit RootCleared(rootRound);
-        }
+        _clearRoot();
     }
 
     /// @dev The cumulative socialised loss per unit of positive cash (the Vault's).
@@ -82,13 +84,39 @@ abstract contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
 
     /// @inheritdoc IRiskOracle
     function emergency() public view returns (bool) {
-        return block.timestamp > uint256(rootPostedAt) + emergencyDelay;
+        return block.timestamp > uint256(rootPostedAt) + emergencyDelay || block.timestamp > feedFreshUntil;
     }
 
-    /// @notice Mirrors the feed's latest round id. Callable by the feed only.
+    /// @notice Mirrors the feed's latest round id and freshness. Callable by the feed only.
     function onPriceRound(uint64 round) external {
         if (msg.sender != address(feed)) revert RiskOracle_OnlyFeed();
         latestPriceRound = round;
+        _syncFeed();
+    }
+
+    /// @inheritdoc IRiskOracle
+    function syncFeed() external {
+        _syncFeed();
+    }
+
+    /// @dev feedFreshUntil = latest round's time + the feed's heartbeat (PriceFeed's `heartbeat()`).
+    function _syncFeed() internal {
+        (, uint64 ts) = feed.latestRound();
+        uint256 until = uint256(ts) + IFeedHeartbeat(address(feed)).heartbeat();
+        feedFreshUntil = SafeCast.toUint48(until);
+        emit FeedSynced(until);
+    }
+
+    /// @dev A removed signer (or a lowered quorum) voids the status root it may have co-signed (F-8).
+    function _onSignerSetChanged() internal override {
+        _clearRoot();
+    }
+
+    function _clearRoot() internal {
+        if (statusRoot != bytes32(0)) {
+            statusRoot = bytes32(0);
+            emit RootCleared(rootRound);
+        }
     }
 
     // ---------------------------------------------------------------- core: attestations
@@ -114,9 +142,10 @@ abstract contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
     ) internal view returns (int256 equity) {
         Attestation calldata a = proof.attestation;
         _verify(proof, account, nonce, actionHash, credit);
+        // Safe cast: credit is a sum of deposits each below 2**128, far below 2**255.
         equity = a.marginEquity + int256(credit - a.creditCheckpoint);
         uint256 required = useInitial ? a.initialMargin : a.maintenanceMargin;
-        if (equity < int256(required)) revert RiskOracle_InsufficientMargin(equity, required);
+        if (equity < SafeCast.toInt256(required)) revert RiskOracle_InsufficientMargin(equity, required);
     }
 
     /// @inheritdoc IRiskOracle
@@ -151,7 +180,7 @@ abstract contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
         _checkPriceRound(r.priceRound);
         _verifyQuorum(_rootDigest(r), sigs, _quorum);
         statusRoot = r.root;
-        (rootRound, rootPriceRound, rootExpiry, rootPostedAt) = (r.round, r.priceRound, r.expiry, uint64(block.timestamp));
+        (rootRound, rootPriceRound, rootExpiry, rootPostedAt) = (r.round, r.priceRound, r.expiry, uint64(block.timestamp)); // Safe cast: as above
         emit RootPosted(r.round, r.root, r.priceRound, r.issuedAt, r.expiry);
     }
 
@@ -181,6 +210,7 @@ abstract contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
         if (leaf.riskNonce != nonce) revert RiskOracle_StaleNonce(nonce, leaf.riskNonce);
         if (leaf.creditCheckpoint > credit) revert RiskOracle_BadCredit(leaf.creditCheckpoint, credit);
         if (!MerkleProof.verifyCalldata(proof, root, _leafHash(leaf))) revert RiskOracle_BadProof();
+        // Safe cast: credit is a sum of deposits each below 2**128, far below 2**255.
         equity = leaf.marginEquity + int256(credit - leaf.creditCheckpoint);
         return (equity, leaf.initialMargin, leaf.maintenanceMargin);
     }
@@ -198,9 +228,11 @@ abstract contract RiskOracle is IRiskOracle, EIP712, SignerQuorum {
         if (expiry - issuedAt > attestationMaxAge) revert RiskOracle_LifetimeTooLong(expiry - issuedAt, attestationMaxAge);
     }
 
-    /// @dev At the latest round nothing has moved; otherwise ask the feed for the largest move
-    /// (which also refuses round 0 and rounds not yet posted).
+    /// @dev Refused once the feed is stale (F-6). At the latest round nothing has moved; otherwise ask
+    /// the feed for the largest move (which also refuses round 0 and rounds not yet posted).
     function _checkPriceRound(uint64 round) internal view {
+        uint256 freshUntil = feedFreshUntil;
+        if (block.timestamp > freshUntil) revert RiskOracle_FeedStale(freshUntil, block.timestamp);
         if (round != 0 && round == latestPriceRound) return;
         uint256 move = feed.moveSince(round);
         if (move > priceTolerance) revert RiskOracle_PriceMoved(move, priceTolerance);

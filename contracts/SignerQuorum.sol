@@ -46,13 +46,22 @@ abstract contract SignerQuorum is ISignerQuorum, Ownable2Step {
         _signers.pop();
         _signerCount -= 1;
         emit SignerRemoved(signer);
+        _onSignerSetChanged();
     }
 
     /// @inheritdoc ISignerQuorum
     function setQuorum(uint256 quorum_) external onlyOwner {
         if (quorum_ == 0 || quorum_ > _signerCount) revert SignerQuorum_BadQuorum(quorum_, _signerCount);
-        _quorum = uint8(quorum_);
+        bool lowered = quorum_ < _quorum;
+        _quorum = uint8(quorum_); // Safe cast: quorum_ <= _signerCount <= MAX_SIGNERS
         emit QuorumSet(quorum_);
+        if (lowered) _onSignerSetChanged();
+    }
+
+    /// @notice Disabled: an owned contract always has an owner (the timelock), so that no admin power
+    /// is lost by mistake.
+    function renounceOwnership() public view override onlyOwner {
+        revert SignerQuorum_RenounceDisabled();
     }
 
     // ---------------------------------------------------------------- views
@@ -72,6 +81,10 @@ abstract contract SignerQuorum is ISignerQuorum, Ownable2Step {
     }
 
     // ---------------------------------------------------------------- internal
+    /// @dev Called after a signer is removed or the quorum lowered: results co-signed under the old
+    /// set must stop verifying (the RiskOracle clears its status root). No-op by default.
+    function _onSignerSetChanged() internal virtual {}
+
     /// @dev Verifies that `sigs` holds at least `required` signatures of `digest` by distinct registered
     /// signers in strictly increasing order. Returns the number of signatures.
     function _verifyQuorum(bytes32 digest, bytes calldata sigs, uint256 required) internal view returns (uint256 n) {

@@ -30,14 +30,27 @@ contract StandardMargin is IStandardMargin {
     // ---------------------------------------------------------------- views
     /// @inheritdoc IStandardMargin
     function figures(address account) public view returns (int256 equity, int256 mtmEquity, uint256 requirement) {
+        return _figures(account, false);
+    }
+
+    /// @inheritdoc IStandardMargin
+    function closingFigures(address account) external view returns (int256 equity, int256 mtmEquity, uint256 requirement) {
+        return _figures(account, true);
+    }
+
+    function _figures(address account, bool lastPosted)
+        internal
+        view
+        returns (int256 equity, int256 mtmEquity, uint256 requirement)
+    {
         AccountView memory v = lens.getAccount(account);
         LiquidationParams memory l = riskParams.liquidationParams();
-        (equity, mtmEquity) = _collateral(v);
+        (equity, mtmEquity) = _collateral(v, lastPosted);
         equity += v.cash;
         mtmEquity += v.cash;
         for (uint256 i; i < v.positions.length; ++i) {
             PositionView memory p = v.positions[i];
-            (int256 value, uint256 req) = _position(p.instrument, p.size, p.costBasis, p.fundingSnapshot, l);
+            (int256 value, uint256 req) = _position(p, l, lastPosted);
             equity += value;
             mtmEquity += value;
             requirement += req;
@@ -51,13 +64,23 @@ contract StandardMargin is IStandardMargin {
     }
 
     // ---------------------------------------------------------------- internal
+    /// @dev The latest price (reverting once the feed is stale), or the last posted one whatever its age.
+    function _price(uint256 underlying, bool lastPosted) internal view returns (uint256 price) {
+        if (!lastPosted) {
+            (price,) = feed.latestPrice(underlying);
+            return price;
+        }
+        (uint64 round,) = feed.latestRound();
+        return feed.priceAt(round, underlying);
+    }
+
     /// @dev Collateral at the latest price: with its haircut (rounded down) and without.
-    function _collateral(AccountView memory v) internal view returns (int256 equity, int256 mtm) {
+    function _collateral(AccountView memory v, bool lastPosted) internal view returns (int256 equity, int256 mtm) {
         for (uint256 i; i < v.collateralTokens.length; ++i) {
             uint256 bal = v.collateralBalances[i];
             if (bal == 0) continue;
             (uint8 underlying, uint64 haircut) = riskParams.collateral(v.collateralTokens[i]);
-            (uint256 price,) = feed.latestPrice(underlying);
+            uint256 price = _price(underlying, lastPosted);
             uint256 usd = Math.mulDiv(bal, price, 10 ** IERC20Metadata(v.collateralTokens[i]).decimals());
             mtm += int256(usd / 1e12);
             equity += int256(SignedMath.mulWadDown(usd, Constants.WAD - haircut) / 1e12);
@@ -65,13 +88,15 @@ contract StandardMargin is IStandardMargin {
     }
 
     /// @dev One position's value at the index (options at intrinsic) and its standard requirement.
-    function _position(uint32 id, int256 size, int256 costBasis, int256 fundingSnapshot, LiquidationParams memory l)
+    function _position(PositionView memory p, LiquidationParams memory l, bool lastPosted)
         internal
         view
         returns (int256 value, uint256 requirement)
     {
+        (uint32 id, int256 size, int256 costBasis, int256 fundingSnapshot) =
+            (p.instrument, p.size, p.costBasis, p.fundingSnapshot);
         Instrument memory ins = instruments.get(id);
-        (uint256 price,) = feed.latestPrice(ins.underlying);
+        uint256 price = _price(ins.underlying, lastPosted);
         uint256 notional = SignedMath.abs(SignedMath.value(size, price));
         if (ins.kind == Kind.PERP || ins.kind == Kind.FUTURE) {
             value = SignedMath.value(size, price) - costBasis;

@@ -5,66 +5,29 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Metadata.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
-import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
-import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
-import {IVault} from "./interfaces/IVault.sol";
+import {IVaultCore} from "./interfaces/IVault.sol";
 import {IInstruments} from "./interfaces/IInstruments.sol";
-import {IRiskParams, Params, Collateral} from "./interfaces/IRiskParams.sol";
-import {IStandardMargin} from "./interfaces/IStandardMargin.sol";
-import {RiskOracle} from "./RiskOracle.sol";
+import {IRiskParams, Params} from "./interfaces/IRiskParams.sol";
 import {IPriceFeed} from "./interfaces/IPriceFeed.sol";
-import {Fill, MarginProof, Instrument, Kind, StatusLeaf} from "./libraries/Types.sol";
+import {VaultBase} from "./VaultBase.sol";
+import {VaultModule} from "./VaultModule.sol";
+import {Fill, MarginProof, Instrument, Kind} from "./libraries/Types.sol";
 import {Constants} from "./libraries/Constants.sol";
 import {SignedMath} from "./libraries/SignedMath.sol";
 import {ActionHash} from "./libraries/ActionHash.sol";
 
 /// @title Vault
-contract Vault is IVault, RiskOracle, ReentrancyGuard {
+/// @notice Deposits, withdrawals, trades and funding. The liquidation hooks, expiry settlement,
+/// status-root withdrawals and the wiring setters live in `VaultModule`, which the constructor deploys
+/// and the fallback runs by delegatecall on this contract's storage (see IVault: one ABI at this address).
+contract Vault is IVaultCore, VaultBase {
     using SafeERC20 for IERC20;
 
-    struct AccountData {
-        int128 cash;
-        uint128 depositCredit;
-        uint64 riskNonce;
-        bool frozen; // in a liquidation auction: no risk-adding trades, no withdrawals
-        uint128 lossSnapshot; // lossIndex when the cash was last touched
-        uint32[] ids;
-    }
-
-    /// @dev Size and list slot share the first storage slot, cost basis and funding snapshot the second:
-    /// an option position (no cost basis, no funding) is one storage slot.
-    struct Position {
-        int128 size;
-        uint8 slot; // index in ids + 1
-        int128 costBasis;
-        int128 fundingSnapshot;
-    }
-
     // ---------------------------------------------------------------- immutables
-    IERC20 internal immutable quoteToken;
-    IInstruments public immutable instruments;
+    /// @notice The liquidation module (IVaultModule), run by delegatecall from the fallback.
+    address public immutable module;
 
-    // ---------------------------------------------------------------- storage
-    mapping(address => AccountData) internal _accounts;
-    mapping(address => mapping(uint32 => Position)) internal _positions;
-    mapping(address => mapping(address => uint256)) public collateralOf;
-    mapping(address => mapping(address => bool)) public isOperator;
-    address public exchange;
-    address public guardian;
-    address public feeCollector;
-    bool public paused;
-    address public liquidator;
-    address internal insuranceFund; // the Liquidator's `insuranceFund`
-    IStandardMargin internal standardMargin; // the Liquidator's `standardMargin`
-    /// @dev The share of positive cash lost to socialised losses so far, compounded (LOSS_SCALE): a balance
-    /// last touched at index i0 is now worth cash · (LOSS_SCALE − index) / (LOSS_SCALE − i0). With the sum
-    /// of the positive cash balances in one slot; `pendingLoss` is socialised but not yet charged.
-    uint128 public lossIndex;
-    uint128 public positiveCash;
-    uint256 internal pendingLoss;
-
-    uint256 internal constant LOSS_SCALE = 1e27;
     // ---------------------------------------------------------------- constructor
     constructor(
         address owner_,
@@ -73,77 +36,41 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         IRiskParams riskParams_,
         IPriceFeed feed_,
         address feeCollector_
-    ) Ownable(owner_) RiskOracle(feed_, riskParams_) {
+    ) Ownable(owner_) VaultBase(quote_, instruments_, riskParams_, feed_) {
         if (IERC20Metadata(address(quote_)).decimals() != Constants.QUOTE_DECIMALS) revert Vault_BadQuoteToken();
         if (feeCollector_ == address(0)) revert Vault_ZeroAddress();
-        (quoteToken, instruments) = (quote_, instruments_);
+        module = address(new VaultModule(quote_, instruments_, riskParams_, feed_));
         feeCollector = feeCollector_;
         guardian = owner_;
         emit FeeCollectorSet(feeCollector_);
         emit GuardianSet(owner_);
     }
 
-    // ---------------------------------------------------------------- modifiers
-    modifier onlyExchange() {
-        if (msg.sender != exchange) revert Vault_OnlyExchange();
-        _;
-    }
-
-    modifier onlyLiquidator() {
-        if (msg.sender != liquidator) revert Vault_OnlyLiquidator();
-        _;
+    // ---------------------------------------------------------------- module
+    /// @notice Runs IVaultModule's functions in the module, on this contract's storage.
+    fallback() external {
+        address m = module;
+        assembly ("memory-safe") {
+            calldatacopy(0, 0, calldatasize())
+            let ok := delegatecall(gas(), m, 0, calldatasize(), 0, 0)
+            returndatacopy(0, 0, returndatasize())
+            if iszero(ok) { revert(0, returndatasize()) }
+            return(0, returndatasize())
+        }
     }
 
     // ---------------------------------------------------------------- admin
-    /// @inheritdoc IVault
-    function setExchange(address exchange_) external onlyOwner {
-        if (exchange != address(0)) revert Vault_AlreadySet();
-        if (exchange_ == address(0)) revert Vault_ZeroAddress();
-        exchange = exchange_;
-        emit ExchangeSet(exchange_);
-    }
-
-    /// @inheritdoc IVault
-    function setLiquidation(address liquidator_, address fund, address standardMargin_) external onlyOwner {
-        if (liquidator != address(0)) revert Vault_AlreadySet();
-        if (liquidator_ == address(0) || fund == address(0) || standardMargin_ == address(0)) {
-            revert Vault_ZeroAddress();
-        }
-        (liquidator, insuranceFund, standardMargin) = (liquidator_, fund, IStandardMargin(standardMargin_));
-        emit LiquidationSet(liquidator_, fund, standardMargin_);
-    }
-
-    /// @inheritdoc IVault
-    function setGuardian(address guardian_) external onlyOwner {
-        guardian = guardian_;
-        emit GuardianSet(guardian_);
-    }
-
-    /// @inheritdoc IVault
-    function setFeeCollector(address collector) external onlyOwner {
-        if (collector == address(0)) revert Vault_ZeroAddress();
-        feeCollector = collector;
-        emit FeeCollectorSet(collector);
-    }
-
-    /// @inheritdoc IVault
+    /// @inheritdoc IVaultCore
     function setPaused(bool paused_) external {
         if (msg.sender != guardian) revert Vault_OnlyGuardian();
         paused = paused_;
         emit PausedSet(paused_);
     }
 
-    /// @inheritdoc IVault
-    function setOperator(address operator, bool allowed) external {
-        if (operator == address(0)) revert Vault_ZeroAddress();
-        isOperator[msg.sender][operator] = allowed;
-        emit OperatorSet(msg.sender, operator, allowed);
-    }
-
     // ---------------------------------------------------------------- collateral
-    /// @inheritdoc IVault
+    /// @inheritdoc IVaultCore
     function deposit(address token, uint256 amount, address account) external nonReentrant {
-        if (amount == 0) revert Vault_ZeroAmount();
+        _checkAmount(amount);
         if (account == address(0)) revert Vault_ZeroAddress();
         bool isQuote = token == address(quoteToken);
         if (!isQuote && !riskParams.isCollateral(token)) revert Vault_UnknownToken(token);
@@ -153,13 +80,13 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         AccountData storage a = _accounts[account];
         uint256 credit;
         if (isQuote) {
-            _addCash(account, a, int256(received));
+            _addCash(account, a, SafeCast.toInt256(received));
             credit = received;
         } else {
             collateralOf[account][token] += received;
             credit = _collateralCredit(token, received);
         }
-        a.depositCredit += uint128(credit);
+        a.depositCredit = SafeCast.toUint128(a.depositCredit + credit);
         emit Deposited(account, token, msg.sender, received, credit);
     }
 
@@ -176,12 +103,14 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         }
     }
 
-    /// @inheritdoc IVault
+    /// @inheritdoc IVaultCore
     function withdraw(address token, uint256 amount, address to, MarginProof calldata proof) external nonReentrant {
-        if (amount == 0) revert Vault_ZeroAmount();
         if (to == address(0)) revert Vault_ZeroAddress();
         AccountData storage a = _accounts[msg.sender];
         if (a.frozen) revert Vault_Frozen(msg.sender);
+        bool isQuote = token == address(quoteToken);
+        uint256 taken = amount == WITHDRAW_ALL ? _wholeBalance(msg.sender, a, isQuote, token) : amount;
+        _checkAmount(taken);
         bool standard = false;
         if (a.ids.length != 0 || a.cash < 0) {
             if (paused) revert Vault_Paused();
@@ -194,43 +123,42 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
                 _requireMargin(proof, msg.sender, a.riskNonce, action, a.depositCredit, true);
             }
         }
-        if (token == address(quoteToken)) {
-            _debitCash(msg.sender, a, amount);
+        if (isQuote) {
+            _debitCash(msg.sender, a, taken);
         } else {
             uint256 bal = collateralOf[msg.sender][token];
-            if (bal < amount) revert Vault_InsufficientCollateral(bal, amount);
-            collateralOf[msg.sender][token] = bal - amount;
+            if (bal < taken) revert Vault_InsufficientCollateral(bal, taken);
+            collateralOf[msg.sender][token] = bal - taken;
         }
         _bumpNonce(msg.sender, a);
         if (standard) standardMargin.requireInitial(msg.sender);
-        IERC20(token).safeTransfer(to, amount);
-        emit Withdrawn(msg.sender, token, to, amount);
+        IERC20(token).safeTransfer(to, taken);
+        emit Withdrawn(msg.sender, token, to, taken);
     }
 
-    /// @inheritdoc IVault
-    function withdrawQuoteWithStatus(uint256 amount, address to, StatusLeaf calldata leaf, bytes32[] calldata proof)
-        external
-        nonReentrant
+    /// @dev The whole balance for WITHDRAW_ALL: for the quote token, the cash after settling funding on
+    /// every perpetual and charging socialised losses (so a `settleFunding` just before changes nothing).
+    function _wholeBalance(address account, AccountData storage a, bool isQuote, address token)
+        internal
+        returns (uint256)
     {
-        if (amount == 0) revert Vault_ZeroAmount();
-        if (to == address(0)) revert Vault_ZeroAddress();
-        AccountData storage a = _accounts[msg.sender];
-        if (a.frozen) revert Vault_Frozen(msg.sender);
-        if (a.ids.length != 0 && paused) revert Vault_Paused();
-        (int256 equity, uint256 im,) = _verifyStatus(leaf, proof, msg.sender, a.riskNonce, a.depositCredit);
-        if (equity - int256(amount) < int256(im)) revert Vault_InsufficientHeadroom(equity, amount, im);
-        _debitCash(msg.sender, a, amount);
-        _bumpNonce(msg.sender, a);
-        quoteToken.safeTransfer(to, amount);
-        emit Withdrawn(msg.sender, address(quoteToken), to, amount);
+        if (!isQuote) return collateralOf[account][token];
+        uint32[] storage ids = a.ids;
+        for (uint256 i; i < ids.length; ++i) {
+            uint32 id = ids[i];
+            if (instruments.get(id).kind == Kind.PERP) _settleFunding(account, id, _positions[account][id]);
+        }
+        _realise(account, a);
+        int256 cash = a.cash;
+        return cash > 0 ? uint256(cash) : 0; // Safe cast: positive
     }
 
     // ---------------------------------------------------------------- trading
-    /// @inheritdoc IVault
+    /// @inheritdoc IVaultCore
     function applyTrade(Fill calldata fill, MarginProof calldata buyerProof, MarginProof calldata sellerProof)
         external
-        onlyExchange
     {
+        if (msg.sender != exchange) revert Vault_OnlyExchange();
         if (fill.buyer == fill.seller) revert Vault_SelfTrade(fill.buyer);
         if (fill.size == 0) revert Vault_ZeroAmount();
         if (fill.size % Constants.LOT != 0) revert Vault_NotOnLot(fill.size);
@@ -243,17 +171,21 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         Params memory p = riskParams.params();
         // Accrue funding at the old mark up to now before either side settles, then take the new mark.
         if (ins.kind == Kind.PERP) instruments.recordTrade(fill.instrument, fill.price);
-        int256 size = int256(uint256(fill.size));
-        _applySide(fill.buyer, fill, ins.kind, size, fill.buyerFee, buyerProof, p);
-        _applySide(fill.seller, fill, ins.kind, -size, fill.sellerFee, sellerProof, p);
-        uint256 fees = uint256(fill.buyerFee) + fill.sellerFee;
-        if (fees != 0) {
-            // The fund's share rounds down: the remainder goes to the fee collector.
-            uint256 toFund = insuranceFund == address(0) ? 0 : SignedMath.mulWadDown(fees, p.fundFeeShare);
-            if (toFund != 0) _creditFees(insuranceFund, toFund);
-            if (fees != toFund) _creditFees(feeCollector, fees - toFund);
-        }
+        int256 size = int256(uint256(fill.size)); // Safe cast: fill.size <= MAX_SIZE = 1e30
+        bool buyerStandard = _applySide(fill.buyer, fill, ins.kind, size, fill.buyerFee, buyerProof, p);
+        bool sellerStandard = _applySide(fill.seller, fill, ins.kind, -size, fill.sellerFee, sellerProof, p);
+        _collectFees(uint256(fill.buyerFee) + fill.sellerFee, p.fundFeeShare);
+        if (buyerStandard) _requireStandardMaintenance(fill.buyer);
+        if (sellerStandard) _requireStandardMaintenance(fill.seller);
         emit TradeApplied(fill.instrument, fill.buyer, fill.seller, fill.size, fill.price);
+    }
+
+    function _collectFees(uint256 fees, uint256 fundFeeShare) internal {
+        if (fees == 0) return;
+        // The fund's share rounds down: the remainder goes to the fee collector.
+        uint256 toFund = insuranceFund == address(0) ? 0 : SignedMath.mulWadDown(fees, fundFeeShare);
+        if (toFund != 0) _creditFees(insuranceFund, toFund);
+        if (fees != toFund) _creditFees(feeCollector, fees - toFund);
     }
 
     function _applySide(
@@ -264,35 +196,63 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         uint256 fee,
         MarginProof calldata proof,
         Params memory p
-    ) internal {
-        _requireTradeMargin(account, fill, delta, fee, proof);
-        AccountData storage a = _accounts[account];
-        Position storage pos = _positions[account][fill.instrument];
-        int256 old = pos.size;
-        if (kind == Kind.PERP) _settleFunding(account, fill.instrument, pos);
-        int256 cashDelta = _trade(pos, kind, old, delta, fill.price) - int256(fee);
-        _addCash(account, a, cashDelta);
-        _updateList(account, a, pos, fill.instrument, old, p);
-        _bumpNonce(account, a);
-        emit PositionChanged(account, fill.instrument, pos.size, pos.costBasis, cashDelta);
+    ) internal returns (bool standard) {
+        standard = _requireTradeMargin(account, fill, delta, fee, proof);
+        _moveSide(account, fill.instrument, fill.price, kind, delta, fee, p);
     }
 
-    /// @dev A side that only reduces its position needs maintenance margin after the fill, any
-    /// other initial margin; only the latter is blocked while paused.
+    /// @dev One side's position, cash, id list and nonce after the fill.
+    function _moveSide(address account, uint32 id, uint256 price, Kind kind, int256 delta, uint256 fee, Params memory p)
+        internal
+    {
+        AccountData storage a = _accounts[account];
+        Position storage pos = _positions[account][id];
+        int256 old = pos.size;
+        if (kind == Kind.PERP) _settleFunding(account, id, pos);
+        // Safe cast: fee <= type(uint128).max (Fill.buyerFee / sellerFee are uint128).
+        int256 cashDelta = _trade(pos, kind, old, delta, price) - int256(fee);
+        _addCash(account, a, cashDelta);
+        _updateList(account, a, pos, id, old, p);
+        _bumpNonce(account, a);
+        emit PositionChanged(account, id, pos.size, pos.costBasis, cashDelta);
+    }
+
+    /// @dev A side whose attestation says the fill lowers its portfolio initial margin (the action hash
+    /// with reducesIM = true, F-7) needs maintenance margin after the fill and is allowed while paused,
+    /// frozen or in emergency; any other needs initial margin. In emergency mode a side with no
+    /// signatures may only reduce its position and is checked on the standard margin after the fill
+    /// (returns true).
     function _requireTradeMargin(address account, Fill calldata fill, int256 delta, uint256 fee, MarginProof calldata proof)
         internal
         view
+        returns (bool standard)
     {
         AccountData storage a = _accounts[account];
-        int256 old = _positions[account][fill.instrument].size;
-        bool reducing = old != 0 && (old > 0) != (delta > 0) && SignedMath.abs(delta) <= SignedMath.abs(old);
-        if (!reducing) {
+        if (proof.signatures.length == 0) {
+            if (!emergency()) revert Vault_MarginProofRequired();
+            int256 old = _positions[account][fill.instrument].size;
+            bool reducing = old != 0 && (old > 0) != (delta > 0) && SignedMath.abs(delta) <= SignedMath.abs(old);
+            if (!reducing) revert Vault_NotReducing(account, fill.instrument);
+            return true;
+        }
+        bytes32 action = ActionHash.trade(account, fill.instrument, delta, fill.price, fee, true);
+        bool reducesIM = proof.attestation.actionHash == action;
+        if (!reducesIM) {
             if (paused) revert Vault_Paused();
             if (a.frozen) revert Vault_Frozen(account);
             if (emergency()) revert Vault_Emergency();
+            action = ActionHash.trade(account, fill.instrument, delta, fill.price, fee, false);
         }
-        bytes32 action = ActionHash.trade(account, fill.instrument, delta, fill.price, fee);
-        _requireMargin(proof, account, a.riskNonce, action, a.depositCredit, !reducing);
+        _requireMargin(proof, account, a.riskNonce, action, a.depositCredit, !reducesIM);
+    }
+
+    /// @dev Emergency closing: the account's standard margin equity after the fill, at the last posted
+    /// price (the feed may be stale), covers the standard maintenance margin (emergencyMmRatio of the
+    /// standard requirement, rounded up), as the Liquidator's emergency test uses it.
+    function _requireStandardMaintenance(address account) internal view {
+        (int256 equity,, uint256 requirement) = standardMargin.closingFigures(account);
+        uint256 mm = SignedMath.mulWadUp(requirement, riskParams.liquidationParams().emergencyMmRatio);
+        if (equity < SafeCast.toInt256(mm)) revert Vault_BelowStandardMaintenance(equity, mm);
     }
 
     /// @dev Moves the position by `delta` at `price`; returns the cash change before fees.
@@ -302,11 +262,11 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         returns (int256 cashDelta)
     {
         int256 v = SignedMath.value(delta, price);
-        pos.size = int128(old + delta);
+        pos.size = SafeCast.toInt128(old + delta);
         if (kind == Kind.CALL || kind == Kind.PUT) return -v; // premium-settled
         int256 cost = pos.costBasis;
         if (old == 0 || (old > 0) == (delta > 0)) {
-            pos.costBasis = int128(cost + v);
+            pos.costBasis = SafeCast.toInt128(cost + v);
             return 0;
         }
         uint256 absOld = SignedMath.abs(old);
@@ -314,11 +274,11 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         if (absDelta <= absOld) {
             // Removed cost rounds towards +inf: realised cash rounds against the account.
             int256 removed = SignedMath.mulDivCeil(cost, absDelta, absOld);
-            pos.costBasis = int128(cost - removed);
+            pos.costBasis = SafeCast.toInt128(cost - removed);
             return -v - removed;
         }
         int256 vClose = SignedMath.value(-old, price);
-        pos.costBasis = int128(v - vClose);
+        pos.costBasis = SafeCast.toInt128(v - vClose);
         return -vClose - cost;
     }
 
@@ -331,42 +291,8 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         _relist(account, a, pos, id, old, p.maxPositions);
     }
 
-    /// @dev Keeps the id list in step with a position that moved from `old` to its size.
-    function _relist(address account, AccountData storage a, Position storage pos, uint32 id, int256 old, uint256 maxPositions)
-        internal
-    {
-        int256 size = pos.size;
-        if (old == 0 && size != 0) {
-            if (a.ids.length >= maxPositions) revert Vault_TooManyPositions(maxPositions);
-            a.ids.push(id);
-            pos.slot = uint8(a.ids.length);
-        } else if (old != 0 && size == 0) {
-            _removeFromList(account, a, pos);
-        }
-    }
-
-    function _removeFromList(address account, AccountData storage a, Position storage pos) internal {
-        uint256 idx = pos.slot - 1;
-        uint256 last = a.ids.length - 1;
-        if (idx != last) {
-            uint32 moved = a.ids[last];
-            a.ids[idx] = moved;
-            _positions[account][moved].slot = uint8(idx + 1);
-        }
-        a.ids.pop();
-        pos.slot = 0;
-        pos.costBasis = 0;
-        pos.fundingSnapshot = 0;
-    }
-
-    function _bumpNonce(address account, AccountData storage a) internal {
-        uint64 n = a.riskNonce + 1;
-        a.riskNonce = n;
-        emit RiskNonceBumped(account, n);
-    }
-
-    // ---------------------------------------------------------------- funding and settlement
-    /// @inheritdoc IVault
+    // ---------------------------------------------------------------- funding
+    /// @inheritdoc IVaultCore
     function settleFunding(address account, uint32 instrument) external {
         if (instruments.get(instrument).kind != Kind.PERP) revert Vault_NotPerp(instrument);
         Position storage pos = _positions[account][instrument];
@@ -374,223 +300,18 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         _settleFunding(account, instrument, pos);
     }
 
-    /// @dev Pays funding accrued since the position's snapshot; exact because both the size (LOT)
-    /// and the index (TICK) sit on their grids. Longs pay when the index rises.
-    function _settleFunding(address account, uint32 instrument, Position storage pos) internal {
-        int256 cumulative = instruments.cumulativeFunding(instrument);
-        int256 snapshot = pos.fundingSnapshot;
-        if (cumulative == snapshot) return;
-        pos.fundingSnapshot = int128(cumulative);
-        int256 size = pos.size;
-        if (size == 0) return;
-        int256 payment = (size * (cumulative - snapshot)) / int256(Constants.VALUE_DIVISOR);
-        _addCash(account, _accounts[account], -payment);
-        emit FundingSettled(account, instrument, payment, cumulative);
-    }
-
-    /// @inheritdoc IVault
-    function settleExpired(address account, uint32 instrument) external {
-        Instrument memory ins = instruments.get(instrument);
-        if (ins.kind == Kind.PERP || block.timestamp < ins.expiry) revert Vault_NotExpired(instrument, ins.expiry);
-        Position storage pos = _positions[account][instrument];
-        int256 size = pos.size;
-        if (size == 0) revert Vault_NoPosition(account, instrument);
-        uint256 price = instruments.settlementPrice(ins.underlying, ins.expiry);
-        int256 payoff = _payoff(ins, size, price, pos.costBasis);
-        AccountData storage a = _accounts[account];
-        _addCash(account, a, payoff);
-        pos.size = 0;
-        _removeFromList(account, a, pos);
-        emit PositionSettled(account, instrument, size, price, payoff);
-    }
-
-    function _payoff(Instrument memory ins, int256 size, uint256 price, int256 costBasis) internal pure returns (int256) {
-        if (ins.kind == Kind.FUTURE) return SignedMath.value(size, price) - costBasis;
-        uint256 k = ins.strike;
-        uint256 intrinsic;
-        if (ins.kind == Kind.CALL) intrinsic = price > k ? price - k : 0;
-        else intrinsic = k > price ? k - price : 0;
-        return SignedMath.value(size, intrinsic);
-    }
-
-    // ---------------------------------------------------------------- liquidation hooks
-    /// @inheritdoc IVault
-    function setFrozen(address account, bool frozen) external onlyLiquidator {
-        AccountData storage a = _accounts[account];
-        a.frozen = frozen;
-        if (frozen) _bumpNonce(account, a);
-        emit FrozenSet(account, frozen);
-    }
-
-    /// @inheritdoc IVault
-    function transferPortfolio(address from, address to, uint256 fractionWad) external onlyLiquidator {
-        if (fractionWad == 0 || fractionWad > Constants.WAD || from == to) revert Vault_BadFraction(fractionWad);
-        AccountData storage src = _accounts[from];
-        AccountData storage dst = _accounts[to];
-        uint256 maxPositions = riskParams.params().maxPositions;
-        uint32[] memory ids = src.ids; // a copy: moving a whole position edits the list
-        for (uint256 i; i < ids.length; ++i) {
-            _movePosition(from, to, src, dst, ids[i], fractionWad, maxPositions);
-        }
-        Collateral[] memory cs = riskParams.collaterals();
-        for (uint256 i; i < cs.length; ++i) {
-            address token = cs[i].token;
-            uint256 bal = collateralOf[from][token];
-            uint256 amount = bal * fractionWad / Constants.WAD; // rounds down: the bidder gets no more
-            if (amount == 0) continue;
-            collateralOf[from][token] = bal - amount;
-            collateralOf[to][token] += amount;
-            emit CollateralTransferred(from, to, token, amount);
-        }
-        _realise(from, src);
-        // Cash moves towards -infinity: the bidder never receives more than its share.
-        int256 c = int256(src.cash);
-        int256 moved = SignedMath.mulDivFloor(c, fractionWad, Constants.WAD);
-        if (moved != 0) _moveCash(from, src, to, dst, moved);
-        _bumpNonce(from, src);
-        _bumpNonce(to, dst);
-        emit PortfolioTransferred(from, to, fractionWad);
-    }
-
-    /// @dev Moves `fraction` of one position (rounded towards zero to the LOT grid) with the same share of
-    /// its cost basis; cost bases add, so both sides keep their exact mark-to-market value. Funding is
-    /// settled on both sides first. A side left flat realises its remaining cost basis into cash.
-    function _movePosition(
-        address from,
-        address to,
-        AccountData storage src,
-        AccountData storage dst,
-        uint32 id,
-        uint256 fraction,
-        uint256 maxPositions
-    ) internal {
-        Position storage p = _positions[from][id];
-        Position storage q = _positions[to][id];
-        if (instruments.get(id).kind == Kind.PERP) {
-            _settleFunding(from, id, p);
-            _settleFunding(to, id, q);
-        }
-        int256 size = p.size;
-        int256 moved = size;
-        int256 cost = p.costBasis;
-        if (fraction < Constants.WAD) {
-            moved = (size * int256(fraction) / int256(Constants.WAD)) / int256(Constants.LOT) * int256(Constants.LOT);
-            if (moved == 0) return;
-            cost = SignedMath.mulDivCeil(cost, SignedMath.abs(moved), SignedMath.abs(size));
-        }
-        _shiftPosition(from, src, p, id, -moved, -cost, maxPositions);
-        _shiftPosition(to, dst, q, id, moved, cost, maxPositions);
-    }
-
-    function _shiftPosition(
-        address account,
-        AccountData storage a,
-        Position storage pos,
-        uint32 id,
-        int256 sizeDelta,
-        int256 costDelta,
-        uint256 maxPositions
-    ) internal {
-        int256 old = pos.size;
-        int256 size = old + sizeDelta;
-        int256 cost = pos.costBasis + costDelta;
-        int256 cashDelta = 0;
-        if (size == 0 && cost != 0) {
-            cashDelta = -cost;
-            cost = 0;
-        }
-        pos.size = SafeCast.toInt128(size);
-        if (cost != pos.costBasis) pos.costBasis = SafeCast.toInt128(cost);
-        if (cashDelta != 0) _addCash(account, a, cashDelta);
-        _relist(account, a, pos, id, old, maxPositions);
-        emit PositionChanged(account, id, size, cost, cashDelta);
-    }
-
-    /// @inheritdoc IVault
-    function moveCash(address from, address to, uint256 amount) external onlyLiquidator {
-        _moveCash(from, _accounts[from], to, _accounts[to], SafeCast.toInt256(amount));
-    }
-
-    function _moveCash(address from, AccountData storage src, address to, AccountData storage dst, int256 amount)
-        internal
-    {
-        _addCash(from, src, -amount);
-        _addCash(to, dst, amount);
-        emit CashTransferred(from, to, amount);
-    }
-
-    /// @inheritdoc IVault
-    function socializeLoss(address to, uint256 amount) external onlyLiquidator returns (uint256 socialised) {
-        uint256 base = positiveCash - pendingLoss;
-        // At most all but one unit of the positive cash outstanding, so the surviving share stays above zero.
-        socialised = base == 0 ? 0 : Math.min(amount, base - 1);
-        if (socialised != 0) {
-            // The surviving share shrinks by (base − loss) / base, rounded down: holders pay at least the loss.
-            uint256 survive = Math.mulDiv(LOSS_SCALE - lossIndex, base - socialised, base);
-            lossIndex = SafeCast.toUint128(LOSS_SCALE - survive);
-            pendingLoss += socialised;
-            _addCash(to, _accounts[to], int256(socialised));
-            _bindParams(riskParams.paramsHash());
-        }
-        emit LossSocialised(to, amount, socialised, lossIndex);
-    }
-
-    // ---------------------------------------------------------------- cash
-    /// @dev Every change of a cash balance goes through here: charges the account's share of losses
-    /// socialised since it was last touched, then keeps the positive-cash total in step.
-    function _addCash(address account, AccountData storage a, int256 delta) internal {
-        _realise(account, a);
-        int256 old = a.cash;
-        int256 cash = old + delta;
-        a.cash = SafeCast.toInt128(cash);
-        uint256 before = old > 0 ? uint256(old) : 0;
-        uint256 after_ = cash > 0 ? uint256(cash) : 0;
-        if (before != after_) positiveCash = SafeCast.toUint128(positiveCash + after_ - before);
-    }
-
-    function _realise(address account, AccountData storage a) internal {
-        uint128 index = lossIndex;
-        uint128 snapshot = a.lossSnapshot;
-        if (snapshot == index) return;
-        a.lossSnapshot = index;
-        int256 cash = a.cash;
-        if (cash <= 0) return;
-        uint256 charge = _pendingCharge(uint256(cash), snapshot, index);
-        a.cash = int128(cash - int256(charge)); // Safe cast: 0 <= result <= cash
-        positiveCash -= uint128(charge); // Safe cast: charge <= cash <= positiveCash
-        uint256 pending = pendingLoss;
-        pendingLoss = charge < pending ? pending - charge : 0;
-        emit LossApplied(account, charge);
-    }
-
-    /// @dev What a positive balance last touched at index `snapshot` has lost by index `index`: its value
-    /// scales by the surviving shares' ratio, rounded down, so the charge rounds up.
-    function _pendingCharge(uint256 cash, uint128 snapshot, uint128 index) internal pure returns (uint256) {
-        return cash - Math.mulDiv(cash, LOSS_SCALE - index, LOSS_SCALE - snapshot);
-    }
-
-    function _debitCash(address account, AccountData storage a, uint256 amount) internal {
-        _realise(account, a);
-        if (a.cash < SafeCast.toInt256(amount)) revert Vault_InsufficientCash(a.cash, amount);
-        _addCash(account, a, -int256(amount));
-    }
-
     function _creditFees(address collector, uint256 amount) internal {
-        _addCash(collector, _accounts[collector], int256(amount));
+        _addCash(collector, _accounts[collector], SafeCast.toInt256(amount));
         emit FeesCollected(collector, amount);
     }
 
-    function _lossIndex() internal view override returns (uint256) {
-        return lossIndex;
-    }
-
     // ---------------------------------------------------------------- views
-    /// @inheritdoc IVault
+    /// @inheritdoc IVaultCore
     function positionIds(address account) external view returns (uint32[] memory) {
         return _accounts[account].ids;
     }
 
-    /// @inheritdoc IVault
+    /// @inheritdoc IVaultCore
     function positionOf(address account, uint32 instrument)
         external
         view
@@ -600,29 +321,28 @@ contract Vault is IVault, RiskOracle, ReentrancyGuard {
         return (pos.size, pos.costBasis, pos.fundingSnapshot);
     }
 
-    /// @inheritdoc IVault
+    /// @inheritdoc IVaultCore
     function riskNonce(address account) external view returns (uint64) {
         return _accounts[account].riskNonce;
     }
 
-    /// @inheritdoc IVault
+    /// @inheritdoc IVaultCore
     function depositCredit(address account) external view returns (uint256) {
         return _accounts[account].depositCredit;
     }
 
-    /// @inheritdoc IVault
-    function cashOf(address account) external view returns (int256) {
-        return _effectiveCash(_accounts[account]);
-    }
-
-    /// @dev Cash net of the socialised loss not yet charged to it.
-    function _effectiveCash(AccountData storage a) internal view returns (int256 cash) {
+    /// @inheritdoc IVaultCore
+    function cashOf(address account) external view returns (int256 cash) {
+        AccountData storage a = _accounts[account];
         cash = a.cash;
         uint128 index = lossIndex;
-        if (cash > 0 && a.lossSnapshot != index) cash -= int256(_pendingCharge(uint256(cash), a.lossSnapshot, index));
+        if (cash > 0 && a.lossSnapshot != index) {
+            // Safe casts: cash > 0, and the charge is at most cash.
+            cash -= int256(_pendingCharge(uint256(cash), a.lossSnapshot, index));
+        }
     }
 
-    /// @inheritdoc IVault
+    /// @inheritdoc IVaultCore
     function quote() external view returns (address) {
         return address(quoteToken);
     }

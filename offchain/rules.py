@@ -133,9 +133,38 @@ def credited_equity(equity: int, credit_checkpoint: int, credit: int) -> int:
 
 
 def reduces(old: int, delta: int) -> bool:
-    """``Vault._requireTradeMargin``: a fill side that only reduces an open position (MM suffices,
-    allowed while paused or frozen)."""
+    """``Vault._requireTradeMargin``: a fill side that only reduces an open position. Only the
+    emergency close (no attestation, standard maintenance margin) still judges by position (F-7)."""
     return old != 0 and (old > 0) != (delta > 0) and abs(delta) <= abs(old)
+
+
+def reduces_im(im_before: int, im_after: int) -> bool:
+    """``ActionHash.trade(..., reducesIM)``: the engine flags a fill that lowers the account's portfolio
+    initial margin (attested quote units, after < before); the Vault then asks maintenance margin and
+    allows it while paused or frozen. Closing the hedge leg of a hedged book raises IM: not flagged."""
+    return im_after < im_before
+
+
+def feed_fresh(fresh_until: int, now: int) -> bool:
+    """``RiskOracle._checkPriceRound``: the feed is usable while ``now <= feedFreshUntil`` (latest round
+    time + heartbeat); after it no attestation, root or attested fill verifies (F-6)."""
+    return now <= fresh_until
+
+
+# ---------------------------------------------------------------------- amounts (F-10)
+MAX_AMOUNT = 2**128 - 1  # ``VaultBase.MAX_AMOUNT``: the largest deposit or withdrawal
+WITHDRAW_ALL = 2**256 - 1  # ``VaultBase.WITHDRAW_ALL``: withdraw the whole balance
+
+
+def whole_quote_balance(effective_cash: int, funding_payments: list[int]) -> int:
+    """``Vault._wholeBalance`` for the quote token: what ``withdraw(quote, WITHDRAW_ALL, …)`` takes, the
+    cash net of socialised loss after every perpetual's funding is settled (payments: + = owes)."""
+    return max(effective_cash - sum(funding_payments), 0)
+
+
+def check_amount(amount: int) -> bool:
+    """``VaultBase._checkAmount``: 0 < amount <= MAX_AMOUNT."""
+    return 0 < amount <= MAX_AMOUNT
 
 
 def covers(margin_equity: int, required: int, credit_checkpoint: int, credit: int) -> bool:

@@ -14,6 +14,14 @@ import {IPriceRoundListener} from "./IPriceFeed.sol";
 /// - a StatusLeaf with a Merkle proof against the latest StatusRoot, for checks a status result is
 ///   enough for (liquidation, headroom). Only the latest root is kept; a parameter change clears it.
 /// Deposits made since the engine's snapshot are credited: equity = marginEquity + credit - checkpoint.
+/// Nothing verifies once the price feed is older than its heartbeat (`feedFreshUntil`), and removing a
+/// signer or lowering the quorum clears the status root.
+/// @title The feed's heartbeat getter (PriceFeed's public `heartbeat`; not in IPriceFeed).
+interface IFeedHeartbeat {
+    /// @return The largest age (seconds) of a usable price round.
+    function heartbeat() external view returns (uint64);
+}
+
 interface IRiskOracle is IPriceRoundListener {
     error RiskOracle_WrongAccount(address expected, address given);
     error RiskOracle_StaleNonce(uint64 expected, uint64 given);
@@ -31,21 +39,30 @@ interface IRiskOracle is IPriceRoundListener {
     error RiskOracle_StaleRoot(uint64 round, uint64 latest);
     error RiskOracle_NoRoot();
     error RiskOracle_BadProof();
+    /// @notice The price feed's latest round is older than its heartbeat allows (F-6).
+    error RiskOracle_FeedStale(uint256 freshUntil, uint256 now_);
 
     event ParamsSynced(bytes32 paramsHash, uint64 priceTolerance, uint64 attestationMaxAge, uint32 emergencyDelay);
     /// @notice The hash attestations and roots must now carry (`paramsHash`, mixed with the loss index).
     event ParamsBound(bytes32 paramsHash, uint256 lossIndex);
     event RootPosted(uint64 indexed round, bytes32 root, uint64 priceRound, uint64 issuedAt, uint64 expiry);
     event RootCleared(uint64 round);
+    /// @notice The feed's freshness was re-read: attestations verify until `freshUntil`.
+    event FeedSynced(uint256 freshUntil);
 
     /// @notice Receives the parameter hash and the limits it sets, and clears the status root.
     /// Callable by RiskParams only.
     function syncParams(bytes32 paramsHash, uint64 priceTolerance, uint64 attestationMaxAge, uint32 emergencyDelay)
         external;
 
-    /// @notice True once no status root has been posted for `emergencyDelay` seconds: no new risk;
-    /// withdrawals and liquidations are checked against the on-chain standard margin instead.
+    /// @notice True once no status root has been posted for `emergencyDelay` seconds, or once the price
+    /// feed is stale (past `feedFreshUntil`): no new risk; withdrawals, liquidations and closing trades
+    /// without an attestation are checked against the on-chain standard margin instead.
     function emergency() external view returns (bool);
+
+    /// @notice Re-reads the feed's latest round time and heartbeat into `feedFreshUntil` (done on every
+    /// round; call it after a heartbeat change). Anyone.
+    function syncFeed() external;
 
     /// @notice Posts the status root of an engine round; rounds only increase. Anyone may relay it.
     function postRoot(StatusRoot calldata root, bytes calldata sigs) external;

@@ -15,6 +15,8 @@ interface ISignerQuorum {
     /// @notice Signers must be strictly increasing: a repeat or disorder is refused.
     error SignerQuorum_DuplicateSigner(address recovered);
     error SignerQuorum_BadSignatureLength(uint256 length);
+    /// @notice renounceOwnership is disabled on every owned contract.
+    error SignerQuorum_RenounceDisabled();
 
     event SignerAdded(address indexed signer);
     event SignerRemoved(address indexed signer);
@@ -23,7 +25,8 @@ interface ISignerQuorum {
     /// @notice Registers a signer. Owner only.
     function addSigner(address signer) external;
 
-    /// @notice Removes a signer; the quorum must stay reachable. Owner only.
+    /// @notice Removes a signer; the quorum must stay reachable. Owner only. Clears any status root
+    /// (RiskOracle), which the removed signer may have co-signed; so does lowering the quorum.
     function removeSigner(address signer) external;
 
     /// @notice Sets k, with 1 <= k <= number of signers. Owner only.

@@ -20,6 +20,14 @@ interface IStandardMargin {
     /// @return requirement the standard initial margin (quote units, rounded up)
     function figures(address account) external view returns (int256 equity, int256 mtmEquity, uint256 requirement);
 
+    /// @notice The same figures at the last posted price round, however old (never reverts for a stale
+    /// feed): what the Vault's emergency close checks a closing fill against (Liquity v2 closes at its
+    /// last good price the same way). Only position-reducing fills use it, never withdrawals or liquidations.
+    function closingFigures(address account)
+        external
+        view
+        returns (int256 equity, int256 mtmEquity, uint256 requirement);
+
     /// @notice Reverts with StandardMargin_Insufficient unless equity covers the standard requirement.
     function requireInitial(address account) external view;
 }

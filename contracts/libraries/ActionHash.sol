@@ -9,12 +9,15 @@ library ActionHash {
     bytes32 internal constant BID_TAG = keccak256("pmsim.action.bid");
 
     /// @param sizeDelta the signed change of the account's position (+ buys, - sells)
-    function trade(address account, uint32 instrument, int256 sizeDelta, uint256 price, uint256 fee)
+    /// @param reducesIM the engine judged that the fill lowers the account's portfolio initial margin
+    /// (its IM after < before, F-7): the Vault then asks only maintenance margin and allows it while
+    /// paused or frozen; false asks initial margin
+    function trade(address account, uint32 instrument, int256 sizeDelta, uint256 price, uint256 fee, bool reducesIM)
         internal
         pure
         returns (bytes32)
     {
-        return keccak256(abi.encode(TRADE_TAG, account, instrument, sizeDelta, price, fee));
+        return keccak256(abi.encode(TRADE_TAG, account, instrument, sizeDelta, price, fee, reducesIM));
     }
 
     function withdraw(address account, address token, uint256 amount) internal pure returns (bytes32) {

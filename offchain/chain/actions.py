@@ -10,12 +10,17 @@ WITHDRAW_TAG = keccak(text="pmsim.action.withdraw")
 STATUS = b"\x00" * 32  # a status result binds no action
 
 
-def trade_action(account: str, instrument: int, size_delta: int, price: int, fee: int) -> bytes:
-    """Hash of a fill as seen by one side: ``size_delta`` > 0 buys, < 0 sells (1e18 units)."""
+def trade_action(account: str, instrument: int, size_delta: int, price: int, fee: int,
+                 reduces_im: bool = False) -> bytes:  # fmt: skip
+    """Hash of a fill as seen by one side: ``size_delta`` > 0 buys, < 0 sells (1e18 units).
+
+    ``reduces_im``: the engine judged that the fill lowers the account's portfolio initial margin
+    (:func:`offchain.rules.reduces_im`); the Vault then asks only maintenance margin (issue 8, F-7).
+    """
     return keccak(
         encode(
-            ["bytes32", "address", "uint32", "int256", "uint256", "uint256"],
-            [TRADE_TAG, account, instrument, size_delta, price, fee],
+            ["bytes32", "address", "uint32", "int256", "uint256", "uint256", "bool"],
+            [TRADE_TAG, account, instrument, size_delta, price, fee, reduces_im],
         )
     )
 

@@ -7,7 +7,8 @@ optimizer, EVM version) are pinned so bytecode and gas figures are deterministic
 Outputs, all under ``build/``:
 
 - ``contracts.json``: the bundle every ``pmsim`` command reads (ABI and bytecode of each contract);
-- ``abi/<Contract>.json``: one plain ABI array per contract, for ``cast``, ethers, viem and friends;
+- ``abi/<Contract>.json``: one plain ABI array per contract, for ``cast``, ethers, viem and friends (the
+  Vault's lists its module's functions too: ``MODULES``);
 - ``errors.json``: every custom error any compiled source declares (OpenZeppelin's included), by
   4-byte selector, as ``pmsim decode-error`` and ``docs/errors.md`` use it.
 """
@@ -34,6 +35,11 @@ BUILD_FILE = ROOT / "build" / "contracts.json"
 ABI_DIR = ROOT / "build" / "abi"
 ERRORS_FILE = ROOT / "build" / "errors.json"
 OZ_DIR = ROOT / "node_modules" / "@openzeppelin" / "contracts"
+
+
+# A contract whose fallback delegates to a module (see contracts/Vault.sol): its ABI (in the bundle and in
+# build/abi/) also lists the module's functions, events and errors, as callers see them at its address.
+MODULES = {"Vault": "VaultModule", "VaultGasProbe": "VaultModule"}
 
 
 class CompileError(ChainError):
@@ -89,7 +95,7 @@ def _standard_input(sources: dict[str, str]) -> dict[str, Any]:
 
 
 def _fingerprint(std_input: dict[str, Any]) -> str:
-    blob = json.dumps(std_input, sort_keys=True).encode() + SOLC_VERSION.encode()
+    blob = json.dumps(std_input, sort_keys=True).encode() + SOLC_VERSION.encode() + json.dumps(MODULES).encode()
     if OZ_DIR.exists():
         blob += (OZ_DIR / "package.json").read_bytes()
     return hashlib.sha256(blob).hexdigest()
@@ -152,10 +158,22 @@ def compile_contracts(*, strict: bool = True, force: bool = False) -> dict[str, 
                 "bytecode": "0x" + data["evm"]["bytecode"]["object"],
                 "deployed_bytecode": "0x" + data["evm"]["deployedBytecode"]["object"],
             }
+    for host, module in MODULES.items():
+        if host in contracts and module in contracts:
+            contracts[host]["abi"] = merge_abi(contracts[host]["abi"], contracts[module]["abi"])
     write_abi_files(ABI_DIR, {name: data["abi"] for name, data in contracts.items()})
     _write_atomic(ERRORS_FILE, json.dumps(error_table(output), indent=1, sort_keys=True) + "\n")
     _write_atomic(BUILD_FILE, json.dumps({"fingerprint": fingerprint, "solc": SOLC_VERSION, "contracts": contracts}))
     return _artifacts(contracts)
+
+
+def merge_abi(host: list[dict[str, Any]], module: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``host``'s ABI plus every function, event and error of ``module`` it lacks (by signature);
+    the module's constructor is left out."""
+    seen = {(i["type"], abi_signature(i)) for i in host if "name" in i}
+    kinds = ("function", "event", "error")
+    extra = [i for i in module if i["type"] in kinds and (i["type"], abi_signature(i)) not in seen]
+    return host + extra
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -182,6 +182,7 @@ class ProtocolState:
     liquidation: LiquidationParams | None = None
     loss_index: int = 0  # the Vault's cumulative socialised loss per unit of positive cash (1e27)
     bands: ExchangeBands | None = None  # the Exchange's price bands
+    feed_fresh_until: int = 0  # RiskOracle.feedFreshUntil: latest price round time + the feed's heartbeat
 
     def account(self, address: str) -> AccountState:
         """The account's state, created empty on first use."""
@@ -436,6 +437,10 @@ def _on_engine_config_hash_set(s: ProtocolState, e: Event) -> None:
     s.engine_config_hash = e.args["engineConfigHash"]
 
 
+def _on_feed_synced(s: ProtocolState, e: Event) -> None:
+    s.feed_fresh_until = e.args["freshUntil"]
+
+
 def _on_paused_set(s: ProtocolState, e: Event) -> None:
     s.paused = e.args["paused"]
 
@@ -474,6 +479,7 @@ HANDLERS: dict[str, Handler] = {
     "Exchange.OperatorSet": _on_operator_set,
     "Exchange.BandsSet": _on_bands_set,
     "PausedSet": _on_paused_set,
+    "FeedSynced": _on_feed_synced,
     "FeeCollectorSet": _on_fee_collector_set,
     "InstrumentListed": _on_instrument_listed,
     "FundingUpdated": _on_funding_updated,

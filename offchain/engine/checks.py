@@ -18,14 +18,17 @@ option further than bands.option·S from     off the model price             pri
 the engine's model price (engine's own)
 resulting position below ``minPositionSize`` position too small             size
 a new position beyond ``maxPositions``      too many positions              instrument
-paused, and the side adds risk              paused (HTTP 409)               —
+paused or frozen, IM not lowered            paused (HTTP 409)               —
+feed past its heartbeat (``FeedStale``)     feed stale (HTTP 409)           —
 withdrawal of 0 (``Vault_ZeroAmount``)      must be positive                amount
+above ``MAX_AMOUNT`` (``AmountTooLarge``)   beyond the largest amount       amount
 more than the balance                       insufficient balance            amount
 ==========================================  ==============================  =========
 
 Margin itself (``RiskOracle_InsufficientMargin``) is checked on the computed attestation by
-:meth:`offchain.engine.service.Engine._attest`: a side that only reduces its position needs
-maintenance margin after the action, anything else initial margin.
+:meth:`offchain.engine.service.Engine._attest`: a side whose fill lowers the account's portfolio
+initial margin (:func:`offchain.rules.reduces_im`, flagged in the action hash) needs maintenance
+margin after the action, anything else initial margin (issue 8, F-7).
 """
 
 from __future__ import annotations
@@ -39,7 +42,48 @@ from offchain.protocol import MAX_PRICE, MAX_SIZE, PRICE_SCALE, SIZE_SCALE, WAD
 
 
 class ProtocolPausedError(ChainError):
-    """The guardian paused new risk: only position-reducing trades are accepted."""
+    """The guardian paused new risk (or the account is frozen): only trades that lower the account's
+    portfolio initial margin are accepted."""
+
+
+class FeedStaleError(ChainError):
+    """The price feed's latest round is older than its heartbeat allows: the Vault would refuse any
+    attestation (``RiskOracle_FeedStale``), so the engine signs none (issue 8, F-6)."""
+
+
+def check_feed(state: ProtocolState) -> None:
+    """Refuse to attest on a stale feed, as ``RiskOracle._checkPriceRound`` would.
+
+    Raises
+    ------
+    FeedStaleError
+        Chain time is past ``feedFreshUntil`` (latest round time + the feed's heartbeat).
+    """
+    if not rules.feed_fresh(state.feed_fresh_until, state.timestamp):
+        raise FeedStaleError(f"the price feed is stale: the latest round ({state.prices.round}, observed at "
+                             f"{state.prices.timestamp}) was usable until {state.feed_fresh_until}, chain time is "
+                             f"{state.timestamp}; no attestation until a new price round (emergency mode: close "
+                             "positions without an attestation)")  # fmt: skip
+
+
+def check_risk(state: ProtocolState, account: str, lowers_im: bool) -> None:
+    """Refuse a fill side that does not lower the portfolio IM while paused or frozen
+    (``Vault._requireTradeMargin``).
+
+    Raises
+    ------
+    ProtocolPausedError
+        Paused or frozen, and the fill does not lower the account's portfolio initial margin.
+    """
+    if lowers_im:
+        return
+    if state.paused:
+        raise ProtocolPausedError("the protocol is paused: only trades that lower the account's portfolio initial "
+                                  "margin are accepted")  # fmt: skip
+    acct = state.accounts.get(account)
+    if acct is not None and acct.frozen:
+        raise ProtocolPausedError("the account is in a liquidation auction: only trades that lower its portfolio "
+                                  "initial margin")  # fmt: skip
 
 
 reduces = rules.reduces  # the contract rule's one home
@@ -52,8 +96,6 @@ def check_trade(state: ProtocolState, account: str, instrument: int, size_delta:
     ------
     InputError
         ``field`` names the request field at fault.
-    ProtocolPausedError
-        The protocol is paused and this side does not only reduce a position.
     """
     if size_delta == 0:
         raise InputError("size", "must not be zero")
@@ -90,10 +132,6 @@ def check_trade(state: ProtocolState, account: str, instrument: int, size_delta:
     if old == 0 and len(acct.positions) >= params.max_positions:
         raise InputError("instrument", f"the account already holds {len(acct.positions)} positions, the most "
                                        f"allowed (maxPositions {params.max_positions})")  # fmt: skip
-    if state.paused and not reduces(old, size_delta):
-        raise ProtocolPausedError("the protocol is paused: only trades that reduce a position are accepted")
-    if acct.frozen and not reduces(old, size_delta):
-        raise ProtocolPausedError("the account is in a liquidation auction: only trades that reduce a position")
 
 
 def check_model_price(state: ProtocolState, instrument: int, price: int, model: float, spot: float) -> None:
@@ -134,6 +172,8 @@ def check_withdraw(state: ProtocolState, account: str, token: str, amount: int) 
     """
     if amount <= 0:
         raise InputError("amount", "must be positive")
+    if amount > rules.MAX_AMOUNT:
+        raise InputError("amount", f"beyond the largest amount {rules.MAX_AMOUNT} token units (type(uint128).max)")
     acct = state.accounts.get(account) or AccountState()
     held = {t.lower(): b for t, b in acct.collateral.items()}
     is_quote = token.lower() == state.quote.lower()

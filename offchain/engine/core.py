@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,7 +23,8 @@ from offchain.chain.eip712 import Attestation
 from offchain.chain.indexer import AccountState as ChainAccount
 from offchain.chain.indexer import ProtocolState
 from offchain.chain.merkle import StatusLeaf
-from offchain.engine.checks import check_model_price, check_trade, check_withdraw
+from offchain.chain.units import Kind
+from offchain.engine.checks import check_feed, check_model_price, check_risk, check_trade, check_withdraw
 from offchain.engine.liquidation import AuctionView, BidRequest, bidder_after
 from offchain.errors import InputError, PmsimError
 from offchain.risk.accounts import AccountBook, AccountState
@@ -186,30 +187,52 @@ class EngineCore:
 
     def attest_trade(self, state: ProtocolState, req: TradeRequest, issued_at: int, expiry: int) -> Attestation:
         """The attestation of ``req.account``'s state after the proposed fill (refused, as
-        :func:`~offchain.engine.checks.check_trade` says, if the Vault would refuse the fill)."""
+        :func:`~offchain.engine.checks.check_trade` says, if the Vault would refuse the fill).
+
+        Its action hash says whether the fill lowers the account's portfolio initial margin
+        (:func:`offchain.rules.reduces_im` on the attested IMs before and after): only then does the
+        Vault ask maintenance margin and allow it while paused or frozen (F-7)."""
+        check_feed(state)
         check_trade(state, req.account, req.instrument, req.size_delta, req.price)
         engine = self.engine(state)
-        row = int(engine.instruments.index_of([req.instrument])[0])
+        row = engine.instruments.row_of(req.instrument)
         check_model_price(state, req.instrument, req.price, float(engine.valuation.mark[row]),
                           float(engine.valuation.spot[row]))  # fmt: skip
         acct = state.accounts.get(req.account) or ChainAccount()
         current = self.account_state(state, acct)
+        before = attested_figures(*_figures(engine.account(current)))
         after = engine.what_if_trade(current, req.instrument, req.size_delta / E18, req.price / E18, req.fee / E6)
-        action = trade_action(req.account, req.instrument, req.size_delta, req.price, req.fee)
-        return self._attestation(state, req.account, acct, action, after.margin, issued_at, expiry)
+        att = self._attestation(state, req.account, acct, STATUS, after.margin, issued_at, expiry)
+        lowers = rules.reduces_im(before.im, att.initial_margin)
+        check_risk(state, req.account, lowers)
+        action = trade_action(req.account, req.instrument, req.size_delta, req.price, req.fee, lowers)
+        return replace(att, action_hash=action)
 
     def attest_withdraw(self, state: ProtocolState, req: WithdrawRequest, issued_at: int,
                         expiry: int) -> Attestation:  # fmt: skip
         """The attestation of ``req.account``'s state after withdrawing ``req.amount`` of ``req.token``
-        (refused, as :func:`~offchain.engine.checks.check_withdraw` says, if the Vault would refuse it)."""
+        (refused, as :func:`~offchain.engine.checks.check_withdraw` says, if the Vault would refuse it).
+        ``rules.WITHDRAW_ALL`` withdraws the whole balance (:meth:`whole_balance`), bound as asked."""
         symbol, decimals = self._token(req.token)
-        check_withdraw(state, req.account, req.token, req.amount)
-        engine = self.engine(state)
+        check_feed(state)
         acct = state.accounts.get(req.account) or ChainAccount()
+        amount = self.whole_balance(state, req.account, req.token) if req.amount == rules.WITHDRAW_ALL else req.amount
+        check_withdraw(state, req.account, req.token, amount)
+        engine = self.engine(state)
         current = self.account_state(state, acct)
-        after = engine.what_if_withdrawal(current, symbol, req.amount / 10**decimals)
+        after = engine.what_if_withdrawal(current, symbol, amount / 10**decimals)
         action = withdraw_action(req.account, req.token, req.amount)
         return self._attestation(state, req.account, acct, action, after.margin, issued_at, expiry)
+
+    def whole_balance(self, state: ProtocolState, account: str, token: str) -> int:
+        """What ``withdraw(token, WITHDRAW_ALL, …)`` takes now: the collateral balance, or for the quote
+        token the cash after every perpetual's funding is settled (:func:`offchain.rules.whole_quote_balance`)."""
+        acct = state.accounts.get(account) or ChainAccount()
+        if token.lower() != state.quote.lower():
+            return next((b for t, b in acct.collateral.items() if t.lower() == token.lower()), 0)
+        perps = [i for i in acct.positions if state.instruments[i].kind == Kind.PERP]
+        return rules.whole_quote_balance(acct.effective_cash(state.loss_index),
+                                         [_funding_owed(state, i, acct) for i in perps])  # fmt: skip
 
     def attest_bid(self, state: ProtocolState, req: BidRequest, auction: AuctionView, issued_at: int,
                    expiry: int) -> Attestation:  # fmt: skip
@@ -218,6 +241,7 @@ class EngineCore:
         worst price; refused (``InputError`` on ``fraction``) when it would not cover the bidder's IM."""
         if state.params is None:
             raise PmsimError("risk parameters not indexed yet")
+        check_feed(state)
         fund = self.deployment.contracts["InsuranceFund"]
         quote = bidder_after(state, req, auction, fund, state.params.max_positions, expiry)
         acct = state.accounts.get(req.bidder) or ChainAccount()
@@ -231,13 +255,14 @@ class EngineCore:
         return att
 
     def attest_status(self, state: ProtocolState, account: str, issued_at: int, expiry: int) -> Attestation:
+        check_feed(state)
         acct = state.accounts.get(account) or ChainAccount()
         m = self.engine(state).account(self.account_state(state, acct))
         return self._attestation(state, account, acct, STATUS, m, issued_at, expiry)
 
     def _attestation(self, state: ProtocolState, account: str, acct: ChainAccount, action: bytes,
                      m: AccountMargin, issued_at: int, expiry: int) -> Attestation:  # fmt: skip
-        f = attested_figures(m.margin_equity, m.mtm_equity, m.im, m.mm)
+        f = attested_figures(*_figures(m))
         return Attestation(
             account=account, risk_nonce=acct.risk_nonce, action_hash=action,
             margin_equity=f.margin_equity, mtm_equity=f.mtm_equity, initial_margin=f.im,
@@ -250,6 +275,11 @@ class EngineCore:
             if t.address.lower() == address.lower():
                 return sym, t.decimals
         raise InputError("token", f"unknown token {address}")
+
+
+def _figures(m: AccountMargin) -> tuple[float, float, float, float]:
+    """(margin equity, mark-to-market equity, IM, MM) in USD, as ``attested_figures`` takes them."""
+    return m.margin_equity, m.mtm_equity, m.im, m.mm
 
 
 def _funding_owed(state: ProtocolState, instrument: int, acct: ChainAccount) -> int:

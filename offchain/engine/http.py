@@ -13,7 +13,8 @@ Engine routes
 ``GET /metrics``                     Prometheus text format
 
 ``size`` is in units of the underlying (signed, + buys, a multiple of 0.001), ``price`` in USD
-(a multiple of 0.001), ``amount`` in token units (decimal string), ``token`` a symbol or address;
+(a multiple of 0.001), ``amount`` in token units (decimal string; ``"all"``: the whole balance, bound as
+``WITHDRAW_ALL`` so that a ``settleFunding`` just before cannot make it revert), ``token`` a symbol or address;
 ``fraction`` a share of the portfolio in (0, 1] (at most 18 decimals), ``worst_price`` the most the
 bidder pays in USD (at most 6 decimals; negative: the least it is paid, insolvent auctions).
 Every refusal is JSON ``{"error": ..., "field": ...}`` naming the field at fault:
@@ -58,6 +59,7 @@ from typing import Any, ClassVar
 from eth_utils import is_address, to_checksum_address
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from offchain import rules
 from offchain.chain.units import QUOTE_SCALE, WAD, to_price, to_size
 from offchain.engine.follower import ChainUnavailableError
 from offchain.engine.liquidation import fetch_auction
@@ -248,6 +250,8 @@ class EngineApi:
         account = _address(body, "account")
         token = self._token(_field(body, "token"))
         decimals = next(t.decimals for t in self.engine.protocol.deployment.tokens.values() if t.address == token)
+        if body.get("amount") == "all":  # the whole balance, after funding (Vault WITHDRAW_ALL)
+            return self.engine.attest_withdraw(account, token, rules.WITHDRAW_ALL).to_json()
         amount = _decimal(body, "amount").scaleb(decimals)
         if amount <= 0 or amount != amount.to_integral_value():
             raise InputError("amount", f"must be positive with at most {decimals} decimals")

@@ -23,12 +23,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from offchain import rules
+from offchain.chain.actions import trade_action
 from offchain.chain.client import Protocol
 from offchain.chain.eip712 import Attestation
 from offchain.chain.indexer import Indexer, ProtocolState
 from offchain.chain.merkle import StatusRoot, StatusTree
 from offchain.chain.units import Kind
-from offchain.engine.checks import reduces
 from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
 from offchain.engine.follower import ChainFollower, HeadProbe
 from offchain.engine.liquidation import BidRequest, fetch_auction, root_unusable, start_candidates
@@ -229,9 +229,8 @@ class Engine:
             issued, expiry = self._window(state)
             if isinstance(req, TradeRequest):
                 att = self.core.attest_trade(state, req, issued, expiry)
-                held = state.accounts.get(req.account)
-                pos = held.positions.get(req.instrument) if held is not None else None
-                reducing = reduces(pos.size if pos else 0, req.size_delta)
+                reducing = att.action_hash == trade_action(req.account, req.instrument, req.size_delta, req.price,
+                                                           req.fee, True)  # the fill lowers the portfolio IM
                 field = "size"
             elif isinstance(req, BidRequest):
                 auction = fetch_auction(self.protocol, req.account, state.block)
@@ -267,6 +266,11 @@ class Engine:
             if state.prices.round == 0:
                 self.metrics.rounds_skipped.labels("no_prices").inc()
                 log.info("no price round yet: nothing to post")
+                return None
+            if not rules.feed_fresh(state.feed_fresh_until, state.timestamp):
+                self.metrics.rounds_skipped.labels("feed_stale").inc()
+                log.warning("price feed stale (fresh until %d, chain time %d): no root", state.feed_fresh_until,
+                            state.timestamp)  # fmt: skip
                 return None
             self.fix_settlements(state)
             state = self.refresh()

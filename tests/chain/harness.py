@@ -137,11 +137,18 @@ class Harness:
         prm = self.p.params.functions.params().call()
         return (rules.fee(size, price, prm[2]), rules.fee(size, price, prm[3]))
 
-    def trade_proofs(self, maker: Order, taker: Order, size: int, **kw: Any) -> tuple[Any, Any]:
+    def trade_proofs(self, maker: Order, taker: Order, size: int, *, reduces_im: tuple[bool, bool] | None = None,
+                     **kw: Any) -> tuple[Any, Any]:  # fmt: skip
+        """Permissive test attestations of both sides. ``reduces_im`` (maker, taker) is the engine's F-7
+        flag; by default a side is flagged when it reduces its position (what the engine finds for a
+        one-instrument book; the engine tests check the real portfolio rule)."""
         maker_fee, taker_fee = self.fees(size, maker.limit_price)
         m_delta = size if maker.is_buy else -size
-        m_action = trade_action(maker.account, maker.instrument, m_delta, maker.limit_price, maker_fee)
-        t_action = trade_action(taker.account, taker.instrument, -m_delta, maker.limit_price, taker_fee)
+        if reduces_im is None:
+            held = [int(self.p.vault.functions.positionOf(o.account, o.instrument).call()[0]) for o in (maker, taker)]
+            reduces_im = (rules.reduces(held[0], m_delta), rules.reduces(held[1], -m_delta))
+        m_action = trade_action(maker.account, maker.instrument, m_delta, maker.limit_price, maker_fee, reduces_im[0])
+        t_action = trade_action(taker.account, taker.instrument, -m_delta, maker.limit_price, taker_fee, reduces_im[1])
         m_att = self.attestation(maker.account, m_action, **kw)
         t_att = self.attestation(taker.account, t_action, **kw)
         return self.proof(m_att), self.proof(t_att)

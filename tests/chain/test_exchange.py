@@ -419,11 +419,11 @@ def test_trade_needs_attestations_of_both_sides(funded: Harness) -> None:
     mp, tp = h.trade_proofs(m, t, U)
     with reverts("RiskOracle_WrongAccount", addr(BOB), addr(ALICE)):
         h.trade(ALICE, m, BOB, t, U, proofs=(mp, mp))
-    with reverts("RiskOracle_WrongAccount", addr(ALICE), "0x" + "00" * 20):
+    with reverts("Vault_MarginProofRequired"):  # no signatures: only an emergency close may do without
         h.trade(ALICE, m, BOB, t, U, proofs=(empty_proof(), tp))
     # an attestation of a different fee (or price, or size) is for another action
     fee = h.fees(U, BTC)[0]
-    wrong = h.proof(h.attestation(addr(ALICE), trade_action(addr(ALICE), perp, U, BTC, fee + 1)))
+    wrong = h.proof(h.attestation(addr(ALICE), trade_action(addr(ALICE), perp, U, BTC, fee + 1)))  # adds: no F-7 flag
     with reverts("RiskOracle_WrongAction"):
         h.trade(ALICE, m, BOB, t, U, proofs=(wrong, tp))
     h.trade(ALICE, m, BOB, t, U, proofs=(mp, tp))

@@ -67,12 +67,15 @@ def test_option_fills_stay_within_no_arbitrage_bounds(funded: Harness) -> None:
     h.fill(ALICE, BOB, call, U, 10**15)
 
 
-def test_no_fill_without_a_fresh_index(funded: Harness) -> None:
-    """Past the feed's heartbeat there is no index to band against: every fill is refused."""
+def test_no_attested_fill_without_a_fresh_index(funded: Harness) -> None:
+    """Past the feed's heartbeat the band still uses the last posted index (the emergency close is banded
+    around it), and the Vault refuses every attested fill (F-6)."""
     h = funded
     heartbeat = 3600
     h.warp(heartbeat + 60)
-    with reverts("PriceFeed_Stale"):
+    with reverts("Exchange_PriceOutsideBand"):
+        h.fill(ALICE, BOB, h.ids["BTC-PERP"], U, BTC * 12 // 10)
+    with reverts("RiskOracle_FeedStale"):
         h.fill(ALICE, BOB, h.ids["BTC-PERP"], U, BTC)
     h.refresh_prices()
     h.fill(ALICE, BOB, h.ids["BTC-PERP"], U, BTC)

@@ -243,6 +243,9 @@ def test_unsynced_oracle_refuses_everything(h: Harness) -> None:
     with reverts("RiskOracle_ParamsNotSynced"):
         h.p.call(check)
     h.send(oracle.functions.syncParams(att.params_hash, 10**16, 300, 3600))
+    with reverts("RiskOracle_FeedStale"):  # F-6: nor before it has read the feed's age
+        h.p.call(check)
+    h.send(oracle.functions.syncFeed())
     assert h.p.call(check) == att.margin_equity
     with reverts("SignerQuorum_UnknownSigner"):  # the same attestation, signed for the real oracle
         h.p.call(oracle.functions.requireMargin(h.proof(att), a, 0, STATUS, 0, True))

@@ -294,8 +294,6 @@ def test_vault_admin_is_owner_only_and_bounded(h: Harness) -> None:
         h.send(v.setExchange(carol))
     with reverts("Vault_ZeroAddress"):
         h.send(v.setFeeCollector("0x" + "00" * 20))
-    with reverts("Vault_ZeroAddress"):
-        h.send(v.setOperator("0x" + "00" * 20, True), ALICE)
     fill = (h.ids["BTC-PERP"], addr(ALICE), addr(BOB), 10**18, BTC, 0, 0)
     with reverts("Vault_OnlyExchange"):
         h.send(v.applyTrade(fill, empty_proof(), empty_proof()), CAROL)
