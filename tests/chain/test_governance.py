@@ -7,6 +7,9 @@ for its fixtures); guardian rules that need no timelock run on the shared one.""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +30,7 @@ from tests.chain.conftest import ALICE, BOB, CAROL, DEPLOYER, GENESIS, SUITE_LIQ
 from tests.chain.harness import Harness, reverts, signer_from_seed
 
 pytestmark = pytest.mark.chain
+ROOT = Path(__file__).resolve().parents[2]
 DAY = 86_400
 DELAY = 2 * DAY
 ADMIN_ROLE = b"\x00" * 32
@@ -302,3 +306,32 @@ def test_renounce_ownership_is_disabled(h: Harness, name: str) -> None:
     with reverts("Governed_RenounceDisabled"):
         h.send(c.functions.renounceOwnership())
     assert c.functions.owner().call() == addr(DEPLOYER)
+
+
+# ---------------------------------------------------------------------- docs/governance.md's cast recipes
+def recipes() -> dict[str, str]:
+    text = (ROOT / "docs" / "governance.md").read_text()
+    return dict(re.findall(r"```bash\n# recipe: (\w+)\n(.*?)```", text, flags=re.DOTALL))
+
+
+def test_cast_recipes_of_the_governance_doc(tl: tuple[Harness, str]) -> None:
+    """The doc's schedule / execute / cancel / tighten recipes, run verbatim with the npm ``cast`` against
+    the timelocked deployment: the change waits for the delay, then lands; the vetoed one is gone."""
+    h, dep = tl
+    blocks = recipes()
+    assert set(blocks) == {"gov_setup", "gov_schedule", "gov_execute", "gov_cancel"}
+    script = "set -euo pipefail\n" + "".join(f"echo '== {name}'\n{blocks[name]}" for name in
+                                             ("gov_setup", "gov_schedule", "gov_execute", "gov_cancel"))  # fmt: skip
+    env = {**os.environ, "RPC": h.p.deployment.rpc_url, "DEP": dep, "GUARDIAN_KEY": CAROL}
+    start = h.now()
+    run = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "Error" not in run.stderr, run.stdout + run.stderr  # npm's cast exits 0 anyway
+    parts = re.split(r"^== (\w+)$", run.stdout, flags=re.MULTILINE)
+    out = dict(zip(parts[1::2], parts[2::2], strict=True))
+    lines = out["gov_schedule"].strip().splitlines()
+    assert lines[-1] == "false" and int(lines[-2].split()[0]) >= start + DELAY  # ETA a delay ahead, not ready
+    assert out["gov_execute"].strip().splitlines()[-1] == "0x" + "11" * 32
+    assert h.p.params.functions.engineConfigHash().call() == b"\x11" * 32
+    assert out["gov_cancel"].strip().splitlines()[-1] != "true" and "\nfalse\n" in out["gov_cancel"]
+    assert h.p.feed.functions.maxMove().call() == WAD // 20
+    assert gov.pending(h.p) == []
