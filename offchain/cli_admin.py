@@ -36,8 +36,8 @@ RpcOpt = Annotated[str | None, typer.Option(help="RPC URL (default: the deployme
 KeyOpt = Annotated[
     str | None,
     typer.Option(help="proposer / executor / canceller key (default: Anvil key 0, the devnet deployer)",
-                 envvar="PMSIM_ADMIN_KEY"),  # fmt: skip
-]
+                 envvar="PMSIM_ADMIN_KEY"),
+]  # fmt: skip
 IdArg = Annotated[str, typer.Argument(help="operation id (0x… or a unique prefix of it), from `pmsim admin pending`")]
 
 

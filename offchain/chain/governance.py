@@ -94,9 +94,10 @@ def contract_named(p: Protocol, name: str) -> Contract:
 
 
 def _function_abi(c: Contract, name: str, contract: str) -> dict[str, Any]:
-    matches = [i for i in c.abi if i.get("type") == "function" and i["name"] == name]
+    abi: list[dict[str, Any]] = [dict(i) for i in c.abi]
+    matches = [i for i in abi if i.get("type") == "function" and i["name"] == name]
     if not matches:
-        names = sorted({i["name"] for i in c.abi if i.get("type") == "function"
+        names = sorted({i["name"] for i in abi if i.get("type") == "function"
                         and i.get("stateMutability") not in ("view", "pure")})  # fmt: skip
         raise InputError("function", f"{contract} has no function {name!r}; it has {', '.join(names)}")
     if len(matches) > 1:
