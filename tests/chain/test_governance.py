@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from offchain.chain import governance as gov
 from offchain.chain.anvil import Anvil, start_anvil
-from offchain.chain.client import connect
+from offchain.chain.client import Deployment, Protocol, connect
 from offchain.chain.deploy import CANCELLER_ROLE, EXECUTOR_ROLE, PROPOSER_ROLE, TIMELOCK, write_deployment
 from offchain.chain.devnet import bootstrap
 from offchain.chain.params import WAD, LiquidationParams, OnchainParams
@@ -87,7 +87,7 @@ def _owned(h: Harness) -> dict[str, object]:
 
 
 def test_every_owner_role_belongs_to_the_timelock(tl: tuple[Harness, str]) -> None:
-    """F-11: after deployment every contract with an owner() is owned by the timelock (nothing pending),
+    """F-11, I-28: after deployment every contract with an owner() is owned by the timelock (nothing pending),
     whose delay is two days and which administers itself; the deployer proposes, executes and cancels,
     the guardian may only cancel; nobody else holds a role."""
     h, _ = tl
@@ -109,7 +109,7 @@ def test_every_owner_role_belongs_to_the_timelock(tl: tuple[Harness, str]) -> No
 
 
 def test_F11_signer_takeover_waits_in_the_timelock_and_is_cancelled(tl: tuple[Harness, str]) -> None:
-    """F-11 replayed on a timelocked deployment: the former owner adds its own signer and sets the
+    """F-11 replayed on a timelocked deployment (I-28): the former owner adds its own signer and sets the
     quorum to 1 — refused at once (it owns nothing). Scheduled instead, the change is visible for two
     days (``pmsim admin pending`` lists it decoded, the CallScheduled events decode), executing it
     early is refused, and the guardian cancels it: the signer set never changes."""
@@ -335,3 +335,25 @@ def test_cast_recipes_of_the_governance_doc(tl: tuple[Harness, str]) -> None:
     assert out["gov_cancel"].strip().splitlines()[-1] != "true" and "\nfalse\n" in out["gov_cancel"]
     assert h.p.feed.functions.maxMove().call() == WAD // 20
     assert gov.pending(h.p) == []
+
+
+def test_pmsim_deploy_hands_over_to_a_configured_admin(tmp_path: Path) -> None:
+    """``pmsim deploy --timelock-delay --admin --guardian``: the admin alone proposes and executes (the
+    deployer keeps no role), the guardian guards every guarded contract and may cancel; a bad address
+    is refused naming the option."""
+    alice, bob, deployer = addr(ALICE), addr(BOB), addr(DEPLOYER)
+    with start_anvil(timestamp=GENESIS) as node:
+        bad = pmsim("deploy", "--rpc", node.url, "--out", str(tmp_path / "x.json"), "--admin", "0x12")
+        assert bad.exit_code == 2 and "admin" in bad.output
+        out = tmp_path / "d.json"
+        ok(pmsim("deploy", "--rpc", node.url, "--out", str(out), "--timelock-delay", "3600", "--admin", alice,
+                 "--guardian", bob))  # fmt: skip
+        p = Protocol(connect(node.url), Deployment.load(out))
+        t = p.c[TIMELOCK].functions
+        assert t.getMinDelay().call() == 3600
+        assert all(t.hasRole(r, alice).call() for r in (PROPOSER_ROLE, EXECUTOR_ROLE, CANCELLER_ROLE))
+        assert not any(t.hasRole(r, deployer).call() for r in (PROPOSER_ROLE, EXECUTOR_ROLE, CANCELLER_ROLE))
+        assert t.hasRole(CANCELLER_ROLE, bob).call() and not t.hasRole(PROPOSER_ROLE, bob).call()
+        assert [c.functions.guardian().call() for c in (p.vault, p.params, p.feed)] == [bob] * 3
+        assert all(c.functions.owner().call() == p.c[TIMELOCK].address
+                   for n, c in p.c.items() if any(i.get("name") == "owner" for i in c.abi))  # fmt: skip
