@@ -128,6 +128,9 @@ def test_F11_signer_takeover_waits_in_the_timelock_and_is_cancelled(tl: tuple[Ha
     op = gov.schedule(h.p, DEPLOYER, exploit)
     scheduled_at = int(h.p.w3.eth.get_block(op.scheduled_block)["timestamp"])
     assert (op.state, op.eta, op.calls) == (gov.OpState.WAITING, scheduled_at + DELAY, tuple(exploit))
+    assert h.p.c[TIMELOCK].functions.hashOperationBatch([c.target for c in exploit], [0, 0],
+                                                        [c.data for c in exploit], op.predecessor,
+                                                        op.salt).call() == op.id  # fmt: skip
     # seen: the timelock's own events decode to the two calls, and `pending` lists them with the ETA
     logs = h.p.c[TIMELOCK].events.CallScheduled().get_logs(from_block=op.scheduled_block)
     assert [(e["args"]["target"], bytes(e["args"]["data"])) for e in logs] == [(c.target, c.data) for c in exploit]
@@ -169,6 +172,8 @@ def test_a_scheduled_change_runs_after_the_delay(tl: tuple[Harness, str]) -> Non
                    "--deployment", dep))  # fmt: skip
     [op] = gov.pending(h.p)
     assert op.hex_id in out and "RiskParams.setParams(" in out
+    c = op.calls[0]
+    assert h.p.c[TIMELOCK].functions.hashOperation(c.target, 0, c.data, op.predecessor, op.salt).call() == op.id
     assert op.calls[0].data == gov.encode_call(h.p, "RiskParams", "setParams",
                                                sets=["price_tolerance=20000000000000000"]).data  # fmt: skip
     assert "not ready" in refused(pmsim("admin", "execute", op.hex_id, "--deployment", dep), "id")
