@@ -8,6 +8,7 @@ hold the canceller role). Times are chain time. Errors name the field at fault.
 
     pmsim admin schedule RiskParams setParams --set price_tolerance=0.02e18
     pmsim admin schedule PriceFeed setQuorum 3
+    pmsim admin schedule-batch rotation.json        # [{"contract", "function", "args"}, ...] as one operation
     pmsim admin pending
     pmsim admin execute 0x1a2b3c…
     pmsim admin cancel 0x1a2b3c… --key $GUARDIAN_KEY
@@ -114,6 +115,39 @@ def schedule_cmd(
     console.print("scheduled " + "\n".join(operation_lines(p, op)))
     console.print(f"execute with `pmsim admin execute {op.hex_id}` once ready; cancel with `pmsim admin cancel "
                   f"{op.hex_id}`")  # fmt: skip
+
+
+@admin_app.command("schedule-batch")
+def schedule_batch_cmd(
+    file: Annotated[Path, typer.Argument(help='JSON list of {"contract", "function", "args": [...]} or "set": {...}')],
+    delay: Annotated[int | None, typer.Option(help="seconds (default: the timelock's minimum delay)")] = None,
+    key: KeyOpt = None,
+    deployment: DeploymentOpt = DEPLOYMENT,
+    rpc: RpcOpt = None,
+) -> None:
+    """Schedule several admin calls as one operation: they execute together, in order, or not at all
+    (e.g. add a signer and raise the quorum)."""
+    from offchain.chain import governance as gov
+
+    try:
+        doc = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError("file", f"{file}: not a JSON file ({exc})") from None
+    if not isinstance(doc, list) or not doc or not all(isinstance(x, dict) for x in doc):
+        raise InputError("file", f"{file}: expected a non-empty JSON list of calls")
+    if delay is not None and delay < 0:
+        raise InputError("delay", "must not be negative")
+    p = _protocol(deployment, rpc)
+    calls = []
+    for i, item in enumerate(doc):
+        unknown = set(item) - {"contract", "function", "args", "set"}
+        if unknown or "contract" not in item or "function" not in item:
+            raise InputError(f"file[{i}]", 'each call needs "contract" and "function", and may have "args" or "set"')
+        sets = [f"{k}={v}" for k, v in dict(item.get("set", {})).items()]
+        args = [a if isinstance(a, str) else json.dumps(a) for a in item.get("args", [])]
+        calls.append(gov.encode_call(p, str(item["contract"]), str(item["function"]), args, sets))
+    op = gov.schedule(p, _key(key), calls, delay=delay)
+    console.print("scheduled " + "\n".join(operation_lines(p, op)))
 
 
 @admin_app.command("pending")

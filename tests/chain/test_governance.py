@@ -188,6 +188,22 @@ def test_a_scheduled_change_runs_after_the_delay(tl: tuple[Harness, str]) -> Non
     h.warp(DELAY)
     gov.execute(h.p, DEPLOYER, op)
     assert h.p.feed.functions.quorum().call() == 3
+    # a batch from a file: a new risk signer and a higher quorum, executed together
+    new = signer_from_seed("a fourth risk signer").address
+    batch = Path(dep).with_name("rotation.json")
+    batch.write_text(json.dumps([{"contract": "Vault", "function": "addSigner", "args": [new]},
+                                 {"contract": "Vault", "function": "setQuorum", "args": [3]}]))  # fmt: skip
+    out = ok(pmsim("admin", "schedule-batch", str(batch), "--deployment", dep))
+    assert f"1. Vault.addSigner(signer={new})" in out and "2. Vault.setQuorum(quorum_=3)" in out
+    [op] = gov.pending(h.p)
+    h.warp(DELAY)
+    ok(pmsim("admin", "execute", op.hex_id, "--deployment", dep))
+    v = h.p.vault.functions
+    assert (v.isSigner(new).call(), v.quorum().call(), v.signerCount().call()) == (True, 3, 4)
+    batch.write_text(json.dumps([{"contract": "Vault"}]))
+    refused(pmsim("admin", "schedule-batch", str(batch), "--deployment", dep), "file[0]")
+    batch.write_text("{")
+    refused(pmsim("admin", "schedule-batch", str(batch), "--deployment", dep), "file")
 
 
 def test_guardian_tightens_a_timelocked_deployment_at_once(tl: tuple[Harness, str]) -> None:
