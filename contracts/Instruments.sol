@@ -2,7 +2,7 @@
 pragma solidity ^0.8.28;
 
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
-import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+import {Governed} from "./governance/Governed.sol";
 import {IInstruments} from "./interfaces/IInstruments.sol";
 import {IPriceFeed} from "./interfaces/IPriceFeed.sol";
 import {IRiskParams} from "./interfaces/IRiskParams.sol";
@@ -12,7 +12,7 @@ import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 /// @title Instruments
-contract Instruments is IInstruments, Ownable2Step {
+contract Instruments is IInstruments, Governed {
     struct Funding {
         int128 cumulative; // USD per unit, PRICE_SCALE, always on TICK
         uint64 lastUpdate;

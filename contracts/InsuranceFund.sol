@@ -2,7 +2,7 @@
 pragma solidity ^0.8.28;
 
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
-import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+import {Governed} from "./governance/Governed.sol";
 import {IVault} from "./interfaces/IVault.sol";
 import {Attestation, MarginProof} from "./libraries/Types.sol";
 
@@ -12,7 +12,7 @@ import {Attestation, MarginProof} from "./libraries/Types.sol";
 /// and the Liquidator, with events), and by anyone's quote deposits to this address. Only the
 /// Liquidator draws on it (`Liquidator.Bid` records every draw); the owner may withdraw only what
 /// exceeds `floor`.
-contract InsuranceFund is Ownable2Step {
+contract InsuranceFund is Governed {
     error InsuranceFund_BelowFloor(int256 balance, uint256 amount, uint256 floor);
 
     event FloorSet(uint256 floor);
@@ -45,9 +45,5 @@ contract InsuranceFund is Ownable2Step {
         MarginProof memory none = MarginProof(Attestation(address(0), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), "");
         vault.withdraw(vault.quote(), amount, to, none);
         emit FundWithdrawn(amount, to);
-    }
-
-    function renounceOwnership() public pure override {
-        revert OwnableUnauthorizedAccount(address(0));
     }
 }

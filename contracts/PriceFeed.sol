@@ -6,10 +6,12 @@ import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {IPriceFeed, IPriceRoundListener} from "./interfaces/IPriceFeed.sol";
 import {SignerQuorum} from "./SignerQuorum.sol";
+import {Governed} from "./governance/Governed.sol";
+import {Guarded} from "./governance/Guarded.sol";
 import {Constants} from "./libraries/Constants.sol";
 
 /// @title PriceFeed
-contract PriceFeed is IPriceFeed, EIP712, SignerQuorum {
+contract PriceFeed is IPriceFeed, EIP712, SignerQuorum, Guarded {
     // ---------------------------------------------------------------- constants
     bytes32 public constant PRICE_ROUND_TYPEHASH =
         keccak256("PriceRound(uint64 round,uint64 timestamp,uint256[] prices)");
@@ -17,6 +19,9 @@ contract PriceFeed is IPriceFeed, EIP712, SignerQuorum {
     uint64 public constant MAX_HEARTBEAT = 1 days;
     uint64 public constant MAX_MOVE_LOWER = 0.005e18;
     uint64 public constant MAX_MOVE_UPPER = 0.5e18;
+    /// @notice The window of the big-move rule: a round is checked against the price in force this
+    /// long before it (see _reference), not only against the previous round.
+    uint64 public constant MOVE_WINDOW = 15 minutes;
 
     struct Round {
         uint64 timestamp;
@@ -33,11 +38,14 @@ contract PriceFeed is IPriceFeed, EIP712, SignerQuorum {
     uint64 internal _latestRound;
     mapping(uint256 => Round) internal _rounds;
     IPriceRoundListener public roundListener;
+    /// @dev The reference round of the latest post (packed beside roundListener, read with it).
+    uint64 internal _referenceRound;
 
     // ---------------------------------------------------------------- constructor
     constructor(address owner_, uint256 numUnderlyings_, uint64 heartbeat_, uint64 maxDelay_, uint64 maxMove_)
         Ownable(owner_)
         EIP712("pmsim PriceFeed", "1")
+        Guarded(owner_)
     {
         if (numUnderlyings_ == 0 || numUnderlyings_ > Constants.MAX_UNDERLYINGS) revert PriceFeed_BadConfig();
         numUnderlyings = numUnderlyings_;
@@ -45,6 +53,11 @@ contract PriceFeed is IPriceFeed, EIP712, SignerQuorum {
     }
 
     // ---------------------------------------------------------------- admin
+    /// @notice Disabled (Governed_RenounceDisabled): see Governed.
+    function renounceOwnership() public pure override(Ownable, Governed) {
+        revert Governed_RenounceDisabled();
+    }
+
     /// @inheritdoc IPriceFeed
     function setConfig(uint64 heartbeat_, uint64 maxDelay_, uint64 maxMove_) external onlyOwner {
         _setConfig(heartbeat_, maxDelay_, maxMove_);
@@ -56,6 +69,14 @@ contract PriceFeed is IPriceFeed, EIP712, SignerQuorum {
         if (maxMove_ < MAX_MOVE_LOWER || maxMove_ > MAX_MOVE_UPPER) revert PriceFeed_BadConfig();
         (heartbeat, maxDelay, maxMove) = (heartbeat_, maxDelay_, maxMove_);
         emit ConfigSet(heartbeat_, maxDelay_, maxMove_);
+    }
+
+    /// @inheritdoc IPriceFeed
+    function tightenConfig(uint64 heartbeat_, uint64 maxDelay_, uint64 maxMove_) external onlyGuardian {
+        _noLooser(heartbeat, heartbeat_, false, "heartbeat");
+        _noLooser(maxDelay, maxDelay_, false, "maxDelay");
+        _noLooser(maxMove, maxMove_, false, "maxMove");
+        _setConfig(heartbeat_, maxDelay_, maxMove_);
     }
 
     /// @inheritdoc IPriceFeed
@@ -75,31 +96,67 @@ contract PriceFeed is IPriceFeed, EIP712, SignerQuorum {
         if (latest != 0 && timestamp <= prev.timestamp) revert PriceFeed_NotNewer(timestamp, prev.timestamp);
         if (timestamp > block.timestamp) revert PriceFeed_FutureTimestamp(timestamp, block.timestamp);
         if (block.timestamp - timestamp > maxDelay) revert PriceFeed_StaleUpdate(timestamp, block.timestamp);
-        uint256 bigMove = _checkPrices(prices, prev, latest != 0);
+        uint64 ref = latest == 0 ? 0 : _reference(_referenceRound, latest, timestamp);
+        uint256 bigMove = _checkPrices(prices, latest, ref);
         uint256 required = _quorum;
         if (bigMove != 0) {
             required = _signerCount;
             if (sigs.length / 65 < required) revert PriceFeed_MoveNeedsAllSigners(bigMove - 1);
         }
         uint64 round = latest + 1;
-        _verifyQuorum(_digest(round, timestamp, prices), sigs, required);
+        uint256 signed = _verifyQuorum(_digest(round, timestamp, prices), sigs, required);
         Round storage r = _rounds[round];
         r.timestamp = timestamp;
         for (uint256 i; i < n; ++i) {
-            r.prices[i] = uint128(prices[i]);
+            r.prices[i] = uint128(prices[i]); // safe: _checkPrices bounds each price by MAX_PRICE < 2^128
         }
         _latestRound = round;
+        // A round every signer signed is the new reference: after a real crash, signed by all, the
+        // next rounds need only the quorum again.
+        if (signed >= _signerCount) ref = round;
+        if (ref != _referenceRound) _referenceRound = ref;
         emit PricesPosted(round, timestamp, prices);
         if (address(roundListener) != address(0)) roundListener.onPriceRound(round);
     }
 
-    /// @dev Validates the prices; returns 1 + the first underlying that moved beyond `maxMove`, or 0.
-    function _checkPrices(uint256[] calldata prices, Round storage prev, bool hasPrev) internal view returns (uint256 big) {
+    /// @dev The reference round of a round stamped `timestamp`: the latest round stamped at least
+    /// MOVE_WINDOW earlier (the price in force a window before), but never before `from` (the last
+    /// reference, which also moves to every round all signers signed); the first round until a
+    /// round is that old. Bounded gas: two steps forward from `from` (a steady feed moves its
+    /// reference one round per post), else a binary search over (from, latest], at most
+    /// log2(latest) reads.
+    function _reference(uint64 from, uint64 latest, uint64 timestamp) internal view returns (uint64) {
+        uint64 lo = from == 0 ? 1 : from;
+        if (timestamp < MOVE_WINDOW) return lo;
+        uint64 cutoff = timestamp - MOVE_WINDOW;
+        if (_rounds[latest].timestamp <= cutoff) return latest; // quiet for a window: the previous round
+        uint64 hi = latest; // invariant: rounds[hi] is newer than cutoff; the answer is in [lo, hi)
+        for (uint256 step; step < 2 && lo + 1 < hi; ++step) {
+            if (_rounds[lo + 1].timestamp > cutoff) return lo;
+            ++lo;
+        }
+        while (lo + 1 < hi) {
+            uint64 mid = lo + (hi - lo) / 2;
+            if (_rounds[mid].timestamp <= cutoff) lo = mid;
+            else hi = mid;
+        }
+        return lo;
+    }
+
+    /// @dev Validates the prices; returns 1 + the first underlying that moved beyond `maxMove` from the
+    /// previous round or from the reference round, or 0 (always 0 for the first round).
+    function _checkPrices(uint256[] calldata prices, uint64 latest, uint64 ref) internal view returns (uint256 big) {
+        Round storage prev = _rounds[latest];
+        Round storage anchor = _rounds[ref];
+        uint256 bound = maxMove;
         for (uint256 i; i < prices.length; ++i) {
             uint256 p = prices[i];
             if (p == 0) revert PriceFeed_ZeroPrice(i);
             if (p > Constants.MAX_PRICE) revert PriceFeed_PriceTooLarge(i);
-            if (big == 0 && hasPrev && _relMove(prev.prices[i], p) > maxMove) big = i + 1;
+            if (big != 0 || latest == 0) continue;
+            if (_relMove(prev.prices[i], p) > bound || (ref != latest && _relMove(anchor.prices[i], p) > bound)) {
+                big = i + 1;
+            }
         }
     }
 
@@ -114,6 +171,22 @@ contract PriceFeed is IPriceFeed, EIP712, SignerQuorum {
     }
 
     // ---------------------------------------------------------------- views
+    /// @inheritdoc IPriceFeed
+    function referenceRound(uint64 timestamp) public view returns (uint64) {
+        uint64 latest = _latestRound;
+        if (latest == 0) return 0;
+        if (timestamp <= _rounds[latest].timestamp) revert PriceFeed_NotNewer(timestamp, _rounds[latest].timestamp);
+        return _reference(_referenceRound, latest, timestamp);
+    }
+
+    /// @inheritdoc IPriceFeed
+    function signersRequired(uint64 timestamp, uint256[] calldata prices) external view returns (uint256) {
+        if (prices.length != numUnderlyings) revert PriceFeed_WrongLength(prices.length, numUnderlyings);
+        uint64 latest = _latestRound;
+        uint256 big = latest == 0 ? 0 : _checkPrices(prices, latest, referenceRound(timestamp));
+        return big == 0 ? _quorum : _signerCount;
+    }
+
     /// @inheritdoc IPriceFeed
     function roundDigest(uint64 round, uint64 timestamp, uint256[] calldata prices) external view returns (bytes32) {
         return _digest(round, timestamp, prices);

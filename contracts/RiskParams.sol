@@ -2,13 +2,13 @@
 pragma solidity ^0.8.28;
 
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
-import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+import {Guarded} from "./governance/Guarded.sol";
 import {IRiskParams, Params, LiquidationParams, Collateral} from "./interfaces/IRiskParams.sol";
 import {IRiskOracle} from "./interfaces/IRiskOracle.sol";
 import {Constants} from "./libraries/Constants.sol";
 
 /// @title RiskParams
-contract RiskParams is IRiskParams, Ownable2Step {
+contract RiskParams is IRiskParams, Guarded {
     // ---------------------------------------------------------------- bounds
     uint64 public constant MIN_ATTESTATION_AGE = 10;
     uint64 public constant MAX_ATTESTATION_AGE = 1 days;
@@ -40,6 +40,7 @@ contract RiskParams is IRiskParams, Ownable2Step {
     // ---------------------------------------------------------------- constructor
     constructor(address owner_, Params memory p, LiquidationParams memory l, bytes32 engineConfigHash_)
         Ownable(owner_)
+        Guarded(owner_)
     {
         _validate(p);
         _validateLiquidation(l);
@@ -99,6 +100,57 @@ contract RiskParams is IRiskParams, Ownable2Step {
         if (oracle_ == address(0)) revert RiskParams_ZeroAddress();
         oracle = oracle_;
         emit OracleSet(oracle_);
+        _commit();
+    }
+
+    // ---------------------------------------------------------------- guardian
+    /// @inheritdoc IRiskParams
+    function tightenParams(Params calldata p) external onlyGuardian {
+        _validate(p);
+        Params storage o = _params;
+        _noLooser(o.attestationMaxAge, p.attestationMaxAge, false, "attestationMaxAge");
+        _noLooser(o.priceTolerance, p.priceTolerance, false, "priceTolerance");
+        _unchanged(o.makerFee, p.makerFee, "makerFee");
+        _unchanged(o.takerFee, p.takerFee, "takerFee");
+        _unchanged(o.maxFundingRate, p.maxFundingRate, "maxFundingRate");
+        _noLooser(o.maxPositions, p.maxPositions, false, "maxPositions");
+        _unchanged(o.minPositionSize, p.minPositionSize, "minPositionSize");
+        _unchanged(o.fundFeeShare, p.fundFeeShare, "fundFeeShare");
+        _params = p;
+        emit ParamsSet(p);
+        _commit();
+    }
+
+    /// @inheritdoc IRiskParams
+    function tightenLiquidationParams(LiquidationParams calldata l) external onlyGuardian {
+        _validateLiquidation(l);
+        LiquidationParams storage o = _liq;
+        _unchanged(o.startDiscount, l.startDiscount, "startDiscount");
+        _unchanged(o.cutoffDiscount, l.cutoffDiscount, "cutoffDiscount");
+        _unchanged(o.fastLength, l.fastLength, "fastLength");
+        _unchanged(o.slowLength, l.slowLength, "slowLength");
+        _unchanged(o.insolventLength, l.insolventLength, "insolventLength");
+        _noLooser(o.emergencyDelay, l.emergencyDelay, false, "emergencyDelay");
+        _unchanged(o.bufferRatio, l.bufferRatio, "bufferRatio");
+        _unchanged(o.liquidationFee, l.liquidationFee, "liquidationFee");
+        _unchanged(o.smallPortfolio, l.smallPortfolio, "smallPortfolio");
+        _noLooser(o.emergencyLinearRate, l.emergencyLinearRate, true, "emergencyLinearRate");
+        _noLooser(o.emergencyOptionRate, l.emergencyOptionRate, true, "emergencyOptionRate");
+        _noLooser(o.emergencyMmRatio, l.emergencyMmRatio, true, "emergencyMmRatio");
+        _liq = l;
+        emit LiquidationParamsSet(l);
+        _commit();
+    }
+
+    /// @inheritdoc IRiskParams
+    function raiseHaircut(address token, uint64 haircut) external onlyGuardian {
+        uint256 slot = _collateralSlot[token];
+        if (slot == 0) revert RiskParams_UnknownCollateral(token);
+        if (haircut > MAX_HAIRCUT) revert RiskParams_OutOfBounds("haircut");
+        Collateral storage c = _collaterals[slot - 1];
+        _noLooser(c.haircut, haircut, true, "haircut");
+        c.haircut = haircut;
+        emit CollateralSet(token, c.underlying, haircut);
         _commit();
     }
 

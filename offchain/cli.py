@@ -50,21 +50,40 @@ def deploy(
         str | None, typer.Option(help="deployer private key (default: Anvil account 0)", envvar="PMSIM_DEPLOYER_KEY")
     ] = None,
     out: Annotated[Path, typer.Option(help="deployment file to write")] = DEFAULT_DEPLOYMENT,
+    timelock_delay: Annotated[
+        int, typer.Option(help="seconds every admin change waits in the timelock (docs/governance.md)")
+    ] = 2 * 86_400,
+    admin: Annotated[
+        str | None, typer.Option(help="timelock proposer, executor and canceller (default: the deployer)")
+    ] = None,
+    guardian: Annotated[
+        str | None, typer.Option(help="pauses and tightens at once, may cancel (default: the deployer)")
+    ] = None,
 ) -> None:
-    """Deploy the protocol with mock tokens, default instruments and a first price round."""
+    """Deploy the protocol with mock tokens, default instruments and a first price round, every admin
+    power behind a TimelockController."""
+    from eth_utils import is_address
+
     from offchain.chain.anvil import DEFAULT_KEYS
     from offchain.chain.client import connect
-    from offchain.chain.deploy import abi_folder, write_deployment
+    from offchain.chain.deploy import TimelockConfig, abi_folder, write_deployment
     from offchain.chain.devnet import bootstrap
 
+    if timelock_delay < 0:
+        raise fail("timelock_delay: must not be negative")
+    for field, value in (("admin", admin), ("guardian", guardian)):
+        if value is not None and (not is_address(value) or int(value, 16) == 0):
+            raise fail(f"{field}: not a non-zero address: {value!r}")
     try:
-        dev = bootstrap(connect(rpc), key or DEFAULT_KEYS[0], rpc_url=rpc)
+        dev = bootstrap(connect(rpc), key or DEFAULT_KEYS[0], rpc_url=rpc, guardian=guardian,
+                        timelock=TimelockConfig(min_delay=timelock_delay, admin=admin))  # fmt: skip
     except PmsimError as exc:
         raise fail(str(exc)) from None
     write_deployment(dev.protocol, out)
     console.print(f"deployed to {rpc} (chain {dev.protocol.chain_id}); wrote {out} and ABIs in {abi_folder(out)}")
     for name, address in dev.protocol.deployment.contracts.items():
         console.print(f"  {name:12s} {address}")
+    console.print(f"every owner role is the TimelockController's (delay {timelock_delay}s): `pmsim admin --help`")
 
 
 def _mount_tools() -> None:
@@ -103,6 +122,9 @@ def _mount_subcommands() -> None:
     from offchain import cli_keeper
 
     app.add_typer(cli_keeper.keeper_app, name="keeper")
+    from offchain.cli_admin import admin_app  # governance: changes through the timelock
+
+    app.add_typer(admin_app, name="admin")
 
 
 _mount_subcommands()

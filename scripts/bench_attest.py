@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     n = ap.parse_args().n
     with start_anvil(timestamp=GENESIS) as node, tempfile.TemporaryDirectory() as tmp:
-        dev = bootstrap(connect(node.url), DEFAULT_KEYS[0], rpc_url=node.url)
+        dev = bootstrap(connect(node.url), DEFAULT_KEYS[0], rpc_url=node.url, timelock=None)  # lists instruments
         h = Harness(dev.protocol, DEFAULT_KEYS[0], dev.risk_signers, dev.price_signers, dev.instruments)
         ids = _list_book(h)
         account = _build_portfolio(h, ids, 20)

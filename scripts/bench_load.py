@@ -327,7 +327,7 @@ def main() -> None:
     from tests.chain.harness import Harness
 
     with start_anvil(timestamp=GENESIS) as node, tempfile.TemporaryDirectory() as tmp:
-        dev = bootstrap(connect(node.url), DEFAULT_KEYS[0], rpc_url=node.url)
+        dev = bootstrap(connect(node.url), DEFAULT_KEYS[0], rpc_url=node.url, timelock=None)  # lists instruments
         h = Harness(dev.protocol, DEFAULT_KEYS[0], dev.risk_signers, dev.price_signers, dev.instruments)
         book = _setup(h)
         signers = [LocalSigner(s._key.to_bytes(), dev.protocol.domain("RiskOracle")) for s in dev.risk_signers]

@@ -109,7 +109,7 @@ class Bench:
     @classmethod
     def setup(cls, url: str) -> Bench:
         dev = bootstrap(connect(url), DEPLOYER, rpc_url=url, risk_signers=max(SIGNER_COUNTS), risk_quorum=TX_QUORUM,
-                        vault_artifact="VaultGasProbe")  # fmt: skip
+                        vault_artifact="VaultGasProbe", timelock=None)  # fmt: skip
         h = Harness(dev.protocol, DEPLOYER, dev.risk_signers, dev.price_signers, dev.instruments)
         for key in (ALICE, BOB, CAROL):
             h.fund(key, "USDC", DEPOSIT)

@@ -10,7 +10,12 @@ interface IPriceRoundListener {
 /// @title PriceFeed: signed index prices for every underlying, in numbered rounds.
 /// @notice A round carries one price per underlying (PRICE_SCALE) and the time it was observed.
 /// A round needs `quorum` signatures; a round in which any price moves more than `maxMove` from
-/// the previous round needs every registered signer, so a real crash is never frozen out.
+/// the previous round, or from its reference round, needs every registered signer, so a real crash
+/// is never frozen out while a quorum cannot walk the price away in small steps. The reference round
+/// of a round stamped t is the latest round stamped at or before t − MOVE_WINDOW (the price in force
+/// a window earlier), or the latest round every signer signed if that is later (the first round
+/// until one is a window old): with the quorum alone, no price ends more than `maxMove` away from
+/// its value a window earlier (see docs/governance.md, F-5).
 interface IPriceFeed {
     error PriceFeed_WrongLength(uint256 given, uint256 expected);
     error PriceFeed_ZeroPrice(uint256 underlying);
@@ -41,8 +46,22 @@ interface IPriceFeed {
     function post(uint64 timestamp, uint256[] calldata prices, bytes calldata sigs) external;
 
     /// @notice Sets the heartbeat (max age of a usable price), the max delay of an update when posted
-    /// and the per-round move that needs every signer (WAD fraction). Owner only, within hard bounds.
+    /// and the move (against the previous round or the reference round) that needs every signer
+    /// (WAD fraction). Owner only, within hard bounds.
     function setConfig(uint64 heartbeat, uint64 maxDelay, uint64 maxMove) external;
+
+    /// @notice Guardian only, at once: the same as setConfig but each of the three may only fall
+    /// (a shorter heartbeat and delay, a smaller move before every signer is needed).
+    /// @dev Reverts with Guarded_Loosens(field) for a value above the current one.
+    function tightenConfig(uint64 heartbeat, uint64 maxDelay, uint64 maxMove) external;
+
+    /// @notice The reference round a round stamped `timestamp` would be checked against (0 before
+    /// the first round); `timestamp` must be newer than the latest round.
+    function referenceRound(uint64 timestamp) external view returns (uint64);
+
+    /// @notice How many signatures `post(timestamp, prices, ·)` needs: the quorum, or every signer for
+    /// a big move (the rule `post` applies, for price services).
+    function signersRequired(uint64 timestamp, uint256[] calldata prices) external view returns (uint256);
 
     function numUnderlyings() external view returns (uint256);
     function latestRound() external view returns (uint64 round, uint64 timestamp);

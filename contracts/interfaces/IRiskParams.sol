@@ -71,6 +71,30 @@ interface IRiskParams {
     /// @notice Wires the RiskOracle that receives every change. Once, owner only.
     function setOracle(address oracle) external;
 
+    /// @notice Guardian only, at once: replaces the parameters with stricter ones. Lower is tighter for
+    /// `attestationMaxAge`, `priceTolerance` and `maxPositions` (each may only fall); the fees,
+    /// `maxFundingRate`, `minPositionSize` and `fundFeeShare` are neither and must stay unchanged.
+    /// @dev Reverts with Guarded_Loosens(field) naming the first field that would loosen, and
+    /// Guarded_OnlyGuardian for any other caller; bounds as in setParams.
+    /// @param p the new parameters
+    function tightenParams(Params calldata p) external;
+
+    /// @notice Guardian only, at once: replaces the liquidation parameters with stricter ones.
+    /// `emergencyDelay` may only fall (emergency mode sooner); `emergencyLinearRate`,
+    /// `emergencyOptionRate` and `emergencyMmRatio` may only rise (a stricter standard margin);
+    /// every auction and fee field must stay unchanged.
+    /// @dev Reverts with Guarded_Loosens(field) naming the first field that would loosen.
+    /// @param l the new liquidation parameters
+    function tightenLiquidationParams(LiquidationParams calldata l) external;
+
+    /// @notice Guardian only, at once: raises the haircut of a listed collateral (never lowers it,
+    /// never lists a new token).
+    /// @dev Reverts with RiskParams_UnknownCollateral for an unlisted token, Guarded_Loosens("haircut")
+    /// for a lower haircut, RiskParams_OutOfBounds("haircut") above MAX_HAIRCUT.
+    /// @param token a listed collateral token
+    /// @param haircut the new haircut (WAD), at least the current one
+    function raiseHaircut(address token, uint64 haircut) external;
+
     function params() external view returns (Params memory);
     function liquidationParams() external view returns (LiquidationParams memory);
     function collaterals() external view returns (Collateral[] memory);

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from eth_account import Account
+from eth_utils import keccak
 from web3 import Web3
 from web3.contract import Contract
 
@@ -19,6 +20,13 @@ from offchain.errors import ChainError
 
 DEFAULT_DEPLOYMENT = ROOT / "deployments" / "local.json"
 UNDERLYINGS = ("BTC", "ETH")
+DAY = 86_400
+ZERO_ADDRESS = "0x" + "00" * 20
+TIMELOCK = "TimelockController"  # its name in a deployment file (and its artifact)
+HANDOVER_SALT = keccak(text="pmsim: hand every owner role to the timelock")
+PROPOSER_ROLE = keccak(text="PROPOSER_ROLE")
+EXECUTOR_ROLE = keccak(text="EXECUTOR_ROLE")
+CANCELLER_ROLE = keccak(text="CANCELLER_ROLE")
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,25 @@ class FeedConfig:
     heartbeat: int = 3600
     max_delay: int = 600
     max_move: int = WAD // 10  # a 10 % move in one round needs every signer
+
+
+@dataclass(frozen=True)
+class TimelockConfig:
+    """The governance timelock every owner role is handed to (see docs/governance.md).
+
+    ``admin`` proposes, executes and cancels (default: the deployer); ``cancellers`` may only cancel
+    (the deployment adds the guardian, so that it can veto a scheduled change). ``open_executor``
+    lets anyone execute a ready operation. The timelock administers its own roles: granting or
+    revoking one, or changing the delay, is itself a scheduled operation.
+    """
+
+    min_delay: int = 2 * DAY
+    admin: str | None = None
+    cancellers: tuple[str, ...] = ()
+    open_executor: bool = False
+
+
+DEVNET_TIMELOCK = TimelockConfig()  # 2 days, the deployer proposes and executes
 
 
 @dataclass(frozen=True)
@@ -43,6 +70,7 @@ class DeployConfig:
     feed: FeedConfig = field(default_factory=FeedConfig)
     fee_collector: str | None = None
     bands: ExchangeBands = field(default_factory=ExchangeBands)
+    guardian: str | None = None  # pauses and tightens at once (default: the deployer); never zero
     vault_artifact: str = "Vault"  # the gas table deploys VaultGasProbe, the Vault plus two probes
 
 
@@ -123,6 +151,79 @@ def _wire(p: Protocol, key: str, cfg: DeployConfig) -> None:
         for s in signers:
             p.send(contract.functions.addSigner(s), key)
         p.send(contract.functions.setQuorum(quorum), key)
+    if cfg.guardian is not None:
+        set_guardian(p, key, cfg.guardian)
+
+
+def _unique_contracts(p: Protocol) -> dict[str, Contract]:
+    """The deployment's contracts by address, once each (the RiskOracle is the Vault)."""
+    seen: dict[str, Contract] = {}
+    for c in p.c.values():
+        seen.setdefault(c.address, c)
+    return seen
+
+
+def _has(c: Contract, fn: str) -> bool:
+    return any(item.get("type") == "function" and item.get("name") == fn for item in c.abi)
+
+
+def set_guardian(p: Protocol, key: str, guardian: str) -> None:
+    """Set the guardian of every contract that has one (Vault, RiskParams, PriceFeed). Owner only."""
+    if int(guardian, 16) == 0:
+        raise ChainError("the guardian may not be the zero address")
+    for c in _unique_contracts(p).values():
+        if _has(c, "setGuardian") and c.functions.guardian().call().lower() != guardian.lower():
+            p.send(c.functions.setGuardian(Web3.to_checksum_address(guardian)), key)
+
+
+def hand_over(p: Protocol, key: str, cfg: TimelockConfig) -> Contract:
+    """Deploy a TimelockController and hand it every owner role of the deployment.
+
+    Every deployed contract with an ``owner()`` held by ``key`` is transferred; the two-step ones
+    (``acceptOwnership``) are accepted by the timelock itself in one batch that the deployer schedules
+    and executes while the timelock's delay is still zero, and whose last call sets the delay to
+    ``cfg.min_delay``. The batch also grants the cancellers (and the guardian, if a contract has one)
+    the canceller role and, when ``cfg.admin`` is another account, revokes the deployer's roles.
+    Returns the timelock; the deployment records it as ``TimelockController``.
+    """
+    if cfg.min_delay < 0:
+        raise ChainError("the timelock delay must not be negative")
+    deployer = Account.from_key(key).address
+    admin = Web3.to_checksum_address(cfg.admin) if cfg.admin else deployer
+    proposers = sorted({deployer, admin})
+    executors = [ZERO_ADDRESS] if cfg.open_executor else proposers
+    tl = _deploy(p.w3, p.artifacts[TIMELOCK], key, 0, proposers, executors, ZERO_ADDRESS)
+    calls: list[tuple[str, bytes]] = []
+    for c in _unique_contracts(p).values():
+        if not _has(c, "owner"):
+            continue
+        owner = c.functions.owner().call()
+        if owner.lower() != deployer.lower():
+            raise ChainError(f"{c.address} is owned by {owner}, not by the deployer: cannot hand it over")
+        p.send(c.functions.transferOwnership(tl.address), key)
+        if _has(c, "acceptOwnership"):
+            calls.append((c.address, _calldata(c, "acceptOwnership")))
+    cancellers = {Web3.to_checksum_address(a) for a in cfg.cancellers}
+    cancellers |= {c.functions.guardian().call() for c in _unique_contracts(p).values() if _has(c, "guardian")}
+    calls += [(tl.address, _calldata(tl, "grantRole", CANCELLER_ROLE, a)) for a in sorted(cancellers - {admin})]
+    if admin != deployer:
+        calls += [(tl.address, _calldata(tl, "revokeRole", role, deployer))
+                  for role in (PROPOSER_ROLE, EXECUTOR_ROLE, CANCELLER_ROLE)]  # fmt: skip
+    calls.append((tl.address, _calldata(tl, "updateDelay", cfg.min_delay)))
+    targets, payloads = [t for t, _ in calls], [d for _, d in calls]
+    values = [0] * len(calls)
+    p.send(tl.functions.scheduleBatch(targets, values, payloads, b"\x00" * 32, HANDOVER_SALT, 0), key)
+    p.send(tl.functions.executeBatch(targets, values, payloads, b"\x00" * 32, HANDOVER_SALT), key)
+    for c in _unique_contracts(p).values():
+        if _has(c, "owner") and c.functions.owner().call() != tl.address:
+            raise ChainError(f"hand-over failed: {c.address} is not owned by the timelock")
+    p.deployment.contracts[TIMELOCK] = tl.address
+    p.c[TIMELOCK] = tl
+    return tl
+
+
+def _calldata(c: Contract, fn: str, *args: Any) -> bytes:
+    return bytes.fromhex(c.encode_abi(fn, args=list(args))[2:])
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 from eth_utils import keccak
 
 from offchain.chain.client import Protocol
-from offchain.chain.deploy import DeployConfig, InstrumentSpec, deploy_protocol, list_instruments
+from offchain.chain.deploy import (
+    DEVNET_TIMELOCK,
+    DeployConfig,
+    InstrumentSpec,
+    TimelockConfig,
+    deploy_protocol,
+    hand_over,
+    list_instruments,
+)
 from offchain.chain.eip712 import Signer
 from offchain.chain.units import Kind
 from offchain.feeds.service import PriceService
@@ -58,10 +66,16 @@ def bootstrap(
     engine_config_hash: bytes | None = None,
     spot: tuple[float, ...] = (55_000.0, 2_800.0),
     vault_artifact: str = "Vault",
+    guardian: str | None = None,
+    timelock: TimelockConfig | None = DEVNET_TIMELOCK,
 ) -> Devnet:
-    """Deploy, list the default instruments and post a first price round.
+    """Deploy, list the default instruments, post a first price round and hand every owner role to
+    a TimelockController (:func:`offchain.chain.deploy.hand_over`).
 
     ``engine_config_hash`` defaults to the canonical hash of the default risk configuration.
+    ``timelock=None`` leaves the deployer as the owner of everything, with instant admin powers: for
+    test fixtures and benchmarks that reconfigure the protocol, never for a shared chain.
+    ``guardian`` (default: the deployer) may pause and tighten at once, and cancel scheduled changes.
     """
     from web3 import Web3
 
@@ -75,7 +89,7 @@ def bootstrap(
     cfg = DeployConfig(
         risk_signers=[s.address for s in risk], price_signers=[s.address for s in price],
         risk_quorum=risk_quorum, price_quorum=price_quorum, engine_config_hash=engine_config_hash,
-        vault_artifact=vault_artifact,
+        vault_artifact=vault_artifact, guardian=guardian,
     )  # fmt: skip
     proto = deploy_protocol(w3, deployer, cfg, rpc_url)
     specs = default_instruments(proto.now())
@@ -83,4 +97,6 @@ def bootstrap(
     dev = Devnet(proto, deployer, risk, price, dict(zip(specs, ids, strict=True)))
     proto.deployment.extra["instruments"] = dev.instruments
     PriceService(proto, price, deployer).post(spot)
+    if timelock is not None:
+        hand_over(proto, deployer, timelock)
     return dev

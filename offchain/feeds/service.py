@@ -32,8 +32,8 @@ class PriceService:
     def post(self, prices: Sequence[float], timestamp: int | None = None) -> int:
         """Post one round at ``timestamp`` (default: the latest block's); returns its round id.
 
-        A round moving any price beyond the feed's per-round bound is signed by every signer this
-        service holds; otherwise by the quorum.
+        A round moving any price beyond the feed's bound (from the previous round, or from the price
+        a window earlier) is signed by every signer this service holds; otherwise by the quorum.
         """
         p = self.protocol
         n = len(p.deployment.underlyings)
@@ -47,7 +47,7 @@ class PriceService:
         # reloaded devnet's latest block can be far behind it), never before the last round.
         ts = timestamp if timestamp is not None else max(self._pending_time(), int(latest_ts) + 1)
         rnd = int(latest_round) + 1
-        signers = self._signers_for(ticks)
+        signers = self._signers_for(ticks, ts)
         sigs = sign_price_round(p.domain("PriceFeed"), PriceRound(rnd, ts, ticks), signers)
         # A fixed gas bound instead of an estimate: a node may estimate against the latest block's
         # time, at which a round stamped for the next block is not yet valid.
@@ -62,20 +62,18 @@ class PriceService:
         except (ValueError, KeyError):  # a node without a pending block
             return self.protocol.now()
 
-    def _signers_for(self, ticks: tuple[int, ...]) -> list[Signer]:
+    def _signers_for(self, ticks: tuple[int, ...], timestamp: int) -> list[Signer]:
+        """The quorum, or every key this service holds when the feed says the round needs every signer.
+
+        The rule is the contract's own (``PriceFeed.signersRequired``: a move beyond ``maxMove`` from
+        the previous round or from the price a window earlier), asked rather than mirrored.
+        """
         p = self.protocol
         quorum = int(p.call(p.feed.functions.quorum()))
         if len(self.signers) < quorum:
             raise ChainError(f"price service holds {len(self.signers)} keys, below the feed quorum {quorum}")
-        latest = int(p.call(p.feed.functions.latestRound())[0])
-        if latest == 0:
-            return list(self.signers[:quorum])
-        max_move = int(p.call(p.feed.functions.maxMove()))
-        for i, t in enumerate(ticks):
-            prev = int(p.call(p.feed.functions.priceAt(latest, i)))
-            if abs(t - prev) * 10**18 > max_move * prev:
-                return list(self.signers)  # a big move needs every signer
-        return list(self.signers[:quorum])
+        required = int(p.call(p.feed.functions.signersRequired(timestamp, list(ticks))))
+        return list(self.signers) if required > quorum else list(self.signers[:quorum])
 
     def run(self, steps: Iterable[PriceStep], *, interval: float = 0.0, warp: bool = False,
             limit: int | None = None) -> int:  # fmt: skip

@@ -31,7 +31,7 @@ def anvil() -> Iterator[Anvil]:
 
 @pytest.fixture(scope="session")
 def _deployed(anvil: Anvil) -> Harness:
-    dev = bootstrap(connect(anvil.url), DEPLOYER, rpc_url=anvil.url)
+    dev = bootstrap(connect(anvil.url), DEPLOYER, rpc_url=anvil.url, timelock=None)  # instant admin for tests
     h = Harness(dev.protocol, DEPLOYER, dev.risk_signers, dev.price_signers, dev.instruments)
     # The general suite warps days without status roots: emergency mode (tested at its default delay in
     # test_liquidation.py) is pushed out to the 365-day bound here.

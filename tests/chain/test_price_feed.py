@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from offchain.chain.eip712 import PriceRound, digest, sign_price_round
@@ -108,6 +109,82 @@ def test_move_of_exactly_max_move_needs_only_quorum(h: Harness) -> None:
     h.post_raw((60_500 * U, 2_520 * U), h.price_signers[:2])
     with reverts("PriceFeed_MoveNeedsAllSigners", 0):
         h.post_raw((60_500 * U + 6_050 * U + 10**15, 2_520 * U), h.price_signers[:2])
+
+
+# ---------------------------------------------------------------------- F-5: big moves over a window
+WINDOW = 15 * 60
+
+
+def test_F5_stepwise_crash_needs_every_signer_from_the_second_step(h: Harness) -> None:
+    """F-5: eight rounds of -9 % seconds apart, each signed by the quorum (2 of 3), took BTC down 53 %
+    on 8842553 (each round moved less than maxMove from the one before). The rule now holds against
+    the reference round, the price a window (15 min) earlier: the first step passes, every later one
+    (-17 % and more from the reference) is refused; the same crash signed by every signer goes through,
+    so a real crash is never frozen."""
+    base = h.latest_prices()
+    steps, price = [], base[0]
+    for _ in range(8):
+        price = moved(price, -900)
+        steps.append((price, base[1]))
+    h.warp(2)
+    h.post_raw(steps[0])  # -9 % from the reference: the quorum suffices
+    first = h.latest_round()
+    for i, prices in enumerate(steps[1:], start=2):
+        h.warp(2)
+        assert (1 - prices[0] / base[0]) > 0.10  # the cumulative move is beyond maxMove ...
+        with reverts("PriceFeed_MoveNeedsAllSigners", 0):  # ... so step i needs every signer
+            h.post_raw(prices)
+        assert h.latest_round() == first, f"step {i} was accepted"
+    assert h.latest_prices() == steps[0]
+    for prices in steps[1:]:  # the real crash, signed by every signer
+        h.warp(2)
+        h.post_raw(prices, h.price_signers)
+    assert h.latest_prices()[0] == steps[-1][0] < base[0] // 2
+
+
+def test_F5_a_round_signed_by_every_signer_is_the_new_reference(h: Harness) -> None:
+    """After an all-signer crash the next rounds need only the quorum again (their reference is the
+    crash round, not the pre-crash price), and after a quiet window the reference is the previous
+    round: the quorum moves the price at most maxMove per window."""
+    f = h.p.feed.functions
+    crash = (moved(P0[0], -3_000), P0[1])
+    h.post_raw(crash, h.price_signers)
+    assert f.referenceRound(h.now() + 1).call() == h.latest_round()
+    h.warp(5)
+    h.post_raw((moved(crash[0], 500), P0[1]))  # +5 % from the crash round: the quorum suffices
+    h.warp(5)
+    after = (moved(crash[0], 1_200), P0[1])  # +12 % from the crash round: needs every signer
+    with reverts("PriceFeed_MoveNeedsAllSigners", 0):
+        h.post_raw(after)
+    h.warp(WINDOW)  # quiet for a window: the reference is now the previous round (+5 %), 6.7 % away
+    assert f.referenceRound(h.now()).call() == h.latest_round()
+    h.post_raw(after)
+
+
+def _reference(rounds: list[tuple[int, int]], ts: int, stored: int) -> int:
+    """The contract's reference round, by brute force: the latest round stamped at or before
+    ``ts - WINDOW``, never before ``stored`` (round 1 when none is that old)."""
+    old = [r for r, t in rounds if t <= ts - WINDOW]
+    return max([stored or 1, *old])
+
+
+def test_F5_reference_round_search_matches_a_brute_force_scan(h: Harness) -> None:
+    """The bounded search (two steps forward, then binary search) finds the round a linear scan finds,
+    for a feed posting at irregular intervals, small moves signed by the quorum."""
+    rng = np.random.default_rng(5)
+    f = h.p.feed.functions
+    rounds = [(r, int(f.roundTimestamp(r).call())) for r in range(1, h.latest_round() + 1)]
+    stored = 0
+    for gap in rng.choice([1, 7, 60, 240, 700, 2_000], size=36):
+        h.warp(int(gap))
+        ts = h.now()
+        want = _reference(rounds, ts, stored)
+        assert f.referenceRound(ts).call() == want
+        for probe in (ts + 30, ts + 400, ts + WINDOW):  # further ahead: still the brute-force answer
+            assert f.referenceRound(probe).call() == _reference(rounds, probe, stored)
+        h.post_raw(P0, timestamp=ts)
+        rounds.append((h.latest_round(), ts))
+        stored = want
 
 
 def test_move_since(h: Harness) -> None:
