@@ -53,10 +53,6 @@ contract PriceFeed is IPriceFeed, EIP712, SignerQuorum, Guarded {
     }
 
     // ---------------------------------------------------------------- admin
-    /// @notice Disabled (Governed_RenounceDisabled): see Governed.
-    function renounceOwnership() public pure override(Ownable, Governed) {
-        revert Governed_RenounceDisabled();
-    }
 
     /// @inheritdoc IPriceFeed
     function setConfig(uint64 heartbeat_, uint64 maxDelay_, uint64 maxMove_) external onlyOwner {

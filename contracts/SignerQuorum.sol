@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.28;
 
-import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {ISignerQuorum} from "./interfaces/ISignerQuorum.sol";
 import {Constants} from "./libraries/Constants.sol";
+import {Governed} from "./governance/Governed.sol";
 
 /// @title SignerQuorum
 /// @notice k-of-n signer registry and a cheap verifier for concatenated 65-byte signatures.
-abstract contract SignerQuorum is ISignerQuorum, Ownable2Step {
+abstract contract SignerQuorum is ISignerQuorum, Governed {
     // ---------------------------------------------------------------- storage
     mapping(address => bool) public isSigner;
     /// @dev The registered signers in no particular order (removal swaps in the last); at most
@@ -56,12 +56,6 @@ abstract contract SignerQuorum is ISignerQuorum, Ownable2Step {
         _quorum = uint8(quorum_); // Safe cast: quorum_ <= _signerCount <= MAX_SIGNERS
         emit QuorumSet(quorum_);
         if (lowered) _onSignerSetChanged();
-    }
-
-    /// @notice Disabled: an owned contract always has an owner (the timelock), so that no admin power
-    /// is lost by mistake.
-    function renounceOwnership() public view override onlyOwner {
-        revert SignerQuorum_RenounceDisabled();
     }
 
     // ---------------------------------------------------------------- views

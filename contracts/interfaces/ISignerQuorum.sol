@@ -15,8 +15,6 @@ interface ISignerQuorum {
     /// @notice Signers must be strictly increasing: a repeat or disorder is refused.
     error SignerQuorum_DuplicateSigner(address recovered);
     error SignerQuorum_BadSignatureLength(uint256 length);
-    /// @notice renounceOwnership is disabled on every owned contract.
-    error SignerQuorum_RenounceDisabled();
 
     event SignerAdded(address indexed signer);
     event SignerRemoved(address indexed signer);

@@ -30,6 +30,7 @@ DEPOSITS = {"USDC": (1_000 * USDC, 50_000 * USDC), "WBTC": (10**6, 10**8), "WETH
 # A fair-ish price per instrument symbol, whole dollars (on TICK).
 PRICES = {"BTC-PERP": 55_000, "ETH-PERP": 2_800, "BTC-FUT": 55_400, "BTC-C60K": 700, "BTC-P50K": 500,
           "ETH-C3K": 60}  # fmt: skip
+OPERATORS = [key_addr(k) for k in (RELAYER, CAROL)]
 
 
 # ---------------------------------------------------------------------- random activity

@@ -273,7 +273,7 @@ def test_guardian_is_never_zero_and_ownership_cannot_be_renounced(h: Harness) ->
     with reverts("Vault_ZeroAddress"):
         h.send(v.setGuardian("0x" + "00" * 20))
     for contract in (h.p.vault, h.p.feed):
-        with reverts("SignerQuorum_RenounceDisabled"):
+        with reverts("Governed_RenounceDisabled"):
             h.send(contract.functions.renounceOwnership())
         with reverts("OwnableUnauthorizedAccount", addr(CAROL)):
             h.send(contract.functions.renounceOwnership(), CAROL)
