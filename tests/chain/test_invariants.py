@@ -368,6 +368,35 @@ class AttackerMachine(ProtocolMachine):
         assert self.nonces() == before, "I-7: funding moved a risk nonce"
         check_accruals(h, perp)
 
+    @rule(steps=st.integers(2, 8), bp=st.integers(200, 1_200), gap=st.integers(1, 20), down=st.booleans(),
+          which=st.integers(0, 1))  # fmt: skip
+    def stepwise_price_rounds(self, steps: int, bp: int, gap: int, down: bool, which: int) -> None:
+        """F-5: a quorum short of every signer walks one underlying in steps of ``bp`` a few seconds apart.
+        However many steps land, no accepted price is further than maxMove from the price the burst
+        started against (the price a window earlier), and each refusal names the rule."""
+        h = self.h
+        feed = h.p.feed.functions
+        max_move, window = int(feed.maxMove().call()), int(feed.MOVE_WINDOW().call())
+        # Start a window after the latest round: it is then the reference of every step of the burst
+        # (which lasts less than a window), so all of them answer to one anchor price.
+        h.warp(max(int(feed.latestRound().call()[1]) + window + 1 - h.now(), 1))
+        anchor = int(h.latest_prices()[which])
+        before = self.nonces()
+        for _ in range(steps):
+            prices = list(h.latest_prices())
+            prices[which] = max(prices[which] * (10_000 + (-bp if down else bp)) // 10_000 // TICK * TICK, 1_000 * TICK)
+            h.warp(gap)
+            try:
+                h.post_raw(tuple(prices), h.price_signers[1:], timestamp=h.now())
+            except ContractRevertError as exc:
+                assert exc.error_name == "PriceFeed_MoveNeedsAllSigners", exc
+                event("stepwise rounds: a step refused without every signer")
+                break
+            moved = abs(prices[which] - anchor) * WAD // anchor
+            assert moved <= max_move, f"F-5: a quorum moved the price {moved / WAD:.2%} from a window earlier"
+            event("stepwise rounds: a step accepted within maxMove of the window's price")
+        assert self.nonces() == before
+
     def _index(self, iid: int) -> int:
         h = self.h
         und = h.p.instruments.functions.get(iid).call()[1]
