@@ -1,0 +1,47 @@
+"""The action hashes are packed by hand (one 32-byte word per static value); they must equal eth_abi's
+``abi.encode`` for every value in range, and refuse values out of range. The contracts' side is checked
+by tests/chain/test_mirrors.py."""
+
+from __future__ import annotations
+
+import pytest
+from eth_abi import encode
+from eth_utils import keccak, to_checksum_address
+from hypothesis import given
+from hypothesis import strategies as st
+
+from offchain.chain.actions import BID_TAG, TRADE_TAG, WITHDRAW_TAG, bid_action, trade_action, withdraw_action
+
+addresses = st.binary(min_size=20, max_size=20).map(lambda b: to_checksum_address(b))
+u256 = st.integers(0, 2**256 - 1)
+i256 = st.integers(-(2**255), 2**255 - 1)
+
+
+@given(addresses, st.integers(0, 2**32 - 1), i256, u256, u256, st.booleans())
+def test_trade_action_is_abi_encode(account: str, instrument: int, delta: int, price: int, fee: int,
+                                    flag: bool) -> None:  # fmt: skip
+    types = ["bytes32", "address", "uint32", "int256", "uint256", "uint256", "bool"]
+    want = keccak(encode(types, [TRADE_TAG, account, instrument, delta, price, fee, flag]))
+    assert trade_action(account, instrument, delta, price, fee, flag) == want
+
+
+@given(addresses, addresses, u256)
+def test_withdraw_action_is_abi_encode(account: str, token: str, amount: int) -> None:
+    want = keccak(encode(["bytes32", "address", "address", "uint256"], [WITHDRAW_TAG, account, token, amount]))
+    assert withdraw_action(account, token, amount) == want
+
+
+@given(addresses, addresses, u256, u256, i256)
+def test_bid_action_is_abi_encode(bidder: str, account: str, version: int, fraction: int, worst: int) -> None:
+    types = ["bytes32", "address", "address", "uint256", "uint256", "int256"]
+    want = keccak(encode(types, [BID_TAG, bidder, account, version, fraction, worst]))
+    assert bid_action(bidder, account, version, fraction, worst) == want
+
+
+def test_out_of_range_values_are_refused() -> None:
+    a = "0x" + "11" * 20
+    for bad in (lambda: trade_action(a, 2**32, 0, 0, 0), lambda: trade_action(a, 1, 2**255, 0, 0),
+                lambda: trade_action(a, 1, 0, -1, 0), lambda: withdraw_action(a, "0x1234", 1),
+                lambda: bid_action(a, a, 0, 2**256, 0)):  # fmt: skip
+        with pytest.raises(ValueError):
+            bad()
