@@ -62,7 +62,10 @@ contract Vault is IVaultCore, VaultBase {
     // ---------------------------------------------------------------- admin
     /// @inheritdoc IVaultCore
     function setPaused(bool paused_) external {
-        if (msg.sender != guardian) revert Vault_OnlyGuardian();
+        // Pausing tightens: the guardian (or the owner) at once. Resuming loosens: the owner only, which
+        // is the timelock in every deployment, so a resume is scheduled and can be seen coming.
+        if (!paused_) _checkOwner();
+        else if (msg.sender != guardian && msg.sender != owner()) revert Vault_OnlyGuardian();
         paused = paused_;
         emit PausedSet(paused_);
     }

@@ -92,6 +92,19 @@ def _setup(h: Any) -> dict[str, list[tuple[int, int, int]]]:
     return book
 
 
+def _at_model_prices(engine: Any, book: dict[str, list[tuple[int, int, int]]]) -> dict[str, list[tuple[int, int, int]]]:
+    """Request prices at the engine's model price (on the TICK grid): the engine attests an option fill
+    only within ``bands.option`` of it (issue 8), and a request it refuses would not be load."""
+    state = engine.refresh()
+    model = engine.core.engine(state)
+    tick = 10**15
+
+    def price(ins: int) -> int:
+        return max(round(float(model.valuation.mark[model.instruments.row_of(ins)]) * 1_000), 1) * tick
+
+    return {a: [(ins, size, price(ins)) for ins, size, _ in held] for a, held in book.items()}
+
+
 def _requests(book: dict[str, list[tuple[int, int, int]]], instruments: list[int], n: int,
               seed: int) -> list[tuple[str, str, str, bytes]]:  # fmt: skip
     """A seeded mix of ``(kind, method, path, body)``; valid requests stay valid whatever the order."""
@@ -117,8 +130,9 @@ def _requests(book: dict[str, list[tuple[int, int, int]]], instruments: list[int
         if r < 0.70:
             ins, _, price = book[account][int(rng.integers(len(book[account])))]
             lots = int(rng.integers(1, 50)) * (1 if rng.random() < 0.5 else -1)  # 0.001-0.05 units
+            role = "maker" if rng.random() < 0.5 else "taker"
             body = {"account": account, "instrument": ins, "size": f"{lots / 1000:.3f}",
-                    "price": str(price // U), "role": "maker" if rng.random() < 0.5 else "taker"}  # fmt: skip
+                    "price": f"{price // 10**15 / 1000:.3f}", "role": role}  # fmt: skip
             out.append(("trade", "POST", "/attest/trade", json.dumps(body).encode()))
         elif r < 0.85:
             body = {"account": account, "token": "USDC", "amount": str(int(rng.integers(1, 100)))}
@@ -334,6 +348,7 @@ def main() -> None:
         engine = build_engine(
             dev.protocol, signers, DEFAULT_KEYS[0], Path(tmp), lifetime=300, max_staleness=args.max_staleness
         )
+        book = _at_model_prices(engine, book)
         requests = _requests(book, list(dev.instruments.values()), 20_000, args.seed)
         positions = [len(v) for v in book.values()]
         _reference(engine, requests[:50], 50)  # warm-up: numba, caches

@@ -101,7 +101,8 @@ interface IVaultCore is IVaultEvents {
     function settleFunding(address account, uint32 instrument) external;
 
     /// @notice Pauses or resumes new risk (risk-adding trades and withdrawals backed by
-    /// positions). Deposits, closing trades and settlement always work. Guardian only.
+    /// positions). Deposits, closing trades and settlement always work. The guardian (or the owner)
+    /// pauses at once; only the owner (the timelock) resumes.
     function setPaused(bool paused) external;
 
     /// @notice The instruments of the account's open positions (VaultLens.getAccount gives the whole state).

@@ -299,9 +299,13 @@ def test_vault_admin_is_owner_only_and_bounded(h: Harness) -> None:
         h.send(v.applyTrade(fill, empty_proof(), empty_proof()), CAROL)
     h.send(v.setGuardian(carol))
     assert v.guardian().call() == carol
-    h.send(v.setPaused(True), CAROL)
+    h.send(v.setPaused(True), CAROL)  # the guardian pauses at once ...
+    with reverts("OwnableUnauthorizedAccount", carol):  # ... but never resumes: that loosens
+        h.send(v.setPaused(False), CAROL)
     with reverts("Vault_OnlyGuardian"):
-        h.send(v.setPaused(False), DEPLOYER)
+        h.send(v.setPaused(True), BOB)
+    h.send(v.setPaused(False), DEPLOYER)  # the owner (the timelock in a deployment) resumes
+    assert not v.paused().call()
 
 
 def test_fee_collector_change_redirects_fees(h: Harness) -> None:
