@@ -479,3 +479,11 @@ def test_attacker_moves_keep_invariants(h: Harness) -> None:
     """The attacker's moves of issue 8 among random honest activity: every exploit stays closed and
     every invariant of the honest machine holds."""
     _run_machine(h, examples=4, steps=10, machine=AttackerMachine)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(7200)
+def test_long_attacker_activity_keeps_invariants(h: Harness) -> None:
+    """The attacker machine over 10,000 steps (400 histories of 25; opt-in: PMSIM_SLOW=1, about an hour
+    on two cores)."""
+    _run_machine(h, examples=400, steps=25, machine=AttackerMachine)
