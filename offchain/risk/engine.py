@@ -36,8 +36,10 @@ option marks are their values.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -316,27 +318,8 @@ class MarginEngine:
         for t, amount in enumerate(state.collateral.tolist()):
             coll = coll + amount * float(prices[t])
             coll_haircut = coll_haircut + amount * float(haircut_prices[t])
-        joint, standalone, es, var, som, concentration, standard, mark = raw  # kernel.FIELDS
-        positions = mark - state.cost_basis - state.funding_owed
-        grid_loss = max(joint, (1.0 - self.config.grid.max_offset_credit) * standalone)
-        core = max(grid_loss, es)
-        som_addon = max(som - core, 0.0)
-        im = core + som_addon + concentration
-        result = AccountMargin(
-            im=im,
-            mm=self.config.mm_factor * im,
-            margin_equity=state.cash + coll_haircut + positions,
-            mtm_equity=state.cash + coll + positions,
-            grid_loss=grid_loss,
-            es=es,
-            var=var,
-            short_option_addon=som_addon,
-            concentration_addon=concentration,
-            worst_scenario=worst,
-            standard_margin=standard,
-            standalone_grid_loss=standalone,
-            offset_credit=max(standalone - grid_loss, 0.0),
-        )
+        result = AccountMargin(**_figures(raw, worst, state.cash, coll, coll_haircut, state.cost_basis,
+                                          state.funding_owed, self.config, max))  # fmt: skip
         for f in fields(result):
             value = getattr(result, f.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -358,27 +341,8 @@ class MarginEngine:
         for t in range(prices.size):
             coll = coll + collateral[:, t] * prices[t]
             coll_haircut = coll_haircut + collateral[:, t] * haircut_prices[t]
-        joint, standalone, es, var, som, concentration, standard, mark = raw.T  # kernel.FIELDS
-        positions = mark - cost_basis - funding_owed
-        grid_loss = np.maximum(joint, (1.0 - self.config.grid.max_offset_credit) * standalone)
-        core = np.maximum(grid_loss, es)
-        som_addon = np.maximum(som - core, 0.0)
-        im = core + som_addon + concentration
-        result = MarginResult(
-            im=im,
-            mm=self.config.mm_factor * im,
-            margin_equity=cash + coll_haircut + positions,
-            mtm_equity=cash + coll + positions,
-            grid_loss=grid_loss,
-            es=es,
-            var=var,
-            short_option_addon=som_addon,
-            concentration_addon=concentration,
-            worst_scenario=worst,
-            standard_margin=standard,
-            standalone_grid_loss=standalone,
-            offset_credit=np.maximum(standalone - grid_loss, 0.0),
-        )
+        result = MarginResult(**_figures(raw.T, worst, cash, coll, coll_haircut, cost_basis, funding_owed, self.config,
+                                         np.maximum))  # fmt: skip
         _check_finite(result)
         return result
 
@@ -450,6 +414,33 @@ class MarginEngine:
     def describe_scenario(self, index: int) -> str:
         """Human description of grid scenario ``index`` (as in ``worst_scenario``)."""
         return describe(self.grid, index, self.config.symbols)
+
+
+def _figures(raw: Any, worst: Any, cash: Any, coll: Any, coll_haircut: Any, cost_basis: Any, funding_owed: Any,
+             config: RiskConfig, maximum: Callable[[Any, Any], Any]) -> dict[str, Any]:  # fmt: skip
+    """The margin rule on the kernel's fields, written once for the batch (arrays, ``np.maximum``) and
+    the single-account path (floats, ``max``): the same operations in the same order, so the same bits."""
+    joint, standalone, es, var, som, concentration, standard, mark = raw  # kernel.FIELDS
+    positions = mark - cost_basis - funding_owed
+    grid_loss = maximum(joint, (1.0 - config.grid.max_offset_credit) * standalone)
+    core = maximum(grid_loss, es)
+    som_addon = maximum(som - core, 0.0)
+    im = core + som_addon + concentration
+    return {
+        "im": im,
+        "mm": config.mm_factor * im,
+        "margin_equity": cash + coll_haircut + positions,
+        "mtm_equity": cash + coll + positions,
+        "grid_loss": grid_loss,
+        "es": es,
+        "var": var,
+        "short_option_addon": som_addon,
+        "concentration_addon": concentration,
+        "worst_scenario": worst,
+        "standard_margin": standard,
+        "standalone_grid_loss": standalone,
+        "offset_credit": maximum(standalone - grid_loss, 0.0),
+    }
 
 
 def _add_position(state: AccountState, row: int, delta: float) -> tuple[Int64Array, Float64Array]:
