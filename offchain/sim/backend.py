@@ -34,6 +34,7 @@ from eth_utils import keccak
 
 from offchain import rules
 from offchain.chain.indexer import ProtocolState
+from offchain.risk.engine import MarginResult
 
 #: Seconds after a step's start at which its price round is posted, then its status root.
 PRICE_OFFSET = 0
@@ -207,6 +208,10 @@ class Backend(TypingProtocol):
 
     def state(self) -> ProtocolState:
         """The protocol's state now (the twin's own; the chain's rebuilt by the indexer)."""
+        ...
+
+    def margins(self) -> tuple[list[str], MarginResult]:
+        """Every account's margin figures now: ``EngineCore.compute_all(self.state())``."""
         ...
 
     def auctions(self) -> dict[str, AuctionRecord]:
