@@ -129,9 +129,14 @@ class ProtocolMachine(RuleBasedStateMachine):
     plain form of I-1 once everything is settled at the end."""
 
     h: ClassVar[Harness]
+    #: Machines built and invariant checks made (one after the start, one after every step): their
+    #: difference is the number of steps run, which hypothesis draws at or below the step count.
+    built: ClassVar[int] = 0
+    checks: ClassVar[int] = 0
 
     def __init__(self) -> None:
         super().__init__()
+        type(self).built += 1
         self.snap = self.h.snapshot()
 
     def teardown(self) -> None:
@@ -317,7 +322,12 @@ class ProtocolMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ invariants
     @invariant()
     def books_balance(self) -> None:
+        type(self).checks += 1
         self.h.check_conservation()
+
+    @classmethod
+    def steps_run(cls) -> int:
+        return cls.checks - cls.built
 
 
 def _run_machine(h: Harness, examples: int, steps: int, machine: type[ProtocolMachine] = ProtocolMachine) -> None:
@@ -482,10 +492,19 @@ def test_attacker_moves_keep_invariants(h: Harness) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(7200)
+@pytest.mark.timeout(10800)
 @pytest.mark.parametrize("half", [1, 2])
 def test_long_attacker_activity_keeps_invariants(h: Harness, half: int) -> None:
-    """The attacker machine over 10,000 steps: two halves of 200 histories of 25 steps (hypothesis draws
-    each half's histories independently), so that two workers share the run (opt-in: PMSIM_SLOW=1; about
-    half an hour on two cores)."""
-    _run_machine(h, examples=200, steps=25, machine=AttackerMachine)
+    """The attacker machine over at least 10,000 steps, counted: two halves of at least 5,000 steps each,
+    in batches of 40 histories of up to 25 steps (hypothesis draws each history's length, so batches run
+    until the half's count is reached), so that two workers share the run (opt-in: PMSIM_SLOW=1; about
+    an hour on two cores). Each half prints the steps and histories it ran (``pytest -rP`` shows it)."""
+    start_steps, start_built = AttackerMachine.steps_run(), AttackerMachine.built
+    while AttackerMachine.steps_run() - start_steps < LONG_ATTACKER_STEPS // 2:
+        _run_machine(h, examples=40, steps=25, machine=AttackerMachine)
+    steps, histories = AttackerMachine.steps_run() - start_steps, AttackerMachine.built - start_built
+    assert steps >= LONG_ATTACKER_STEPS // 2
+    print(f"attacker machine, half {half}: {steps} steps in {histories} histories, every invariant held")
+
+
+LONG_ATTACKER_STEPS = 10_000
