@@ -390,7 +390,7 @@ def main() -> None:
                 w.terminate()
                 w.join(10)
         follower = engine.follower
-    _report(args, results, elapsed, (reference_rps, reference_p99), positions, mined[0], follower.syncs, rss)
+    _report(args, results, elapsed, (reference_rps, reference_p99), positions, mined[0], f"{follower.syncs} ({follower.checks} head checks in the main process)", rss)
 
 
 def _report(args: Any, results: list[tuple[str, int, float, bool, float]], elapsed: float,

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from eth_account import Account
 
+from offchain.chain.actions import trade_action
 from offchain.chain.eip712 import Attestation, Signer
 from offchain.chain.indexer import Indexer
 from offchain.chain.merkle import StatusTree
@@ -360,3 +361,45 @@ def test_engine_attests_only_fills_within_the_bands(h: Harness, engine: Engine, 
     assert (status, doc["field"]) == (400, "price"), doc
     engine_trade(h, api, ALICE, BOB, CALL, False, U, f"{mark + 549:.3f}")  # within the band: fills
     assert h.positions(addr(BOB))[call][0] == U
+
+
+def test_per_block_memo_never_serves_a_stale_figure(h: Harness, engine: Engine, api: str) -> None:
+    """Each trade attestation compares the IM after the fill with the account's IM before it, which the
+    core remembers per (block, account) (:meth:`EngineCore.status_figures`). A new block, a trade or a
+    deposit gives new figures, each equal to what a core with no memo computes on the same state; an
+    attestation served after a change equals a fresh core's."""
+    h.deposit(ALICE, "USDC", 200_000 * USDC)
+    h.deposit(BOB, "USDC", 200_000 * USDC)
+
+    def fresh(state: Any, account: str) -> Any:
+        return EngineCore(engine.core.config, h.p.deployment).status_figures(state, state.accounts[account])
+
+    state = engine.refresh()
+    alice = state.accounts[addr(ALICE)]
+    before = engine.core.status_figures(state, alice)
+    assert engine.core.status_figures(state, alice) is before  # remembered within the block
+    assert before == fresh(state, addr(ALICE))
+    # the same block's account as another object (a re-published snapshot): computed again, same figures
+    again = engine.core.status_figures(state, state.copy().accounts[addr(ALICE)])
+    assert again is not before and again == before
+    # a trade changes Alice's book: the next block's figures are new, and a fresh core's
+    engine_trade(h, api, ALICE, BOB, PERP, False, U, "55000")
+    state2 = engine.refresh()
+    after_trade = engine.core.status_figures(state2, state2.accounts[addr(ALICE)])
+    assert after_trade.im > before.im and after_trade == fresh(state2, addr(ALICE))
+    # a deposit adds 1,000 USD of equity and nothing else
+    h.deposit(ALICE, "USDC", 1_000 * USDC)
+    state3 = engine.refresh()
+    after_deposit = engine.core.status_figures(state3, state3.accounts[addr(ALICE)])
+    assert after_deposit == fresh(state3, addr(ALICE))
+    assert abs(after_deposit.margin_equity - after_trade.margin_equity - 1_000 * USDC) <= 1
+    assert after_deposit.im == after_trade.im
+    # the reduce-IM judgement uses the current figures: a closing fill attested by the engine (memo warm
+    # from the blocks before) is the fresh core's attestation, flagged as lowering IM
+    fee = engine._fee(state3, U, 55_000 * U, "taker")
+    req = TradeRequest(addr(ALICE), h.ids[PERP], U, 55_000 * U, fee)
+    served = engine.core.attest_trade(state3, req, state3.timestamp, state3.timestamp + 60)
+    cold = EngineCore(engine.core.config, h.p.deployment).attest_trade(state3, req, state3.timestamp,
+                                                                      state3.timestamp + 60)  # fmt: skip
+    assert served == cold
+    assert served.action_hash == trade_action(addr(ALICE), h.ids[PERP], U, 55_000 * U, fee, True)
