@@ -20,7 +20,8 @@ to two head-check round trips (a raw JSON-RPC ``eth_blockNumber``, about 0.2 ms 
 Notes
 -----
 A head check compares block numbers. A re-organisation that keeps the height is caught by the
-indexer's own hash check, which runs on every sync and at least every ``resync`` seconds.
+indexer's own hash check, which runs on every sync and at least every ``resync`` seconds (that
+periodic sync and the checkpoint write run in a second thread, so no request waits for them).
 """
 
 from __future__ import annotations
@@ -98,15 +99,17 @@ class ChainFollower:
     poll : float
         Seconds between head checks while no request waits.
     resync : float
-        At least this often the indexer syncs even when the height did not change (reorg check).
+        At least this often the indexer syncs even when the height did not change (reorg check), in
+        a background thread that no request waits for.
     prepare : callable, optional
         Called with each new state *before* it is published (build the block's market there, so
         that no request waits for it); an error is logged and the state published anyway.
     on_sync : callable, optional
         Called with each newly published snapshot (metrics).
     save_every : float
-        Seconds between writes of the indexer's checkpoint (a write with ``fsync`` on every block
-        would stall the requests waiting for that block); :meth:`refresh` always writes it.
+        Seconds between writes of the indexer's checkpoint, in the background thread (a write with
+        ``fsync`` on every block would stall the requests waiting for that block); :meth:`refresh`
+        always writes it.
     """
 
     def __init__(self, indexer: Indexer, head: Callable[[], int], *, poll: float = 0.25, resync: float = 2.0,
@@ -128,6 +131,9 @@ class ChainFollower:
         self._wanted = 0
         self._error: ChainError | None = None
         self._thread: threading.Thread | None = None
+        self._background = threading.Event()
+        self._background_thread: threading.Thread | None = None
+        self._background_busy = False
         self._stop = False
         self.checks = 0
         self.syncs = 0
@@ -147,17 +153,22 @@ class ChainFollower:
         if self.running:
             return
         self._stop = False
+        self._background.clear()
         self._thread = threading.Thread(target=self._run, name="chain-follower", daemon=True)
         self._thread.start()
+        self._background_thread = threading.Thread(target=self._run_background, name="chain-resync", daemon=True)
+        self._background_thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread and write the checkpoint."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._background.set()
+        for thread in (self._thread, self._background_thread):
+            if thread is not None:
+                thread.join(timeout)
+        self._thread = self._background_thread = None
         with self._sync_lock:
             self.indexer.save()
 
@@ -224,11 +235,15 @@ class ChainFollower:
         try:
             head = self._head()
             self.checks += 1
-            if head != self._seen_head or time.monotonic() - self._synced_at >= self.resync:
+            if head != self._seen_head:
                 with self._sync_lock:
-                    self._sync(save=time.monotonic() - self._saved_at >= self.save_every)
+                    self._sync(save=False)
                     self._publish()
                 self._seen_head = head
+            now = time.monotonic()
+            due = now - self._synced_at >= self.resync or now - self._saved_at >= self.save_every
+            if due and not self._background_busy:
+                self._background.set()  # the reorg check and the checkpoint: no request waits for them
             return None
         except ChainError as exc:
             log.warning("chain head check failed: %s", exc)
@@ -236,6 +251,27 @@ class ChainFollower:
         except Exception as exc:  # a follower never dies: log it, report it to the waiting requests
             log.exception("chain follower failed")
             return ChainUnavailableError(f"the chain follower failed: {type(exc).__name__}")
+
+    def _run_background(self) -> None:
+        """The periodic sync at an unchanged height (the indexer's hash check catches a re-organisation
+        that kept the height) and the checkpoint write, off the head-check path: a request waits for
+        a head check and for the sync of a *new* block, never for these (they took a sync's RPC round
+        trips, or a JSON dump and an ``fsync``, every ``resync`` seconds on an idle chain)."""
+        while True:
+            self._background.wait()
+            self._background.clear()
+            if self._stop:
+                return
+            self._background_busy = True
+            try:
+                with self._sync_lock:
+                    self._sync(save=time.monotonic() - self._saved_at >= self.save_every)
+                    self._publish()
+            except Exception:  # the next head check reports a dead node to the requests; keep going
+                log.exception("background resync failed")
+                time.sleep(min(self.poll, 0.5))
+            self._synced_at = time.monotonic()
+            self._background_busy = False
 
     def _sync(self, save: bool) -> None:
         """Index up to the head (call under the sync lock); write the checkpoint only if ``save``."""

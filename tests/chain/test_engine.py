@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -403,3 +404,35 @@ def test_per_block_memo_never_serves_a_stale_figure(h: Harness, engine: Engine, 
                                                                       state3.timestamp + 60)  # fmt: skip
     assert served == cold
     assert served.action_hash == trade_action(addr(ALICE), h.ids[PERP], U, 55_000 * U, fee, True)
+
+
+def test_the_follower_finds_a_same_height_branch_in_the_background(h: Harness, engine: Engine, tmp_path: Path) -> None:
+    """A head check compares heights only; the periodic resync, in a background thread that no request
+    waits for, checks the indexed block's hash: a branch of the same height replaces the one indexed
+    (the indexer re-indexes it) and the checkpoint is written from there too."""
+    h.deposit(ALICE, "USDC", 1_000 * USDC)
+    follower = engine.follower
+    follower.resync = follower.save_every = 0.2
+    engine.start_following()
+    try:
+        snap = h.snapshot()
+        h.deposit(ALICE, "USDC", 777 * USDC)  # branch A
+        on_a = engine.state()  # every block mined before the call
+        assert on_a.block == h.p.w3.eth.block_number
+        cash_a = on_a.accounts[addr(ALICE)].cash
+        h.revert_to(snap)
+        h.deposit(BOB, "USDC", 5 * USDC)  # branch B: as many blocks, other hashes
+        assert h.p.w3.eth.block_number == on_a.block  # the same height: no head check sees a change
+        checkpoint = tmp_path / "engine" / "indexer.json"
+        for _ in range(600):  # the background resync finds branch B (bounded wait on the condition)
+            snap_b = follower.snapshot
+            if snap_b.block_hash != on_a.block_hash and json.loads(checkpoint.read_text())["state"]["block_hash"] \
+                    == snap_b.block_hash:  # fmt: skip
+                break
+            time.sleep(0.1)
+        assert snap_b.block == on_a.block and snap_b.block_hash != on_a.block_hash
+        assert engine.indexer.reorgs == 1
+        assert snap_b.accounts[addr(ALICE)].cash == cash_a - 777 * USDC and addr(BOB) in snap_b.accounts
+        assert engine.state().block_hash == snap_b.block_hash  # requests are answered on branch B
+    finally:
+        engine.stop_following()
