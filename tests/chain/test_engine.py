@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +22,7 @@ from offchain.chain.eip712 import Attestation, Signer
 from offchain.chain.indexer import Indexer
 from offchain.chain.merkle import StatusTree
 from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
+from offchain.engine.follower import HeadProbe
 from offchain.engine.http import serve_signer
 from offchain.engine.service import Engine, QuorumError, SignedAttestation, build_engine
 from offchain.engine.signer import RemoteSigner, SignerNode, SignJob
@@ -426,13 +428,31 @@ def test_the_follower_finds_a_same_height_branch_in_the_background(h: Harness, e
         checkpoint = tmp_path / "engine" / "indexer.json"
         for _ in range(600):  # the background resync finds branch B (bounded wait on the condition)
             snap_b = follower.snapshot
-            if snap_b.block_hash != on_a.block_hash and json.loads(checkpoint.read_text())["state"]["block_hash"] \
-                    == snap_b.block_hash:  # fmt: skip
+            if (snap_b.block, snap_b.block_hash) == (on_a.block, h.p.w3.eth.get_block(on_a.block)["hash"].to_0x_hex()) \
+                    and json.loads(checkpoint.read_text())["state"]["block_hash"] == snap_b.block_hash:  # fmt: skip
                 break
             time.sleep(0.1)
         assert snap_b.block == on_a.block and snap_b.block_hash != on_a.block_hash
         assert engine.indexer.reorgs == 1
         assert snap_b.accounts[addr(ALICE)].cash == cash_a - 777 * USDC and addr(BOB) in snap_b.accounts
         assert engine.state().block_hash == snap_b.block_hash  # requests are answered on branch B
+        h.deposit(BOB, "USDC", 5 * USDC)  # and see every block mined on it before they arrive
+        assert engine.state().block == h.p.w3.eth.block_number
     finally:
         engine.stop_following()
+
+
+def test_the_head_probe_follows_the_chain_on_one_connection(h: Harness) -> None:
+    """The follower's ``eth_blockNumber`` on a raw keep-alive socket: the node's head as blocks are mined,
+    one connection for many probes, reopened once when the node has closed it."""
+    probe = HeadProbe(h.p)
+    assert probe() == h.p.w3.eth.block_number
+    sock = probe._sock
+    for _ in range(3):
+        h.warp(1)  # mines a block
+        assert probe() == h.p.w3.eth.block_number
+    assert probe._sock is sock is not None  # kept alive
+    sock.shutdown(socket.SHUT_RDWR)  # as a node closing an idle connection would
+    h.warp(1)
+    assert probe() == h.p.w3.eth.block_number and probe._sock is not sock
+    probe.close()
