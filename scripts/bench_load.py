@@ -219,7 +219,8 @@ class _Conn:
 
 def _client_process(port: int, threads: int, requests: list[tuple[str, str, str, bytes]], offset: int,
                     seconds: float, count: int, interval: float, conn: Connection) -> None:  # fmt: skip
-    """``threads`` keep-alive clients; sends back [(kind, status, ms, field_ok, t_end)] when done.
+    """``threads`` keep-alive clients; sends back [(kind, status, ms, field_ok, lag_ms)] when done
+    (``lag_ms``: how long after its scheduled time a paced request was sent; 0 in a closed loop).
 
     ``interval`` 0: each client sends its next request as soon as it has the answer (closed loop,
     the saturation throughput). ``interval`` > 0: each client starts a request every ``interval``
@@ -247,8 +248,9 @@ def _client_process(port: int, threads: int, requests: list[tuple[str, str, str,
             if interval > 0:
                 time.sleep(max(0.0, scheduled - time.perf_counter()))
                 t0, scheduled = scheduled, scheduled + interval
+                lag = (time.perf_counter() - t0) * 1e3  # how late this client sent it (the machine's share)
             else:
-                t0 = time.perf_counter()
+                t0, lag = time.perf_counter(), 0.0
             try:
                 status, raw = c.ask(wire)
             except (OSError, ValueError):
@@ -261,7 +263,7 @@ def _client_process(port: int, threads: int, requests: list[tuple[str, str, str,
                     field_ok = bool(json.loads(raw).get("field"))
                 except ValueError:
                     field_ok = False
-            mine.append((kind, status, ms, field_ok, time.monotonic()))
+            mine.append((kind, status, ms, field_ok, lag))
         c.close()
         with lock:
             results.extend(mine)
@@ -501,9 +503,20 @@ def _table(results: list[tuple[str, int, float, bool, float]], elapsed: float) -
     all_ms = [r[2] for r in results]
     print(f"{'all':<10}{len(results):>8}{len(results) / elapsed:>9.0f}{_pct(all_ms, 0.5):>9.2f}"
           f"{_pct(all_ms, 0.99):>9.2f}{max(all_ms, default=float('nan')):>9.2f}")  # fmt: skip
+    lags = [r[4] for r in results]
+    sent = [r[2] - r[4] for r in results if r[0] in ("trade", "withdraw")]
+    if any(lags):
+        print(f"{'send lag':<10}{'':>17}{_pct(lags, 0.5):>9.2f}{_pct(lags, 0.99):>9.2f}{max(lags):>9.2f}  how late the "
+              "clients sent (scheduled -> sent; part of the latencies above: the previous answer on the same "
+              "connection, or the client's own wait for a core)")  # fmt: skip
+        print(f"{'from send':<10}{'':>17}{_pct(sent, 0.5):>9.2f}{_pct(sent, 0.99):>9.2f}{max(sent):>9.2f}  "
+              "attestations, from the actual send (what the server and the network took)")  # fmt: skip
     return {"rps": round(len(att_ms) / elapsed, 1), "p50_ms": round(_pct(att_ms, 0.5), 3),
             "p99_ms": round(_pct(att_ms, 0.99), 3), "errors": errors, "unexpected": unexpected,
-            "all_rps": round(len(results) / elapsed, 1), "seconds": round(elapsed, 1)}  # fmt: skip
+            "all_rps": round(len(results) / elapsed, 1), "seconds": round(elapsed, 1),
+            **({"send_lag_p99_ms": round(_pct(lags, 0.99), 3),
+                "p99_from_send_ms": round(_pct(sent, 0.99), 3)}
+               if any(lags) else {})}  # fmt: skip
 
 
 def _report(args: Any, run: dict[str, Any], out: dict[str, Any], reference: tuple[float, float],
