@@ -30,7 +30,7 @@ from offchain.errors import InputError, PmsimError
 from offchain.risk.accounts import AccountBook, AccountState
 from offchain.risk.config import RiskConfig
 from offchain.risk.engine import AccountMargin, MarginEngine, MarginResult
-from offchain.risk.fixed_point import attested_figures
+from offchain.risk.fixed_point import AttestedFigures, attested_figures
 from offchain.risk.instruments import InstrumentTable
 from offchain.risk.market import MarketState
 
@@ -89,12 +89,12 @@ class EngineCore:
         self._quote = by_symbol[config.quote].address
         self._engines: OrderedDict[tuple[int, str, int, bytes], MarginEngine] = OrderedDict()
         self._build_lock = threading.Lock()
-        self._account_states: OrderedDict[str, dict[int, tuple[ChainAccount, AccountState]]] = OrderedDict()
+        self._account_states: OrderedDict[tuple[int, str, int, bytes], dict[int, _Cached]] = OrderedDict()
 
     # ------------------------------------------------------------------ market
     def engine(self, state: ProtocolState) -> MarginEngine:
         """The margin engine of this block's market (cached by block hash, round and parameters)."""
-        key = (state.block, state.block_hash, state.prices.round, state.params_hash)
+        key = _market_key(state)
         engine = self._engines.get(key)
         if engine is None:
             with self._build_lock:  # concurrent requests on a new block build it once
@@ -132,17 +132,41 @@ class EngineCore:
     def account_state(self, state: ProtocolState, acct: ChainAccount) -> AccountState:
         """One indexed account as the risk engine's input (USD floats, token units); remembered per
         block, since every attestation request of the block starts from it."""
-        block = self._account_states.get(state.block_hash)
+        return self._cached(state, acct).account
+
+    def status_figures(self, state: ProtocolState, acct: ChainAccount) -> AttestedFigures:
+        """The account's attested figures before any action (what its status leaf would say), remembered
+        per block like :meth:`account_state`: every trade attestation compares its IM after the fill
+        with this one (:func:`offchain.rules.reduces_im`)."""
+        hit = self._cached(state, acct)
+        if hit.figures is None:
+            hit.figures = attested_figures(*_figures(self.engine(state).account(hit.account)))
+        return hit.figures
+
+    def _cached(self, state: ProtocolState, acct: ChainAccount) -> _Cached:
+        """The per-block memo of one account.
+
+        Keyed by the market's key (block, block hash, price round, parameter hash: a new block or
+        a re-organisation starts an empty memo) and by the identity of the account object, checked
+        on every hit: each published snapshot copies every account, so an account changed by a new
+        event (a trade, a deposit, a nonce) is a new object and is never served a figure computed
+        on the one before. Two blocks are kept (requests still answering on the one before).
+        """
+        key = _market_key(state)
+        block = self._account_states.get(key)
         if block is None:
-            block = self._account_states[state.block_hash] = {}
-            while len(self._account_states) > 2:  # this block and the one before
-                self._account_states.popitem(last=False)
+            with self._build_lock:
+                block = self._account_states.get(key)
+                if block is None:
+                    block = self._account_states[key] = {}
+                    while len(self._account_states) > 2:  # this block and the one before
+                        self._account_states.popitem(last=False)
         hit = block.get(id(acct))
-        if hit is not None and hit[0] is acct:
-            return hit[1]
-        out = self._account_state(state, acct)
+        if hit is not None and hit.chain is acct:
+            return hit
+        out = _Cached(acct, self._account_state(state, acct))
         if len(block) < 10_000:  # bounded: requests for unknown accounts each bring a new empty one
-            block[id(acct)] = (acct, out)
+            block[id(acct)] = out
         return out
 
     def _account_state(self, state: ProtocolState, acct: ChainAccount) -> AccountState:
@@ -200,7 +224,7 @@ class EngineCore:
                           float(engine.valuation.spot[row]))  # fmt: skip
         acct = state.accounts.get(req.account) or ChainAccount()
         current = self.account_state(state, acct)
-        before = attested_figures(*_figures(engine.account(current)))
+        before = self.status_figures(state, acct)
         after = engine.what_if_trade(current, req.instrument, req.size_delta / E18, req.price / E18, req.fee / E6)
         att = self._attestation(state, req.account, acct, STATUS, after.margin, issued_at, expiry)
         lowers = rules.reduces_im(before.im, att.initial_margin)
@@ -275,6 +299,21 @@ class EngineCore:
             if t.address.lower() == address.lower():
                 return sym, t.decimals
         raise InputError("token", f"unknown token {address}")
+
+
+@dataclass
+class _Cached:
+    """An account's per-block memo: the chain object it was computed from (identity is the check),
+    the risk engine's input, and its attested figures before any action (filled on first use)."""
+
+    chain: ChainAccount
+    account: AccountState
+    figures: AttestedFigures | None = None
+
+
+def _market_key(state: ProtocolState) -> tuple[int, str, int, bytes]:
+    """What a block's market and figures are a function of, beyond the accounts themselves."""
+    return (state.block, state.block_hash, state.prices.round, state.params_hash)
 
 
 def _figures(m: AccountMargin) -> tuple[float, float, float, float]:

@@ -20,7 +20,8 @@ to two head-check round trips (a raw JSON-RPC ``eth_blockNumber``, about 0.2 ms 
 Notes
 -----
 A head check compares block numbers. A re-organisation that keeps the height is caught by the
-indexer's own hash check, which runs on every sync and at least every ``resync`` seconds.
+indexer's own hash check, which runs on every sync and at least every ``resync`` seconds (that
+periodic sync and the checkpoint write run in a second thread, so no request waits for them).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import socket
 import threading
 import time
 import urllib.parse
@@ -45,9 +47,13 @@ class ChainUnavailableError(ChainError):
 
 
 class HeadProbe:
-    """``eth_blockNumber`` over one persistent HTTP connection (far cheaper than a web3 call).
+    """``eth_blockNumber`` over one persistent connection (far cheaper than a web3 call).
 
-    Falls back to ``w3.eth.block_number`` for providers that are not plain HTTP.
+    Over plain HTTP the request is encoded once and sent on a raw keep-alive socket, and only the
+    answer's status line, ``Content-Length`` and body are read: every attestation request waits for
+    a probe, so its round trip is on the attestation's latency (``http.client`` read and parsed the
+    answer in a dozen steps, each taking the interpreter lock back from the request threads).
+    HTTPS goes through ``http.client``; providers that are not HTTP through ``w3.eth.block_number``.
     """
 
     def __init__(self, protocol: Protocol, timeout: float = 5.0) -> None:
@@ -55,16 +61,24 @@ class HeadProbe:
         uri = str(getattr(protocol.w3.provider, "endpoint_uri", "") or "")
         parts = urllib.parse.urlsplit(uri)
         self._http = parts.scheme in ("http", "https") and bool(parts.hostname)
+        self._raw = parts.scheme == "http"  # until the node sends an answer without Content-Length
         self._parts, self._timeout = parts, timeout
         self._conn: http.client.HTTPConnection | None = None
+        self._sock: socket.socket | None = None
+        self._buf = b""
+        host = parts.hostname or "127.0.0.1"
+        self._address = (host, parts.port or 80)
+        self._request = (f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                         f"Content-Type: application/json\r\nContent-Length: {len(_BLOCK_NUMBER)}\r\n\r\n"
+                         ).encode() + _BLOCK_NUMBER  # fmt: skip
 
     def __call__(self) -> int:
         if not self._http:
             return int(self._w3.eth.block_number)
         for attempt in (0, 1):  # a keep-alive connection the node closed is reopened once
             try:
-                return self._ask()
-            except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
+                return self._ask_raw() if self._raw else self._ask()
+            except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as exc:
                 self.close()
                 if attempt:
                     raise ChainUnavailableError(f"cannot read the chain head: {exc}") from exc
@@ -75,15 +89,50 @@ class HeadProbe:
             p = self._parts
             cls = http.client.HTTPSConnection if p.scheme == "https" else http.client.HTTPConnection
             self._conn = cls(p.hostname or "127.0.0.1", p.port, timeout=self._timeout)
-        body = b'{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}'
-        self._conn.request("POST", self._parts.path or "/", body, {"Content-Type": "application/json"})
+        self._conn.request("POST", self._parts.path or "/", _BLOCK_NUMBER, {"Content-Type": "application/json"})
         reply = json.loads(self._conn.getresponse().read())
         return int(reply["result"], 16)
+
+    def _ask_raw(self) -> int:
+        if self._sock is None:
+            self._sock = socket.create_connection(self._address, timeout=self._timeout)
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._buf = b""
+        self._sock.sendall(self._request)
+        while (end := self._buf.find(b"\r\n\r\n")) < 0:
+            self._more()
+        head, self._buf = self._buf[:end].lower(), self._buf[end + 4 :]
+        if not head.startswith(b"http/1.1 200"):
+            raise ValueError(f"the node answered {head[:40]!r}")
+        start = head.find(b"\r\ncontent-length:")
+        if start < 0:  # a chunked answer: leave the raw path for http.client
+            self._raw = False
+            raise ValueError("the node's answer has no Content-Length")
+        length = int(head[start + 17 :].split(b"\r\n", 1)[0])
+        while len(self._buf) < length:
+            self._more()
+        body, self._buf = self._buf[:length], self._buf[length:]
+        if b"connection: close" in head:
+            self.close()
+        return int(json.loads(body)["result"], 16)
+
+    def _more(self) -> None:
+        assert self._sock is not None
+        data = self._sock.recv(65536)
+        if not data:
+            raise ConnectionError("the node closed the connection")
+        self._buf += data
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+_BLOCK_NUMBER = b'{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}'
 
 
 class ChainFollower:
@@ -98,15 +147,17 @@ class ChainFollower:
     poll : float
         Seconds between head checks while no request waits.
     resync : float
-        At least this often the indexer syncs even when the height did not change (reorg check).
+        At least this often the indexer syncs even when the height did not change (reorg check), in
+        a background thread that no request waits for.
     prepare : callable, optional
         Called with each new state *before* it is published (build the block's market there, so
         that no request waits for it); an error is logged and the state published anyway.
     on_sync : callable, optional
         Called with each newly published snapshot (metrics).
     save_every : float
-        Seconds between writes of the indexer's checkpoint (a write with ``fsync`` on every block
-        would stall the requests waiting for that block); :meth:`refresh` always writes it.
+        Seconds between writes of the indexer's checkpoint, in the background thread (a write with
+        ``fsync`` on every block would stall the requests waiting for that block); :meth:`refresh`
+        always writes it.
     """
 
     def __init__(self, indexer: Indexer, head: Callable[[], int], *, poll: float = 0.25, resync: float = 2.0,
@@ -128,6 +179,9 @@ class ChainFollower:
         self._wanted = 0
         self._error: ChainError | None = None
         self._thread: threading.Thread | None = None
+        self._background = threading.Event()
+        self._background_thread: threading.Thread | None = None
+        self._background_busy = False
         self._stop = False
         self.checks = 0
         self.syncs = 0
@@ -147,17 +201,22 @@ class ChainFollower:
         if self.running:
             return
         self._stop = False
+        self._background.clear()
         self._thread = threading.Thread(target=self._run, name="chain-follower", daemon=True)
         self._thread.start()
+        self._background_thread = threading.Thread(target=self._run_background, name="chain-resync", daemon=True)
+        self._background_thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread and write the checkpoint."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._background.set()
+        for thread in (self._thread, self._background_thread):
+            if thread is not None:
+                thread.join(timeout)
+        self._thread = self._background_thread = None
         with self._sync_lock:
             self.indexer.save()
 
@@ -224,11 +283,15 @@ class ChainFollower:
         try:
             head = self._head()
             self.checks += 1
-            if head != self._seen_head or time.monotonic() - self._synced_at >= self.resync:
+            if head != self._seen_head:
                 with self._sync_lock:
-                    self._sync(save=time.monotonic() - self._saved_at >= self.save_every)
+                    self._sync(save=False)
                     self._publish()
-                self._seen_head = head
+                    self._seen_head = head
+            now = time.monotonic()
+            due = now - self._synced_at >= self.resync or now - self._saved_at >= self.save_every
+            if due and not self._background_busy:
+                self._background.set()  # the reorg check and the checkpoint: no request waits for them
             return None
         except ChainError as exc:
             log.warning("chain head check failed: %s", exc)
@@ -236,6 +299,31 @@ class ChainFollower:
         except Exception as exc:  # a follower never dies: log it, report it to the waiting requests
             log.exception("chain follower failed")
             return ChainUnavailableError(f"the chain follower failed: {type(exc).__name__}")
+
+    def _run_background(self) -> None:
+        """The periodic sync at an unchanged height (the indexer's hash check catches a re-organisation
+        that kept the height) and the checkpoint write, off the head-check path: a request waits for
+        a head check and for the sync of a *new* block, never for these (they took a sync's RPC round
+        trips, or a JSON dump and an ``fsync``, every ``resync`` seconds on an idle chain)."""
+        while True:
+            self._background.wait()
+            self._background.clear()
+            if self._stop:
+                return
+            self._background_busy = True
+            try:
+                with self._sync_lock:
+                    before = self._snapshot
+                    self._sync(save=time.monotonic() - self._saved_at >= self.save_every)
+                    if self._publish() is not before:
+                        # a new block or another branch (maybe a shorter one): the height last seen
+                        # by a head check says nothing of it any more, so the next check syncs
+                        self._seen_head = -1
+            except Exception:  # the next head check reports a dead node to the requests; keep going
+                log.exception("background resync failed")
+                time.sleep(min(self.poll, 0.5))
+            self._synced_at = time.monotonic()
+            self._background_busy = False
 
     def _sync(self, save: bool) -> None:
         """Index up to the head (call under the sync lock); write the checkpoint only if ``save``."""

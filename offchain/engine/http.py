@@ -50,6 +50,7 @@ import threading
 import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -82,17 +83,68 @@ class _Handler(BaseHTTPRequestHandler):
     routes_post: ClassVar[dict[str, Any]] = {}
     prefixes_get: ClassVar[dict[str, Any]] = {}
     metrics: Any = None
+    raw_requestline: bytes  # set by handle_one_request
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s " + format, self.address_string(), *args)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if log.isEnabledFor(logging.DEBUG):  # the client's address is looked up only when it is logged
+            super().log_request(code, size)
+
+    def parse_request(self) -> bool:
+        """The request line and headers, read with a few ``readline`` calls into a plain dictionary
+        (:class:`_Headers`) rather than through the e-mail parser, which cost as much as the rest of
+        the HTTP work. Anything but a plain ``METHOD target HTTP/1.x`` line goes to the standard
+        parser (and its error answers)."""
+        words = self.raw_requestline.split()
+        if len(words) != 3 or words[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
+            return bool(super().parse_request())
+        self.command, self.path, self.request_version = (w.decode("iso-8859-1") for w in words)
+        self.requestline = " ".join((self.command, self.path, self.request_version))
+        headers = _Headers()
+        for _ in range(_MAX_HEADERS + 1):
+            line = self.rfile.readline(_MAX_LINE + 1)
+            if line in (b"\r\n", b"\n", b""):
+                break
+            if len(line) > _MAX_LINE:
+                self.close_connection = True
+                self.send_error(431, "header line too long")
+                return False
+            name, colon, value = line.decode("iso-8859-1").partition(":")
+            if not colon or not name or name != name.strip():
+                self.close_connection = True
+                self.send_error(400, "bad header line (expected Name: value)")
+                return False
+            headers.setdefault(name.lower(), value.strip())  # the first of repeated headers, as before
+        else:
+            self.close_connection = True
+            self.send_error(431, "too many headers")
+            return False
+        self.headers = headers  # type: ignore[assignment]
+        connection = headers.get("connection", "").lower()
+        self.close_connection = connection == "close" or (self.request_version == "HTTP/1.0"
+                                                           and connection != "keep-alive")  # fmt: skip
+        if headers.get("expect", "").lower() == "100-continue":
+            return bool(self.handle_expect_100())
+        return True
 
     def _send(self, status: int, payload: Any, content_type: str = "application/json") -> None:
+        """Status line, headers and body in one write (one segment on the wire for small answers)."""
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        if self.close_connection:
+            extra = b"Connection: close\r\n"
+        elif self.request_version == "HTTP/1.0":
+            extra = b"Connection: keep-alive\r\n"
+        else:
+            extra = b""
+        self.log_request(status, len(body))
+        head = _status_line(status) + _date_header() + (
+            b"Content-Type: " + content_type.encode("latin-1") + b"\r\nContent-Length: " + str(len(body)).encode()
+            + b"\r\n" + extra + b"\r\n"
+        )  # fmt: skip
+        self.wfile.write(head + body)
 
     def _error(self, status: int, message: str, field: str | None = None, **extra: Any) -> None:
         self._send(status, {"error": message, **({"field": field} if field else {}), **extra})
@@ -160,6 +212,35 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, "body must be a JSON object", "body")
             return
         self._dispatch(self.routes_post[path], body)
+
+
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
+
+
+class _Headers(dict[str, str]):
+    """Request headers by lower-case name (what the handlers ask for: ``get(name)``)."""
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return super().get(name.lower(), default)
+
+
+@functools.lru_cache(maxsize=64)
+def _status_line(status: int) -> bytes:
+    phrase = _Handler.responses.get(status, ("",))[0]
+    return f"HTTP/1.1 {status} {phrase}\r\nServer: {_Handler.server_version}\r\n".encode("latin-1")
+
+
+_date: tuple[int, bytes] = (0, b"")
+
+
+def _date_header() -> bytes:
+    """The ``Date`` header, formatted once a second."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n")
+    return _date[1]
 
 
 # ---------------------------------------------------------------------- request parsing

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,10 +17,12 @@ from typing import Any
 import pytest
 from eth_account import Account
 
+from offchain.chain.actions import trade_action
 from offchain.chain.eip712 import Attestation, Signer
 from offchain.chain.indexer import Indexer
 from offchain.chain.merkle import StatusTree
 from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
+from offchain.engine.follower import HeadProbe
 from offchain.engine.http import serve_signer
 from offchain.engine.service import Engine, QuorumError, SignedAttestation, build_engine
 from offchain.engine.signer import RemoteSigner, SignerNode, SignJob
@@ -360,3 +364,95 @@ def test_engine_attests_only_fills_within_the_bands(h: Harness, engine: Engine, 
     assert (status, doc["field"]) == (400, "price"), doc
     engine_trade(h, api, ALICE, BOB, CALL, False, U, f"{mark + 549:.3f}")  # within the band: fills
     assert h.positions(addr(BOB))[call][0] == U
+
+
+def test_per_block_memo_never_serves_a_stale_figure(h: Harness, engine: Engine, api: str) -> None:
+    """Each trade attestation compares the IM after the fill with the account's IM before it, which the
+    core remembers per (block, account) (:meth:`EngineCore.status_figures`). A new block, a trade or a
+    deposit gives new figures, each equal to what a core with no memo computes on the same state; an
+    attestation served after a change equals a fresh core's."""
+    h.deposit(ALICE, "USDC", 200_000 * USDC)
+    h.deposit(BOB, "USDC", 200_000 * USDC)
+
+    def fresh(state: Any, account: str) -> Any:
+        return EngineCore(engine.core.config, h.p.deployment).status_figures(state, state.accounts[account])
+
+    state = engine.refresh()
+    alice = state.accounts[addr(ALICE)]
+    before = engine.core.status_figures(state, alice)
+    assert engine.core.status_figures(state, alice) is before  # remembered within the block
+    assert before == fresh(state, addr(ALICE))
+    # the same block's account as another object (a re-published snapshot): computed again, same figures
+    again = engine.core.status_figures(state, state.copy().accounts[addr(ALICE)])
+    assert again is not before and again == before
+    # a trade changes Alice's book: the next block's figures are new, and a fresh core's
+    engine_trade(h, api, ALICE, BOB, PERP, False, U, "55000")
+    state2 = engine.refresh()
+    after_trade = engine.core.status_figures(state2, state2.accounts[addr(ALICE)])
+    assert after_trade.im > before.im and after_trade == fresh(state2, addr(ALICE))
+    # a deposit adds 1,000 USD of equity and nothing else
+    h.deposit(ALICE, "USDC", 1_000 * USDC)
+    state3 = engine.refresh()
+    after_deposit = engine.core.status_figures(state3, state3.accounts[addr(ALICE)])
+    assert after_deposit == fresh(state3, addr(ALICE))
+    assert abs(after_deposit.margin_equity - after_trade.margin_equity - 1_000 * USDC) <= 1
+    assert after_deposit.im == after_trade.im
+    # the reduce-IM judgement uses the current figures: a closing fill attested by the engine (memo warm
+    # from the blocks before) is the fresh core's attestation, flagged as lowering IM
+    fee = engine._fee(state3, U, 55_000 * U, "taker")
+    req = TradeRequest(addr(ALICE), h.ids[PERP], U, 55_000 * U, fee)
+    served = engine.core.attest_trade(state3, req, state3.timestamp, state3.timestamp + 60)
+    cold = EngineCore(engine.core.config, h.p.deployment).attest_trade(state3, req, state3.timestamp,
+                                                                      state3.timestamp + 60)  # fmt: skip
+    assert served == cold
+    assert served.action_hash == trade_action(addr(ALICE), h.ids[PERP], U, 55_000 * U, fee, True)
+
+
+def test_the_follower_finds_a_same_height_branch_in_the_background(h: Harness, engine: Engine, tmp_path: Path) -> None:
+    """A head check compares heights only; the periodic resync, in a background thread that no request
+    waits for, checks the indexed block's hash: a branch of the same height replaces the one indexed
+    (the indexer re-indexes it) and the checkpoint is written from there too."""
+    h.deposit(ALICE, "USDC", 1_000 * USDC)
+    follower = engine.follower
+    follower.resync = follower.save_every = 0.2
+    engine.start_following()
+    try:
+        snap = h.snapshot()
+        h.deposit(ALICE, "USDC", 777 * USDC)  # branch A
+        on_a = engine.state()  # every block mined before the call
+        assert on_a.block == h.p.w3.eth.block_number
+        cash_a = on_a.accounts[addr(ALICE)].cash
+        h.revert_to(snap)
+        h.deposit(BOB, "USDC", 5 * USDC)  # branch B: as many blocks, other hashes
+        assert h.p.w3.eth.block_number == on_a.block  # the same height: no head check sees a change
+        checkpoint = tmp_path / "engine" / "indexer.json"
+        for _ in range(600):  # the background resync finds branch B (bounded wait on the condition)
+            snap_b = follower.snapshot
+            if (snap_b.block, snap_b.block_hash) == (on_a.block, h.p.w3.eth.get_block(on_a.block)["hash"].to_0x_hex()) \
+                    and json.loads(checkpoint.read_text())["state"]["block_hash"] == snap_b.block_hash:  # fmt: skip
+                break
+            time.sleep(0.1)
+        assert snap_b.block == on_a.block and snap_b.block_hash != on_a.block_hash
+        assert engine.indexer.reorgs == 1
+        assert snap_b.accounts[addr(ALICE)].cash == cash_a - 777 * USDC and addr(BOB) in snap_b.accounts
+        assert engine.state().block_hash == snap_b.block_hash  # requests are answered on branch B
+        h.deposit(BOB, "USDC", 5 * USDC)  # and see every block mined on it before they arrive
+        assert engine.state().block == h.p.w3.eth.block_number
+    finally:
+        engine.stop_following()
+
+
+def test_the_head_probe_follows_the_chain_on_one_connection(h: Harness) -> None:
+    """The follower's ``eth_blockNumber`` on a raw keep-alive socket: the node's head as blocks are mined,
+    one connection for many probes, reopened once when the node has closed it."""
+    probe = HeadProbe(h.p)
+    assert probe() == h.p.w3.eth.block_number
+    sock = probe._sock
+    for _ in range(3):
+        h.warp(1)  # mines a block
+        assert probe() == h.p.w3.eth.block_number
+    assert probe._sock is sock is not None  # kept alive
+    sock.shutdown(socket.SHUT_RDWR)  # as a node closing an idle connection would
+    h.warp(1)
+    assert probe() == h.p.w3.eth.block_number and probe._sock is not sock
+    probe.close()
