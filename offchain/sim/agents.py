@@ -85,7 +85,7 @@ def strike_grid(x: float) -> int:
     """``x`` (USD > 0) rounded to the strike grid, as a 1e18 price (see the module notes)."""
     e = math.floor(math.log10(x)) - 2
     if e >= 0:
-        step = 5 * 10**e
+        step: int = 5 * 10**e
         return max(1, round(x / step)) * step * PRICE_SCALE
     tick_step = 5 * 10 ** (e + 3) if e >= -3 else 1  # the step in TICKs (0.001 USD)
     return max(1, round(x * 1000 / tick_step)) * tick_step * TICK
