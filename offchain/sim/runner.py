@@ -70,6 +70,26 @@ def default_folder(scenario: Scenario, backend: str) -> Path:
     return Path("runs") / f"{scenario.run.name}-seed{scenario.run.seed}-{backend}"
 
 
+def make_backend(name: str, scenario: Scenario) -> Backend:
+    """The backend called ``name`` (``twin``: :class:`offchain.sim.twin.TwinBackend`; ``chain``:
+    :class:`offchain.sim.chain_backend.ChainBackend`) for ``scenario``.
+
+    Raises
+    ------
+    InputError
+        An unknown name (field ``backend``).
+    """
+    if name == "twin":
+        from offchain.sim.twin import TwinBackend  # type: ignore[import-not-found,unused-ignore]
+
+        return TwinBackend(scenario)  # type: ignore[no-any-return,unused-ignore]
+    if name == "chain":
+        from offchain.sim.chain_backend import ChainBackend  # type: ignore[import-not-found,unused-ignore]
+
+        return ChainBackend(scenario)  # type: ignore[no-any-return,unused-ignore]
+    raise InputError("backend", f"must be 'twin' or 'chain', got {name!r}")
+
+
 def _deployment(backend: Backend) -> Deployment | None:
     dep = getattr(backend, "deployment", None)
     return dep if isinstance(dep, Deployment) else None
