@@ -17,7 +17,7 @@ import pytest
 
 from offchain import rules
 from offchain.chain.client import Deployment, TokenInfo
-from offchain.chain.indexer import AccountState, InstrumentState, PositionState, PriceState, ProtocolState
+from offchain.chain.indexer import InstrumentState, PositionState, PriceState, ProtocolState
 from offchain.chain.params import ExchangeBands, LiquidationParams, OnchainParams
 from offchain.engine.checks import check_model_price, check_trade
 from offchain.engine.core import EngineCore
