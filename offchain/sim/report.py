@@ -107,9 +107,14 @@ _PCT_HINTS = ("fraction", "share", "pct", "percent", "efficiency", "discount", "
 
 def fmt_metric(key: str, value: object) -> str:
     """A summary metric in human units, by its name: ``*_usd`` in USD, fractions as percentages,
-    ``*_seconds`` as a duration, counts with separators. Lists and mappings are shown as JSON."""
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True)
+    ``*_seconds`` as a duration, counts with separators, a mapping as ``key: value`` pairs (``none``
+    when empty), a missing figure (``None``) as a dash."""
+    if value is None:
+        return "–"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {fmt_metric(key, v)}" for k, v in value.items()) or "none"
+    if isinstance(value, list):
+        return ", ".join(fmt_metric(key, v) for v in value) or "none"
     k = key.lower()
     if k.endswith("_usd"):
         return fmt_usd(value)
@@ -140,8 +145,11 @@ def label_of(key: str) -> str:
         if k.endswith(suffix):
             k, unit = k[: -len(suffix)], name
             break
-    text = k.replace("_", " ")
+    text = " ".join(w.upper() if w in _ACRONYMS else w for w in k.split("_"))
     return f"{text} ({unit})" if unit else text
+
+
+_ACRONYMS = frozenset({"mm", "im", "oi", "usd", "iv"})
 
 
 def iso(timestamp: int) -> str:
@@ -188,7 +196,8 @@ class _Figures:
         page's figures never share an element id."""
         buf = io.StringIO()
         with self.plt.rc_context({"svg.hashsalt": f"pmsim-{name}"}):
-            fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+            fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None},
+                        bbox_inches="tight")  # fmt: skip
         self.plt.close(fig)
         text = buf.getvalue()
         start = text.index("<svg")
@@ -276,6 +285,8 @@ def _lines_figure(f: _Figures, record: RunRecord, name: str, title: str,
 
 def margin_figure(f: _Figures, record: RunRecord) -> str:
     """Min and median margin ratio (equity / MM; 1 = at maintenance margin) and accounts below MM."""
+    from matplotlib.ticker import FuncFormatter
+
     x = _times(record)
     with f.plt.rc_context(f.rc):
         fig, (ax, below) = f.plt.subplots(2, 1, figsize=(10, 4.2), sharex=True, height_ratios=[3, 1])
@@ -287,6 +298,7 @@ def margin_figure(f: _Figures, record: RunRecord) -> str:
         top = max((float(np.nanmax(v)) for v in shown if np.isfinite(v).any()), default=0.0)
         if top > 20:  # a few well-funded books: keep the region around 1 readable
             ax.set_yscale("symlog", linthresh=2.0)
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:,g}"))
         ax.set_ylabel("equity / MM")
         ax.set_title("margin ratio over accounts with positions", loc="left")
         ax.legend(loc="best", fontsize=7)
