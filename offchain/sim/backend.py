@@ -221,15 +221,3 @@ class Backend(TypingProtocol):
     def close(self) -> None:
         """Release what the backend holds (Anvil, the engine); idempotent."""
         ...
-
-
-def refusal_name(exc: BaseException) -> str:
-    """The name an :class:`Outcome` gives a refusal raised in Python: a decoded contract revert's custom
-    error (``Vault_InsufficientCash``), else the exception's class name without ``Error``
-    (``InsufficientMarginError`` -> ``InsufficientMargin``, ``InputError`` -> ``Input``)."""
-    from offchain.errors import ContractRevertError
-
-    if isinstance(exc, ContractRevertError):
-        return exc.error_name
-    name = type(exc).__name__
-    return name.removesuffix("Error") or name

@@ -25,7 +25,7 @@ the project's indexer rebuilds from the chain's events (:mod:`offchain.chain.ind
 
 Refusal names (:attr:`Outcome.error`): the contract's custom error (``Vault_InsufficientCash``,
 ``Liquidator_BadFraction``), or, when the engine refuses to attest, the engine's exception class name
-without ``Error`` (:func:`offchain.sim.backend.refusal_name`: ``InsufficientMargin``, ``Input``,
+without ``Error`` (:func:`offchain.sim.backend.refusal`: ``InsufficientMargin``, ``Input``,
 ``FeedStale``, ``ProtocolPaused``, ``Chain``), or ``NoStatusLeaf`` for a start on an account the
 latest root does not hold.
 
@@ -78,7 +78,7 @@ from offchain.sim.backend import (
     Withdraw,
     accounts_of,
     price_time,
-    refusal_name,
+    refusal,
     root_time,
     sim_account,
 )
@@ -296,7 +296,7 @@ class ChainBackend:
             try:
                 plan.txs += self._build(i, intent, state, when)
             except PmsimError as exc:
-                plan.refused[i] = Outcome(intent, False, refusal_name(exc), str(exc))
+                plan.refused[i] = Outcome(intent, False, refusal(exc), str(exc))
         statuses = self._mine(when, plan.txs)
         failed: dict[int, str] = {}
         for tx, ok in zip(plan.txs, statuses, strict=True):
