@@ -46,24 +46,28 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from eth_abi import decode, encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils import function_signature_to_4byte_selector
+from web3 import Web3
 from web3.contract import Contract
 
+from offchain import rules
 from offchain.chain.actions import STATUS, trade_action
 from offchain.chain.anvil import DEFAULT_KEYS, Anvil, start_anvil
-from offchain.chain.client import Protocol, connect
+from offchain.chain.client import Protocol, _abi_type
 from offchain.chain.deploy import DeployConfig, deploy_protocol
 from offchain.chain.devnet import dev_signers
 from offchain.chain.eip712 import Attestation, Order, PriceRound, Signer, sign_order, sign_price_round
 from offchain.chain.indexer import Indexer, ProtocolState
+from offchain.chain.merkle import StatusRoot, StatusTree
 from offchain.chain.units import TICK, Kind
 from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
 from offchain.engine.liquidation import BidRequest, fetch_auction
-from offchain.engine.service import Engine, SignedAttestation, _require_margin
+from offchain.engine.service import Engine, RoundResult, SignedAttestation, _require_margin
 from offchain.engine.signer import LocalSigner, SignJob
 from offchain.errors import ChainError, ContractRevertError, InputError, PmsimError
-from offchain.feeds.service import PriceService
 from offchain.risk.engine import MarginResult
 from offchain.sim.backend import (
     AuctionRecord,
@@ -92,6 +96,7 @@ SETUP_SECONDS = 600
 TX_GAS = 8_000_000
 GAS_PRICE = 10**9
 GAS_BALANCE = 10**24  # wei given to every account (anvil_setBalance)
+MAX_ACCOUNTS = 1_000_000
 MAX_UINT = 2**256 - 1
 ZERO_ADDRESS = "0x" + "00" * 20
 ROOT_ROLE_KEYS = {"deployer": DEFAULT_KEYS[0], "engine": DEFAULT_KEYS[1], "prices": DEFAULT_KEYS[2],
@@ -109,6 +114,7 @@ class _Rpc:
     def __init__(self, url: str, timeout: float = 120.0) -> None:
         self.url, self.timeout = url, timeout
         self.session = requests.Session()
+        self.session.trust_env = False  # a local node: no proxy look-up in the environment on every request
         self._id = 0
 
     def __call__(self, method: str, *params: Any) -> Any:
@@ -171,10 +177,12 @@ class ChainBackend:
     ----------
     scenario : Scenario
         Its ``[protocol]`` parameters and risk configuration are deployed; its start time is step 0.
-    accounts : int
-        Agent accounts ``sim_account(seed, i)`` for ``i < accounts`` (funded with gas).
+    accounts : int, optional
+        Agent accounts ``sim_account(seed, i)`` whose keys are derived up front (default: the scenario's
+        populations plus one, the runner's house market maker); an agent account beyond them is derived
+        when it first acts. Each account is funded with gas before its first transaction.
     seed : int, optional
-        Seed of the account keys (default ``scenario.run.seed``).
+        Seed of the account keys (default ``scenario.run.seed``): the run's seed.
     risk_signers, risk_quorum, price_signers, price_quorum : int
         The devnet's signer sets (``dev_signers``), by default two of three each.
     workdir : Path, optional
@@ -183,7 +191,7 @@ class ChainBackend:
 
     name = "chain"
 
-    def __init__(self, scenario: Scenario, accounts: int, *, seed: int | None = None, risk_signers: int = 3,
+    def __init__(self, scenario: Scenario, accounts: int | None = None, *, seed: int | None = None, risk_signers: int = 3,
                  risk_quorum: int = 2, price_signers: int = 3, price_quorum: int = 2,
                  workdir: Path | None = None) -> None:  # fmt: skip
         if tuple(scenario.underlyings) != ("BTC", "ETH"):
@@ -206,10 +214,12 @@ class ChainBackend:
             raise
 
     # ------------------------------------------------------------------ set-up
-    def _setup(self, accounts: int, risk_n: int, risk_q: int, price_n: int, price_q: int) -> None:
+    def _setup(self, accounts: int | None, risk_n: int, risk_q: int, price_n: int, price_q: int) -> None:
         assert self.node is not None
         self.rpc = _Rpc(self.node.url)
-        self.w3 = connect(self.node.url)
+        session = requests.Session()
+        session.trust_env = False
+        self.w3 = Web3(Web3.HTTPProvider(self.node.url, request_kwargs={"timeout": 120}, session=session))
         self.rpc("anvil_setBlockTimestampInterval", 1)  # the deployment's blocks: one a second, reproducible
         onchain, liquidation = self.scenario.protocol_params()
         risk, price = dev_signers("risk", risk_n), dev_signers("price", price_n)
@@ -225,15 +235,16 @@ class ChainBackend:
         indexer = Indexer(self.p, confirmations=0, checkpoint=None)
         self.engine = Engine(self.p, EngineCore(config, self.p.deployment), indexer, signers, ROOT_ROLE_KEYS["engine"],
                              self.workdir)  # fmt: skip
-        self.prices = PriceService(self.p, price, ROOT_ROLE_KEYS["prices"])
         self._price_signers: list[Signer] = list(price)
-        self.accounts = [sim_account(self.seed, i) for i in range(accounts)]
-        self._keys = dict(self.accounts)
-        for address, _ in self.accounts:
-            self.rpc("anvil_setBalance", address, hex(GAS_BALANCE))
+        self._price_quorum: int | None = None
+        self._abi_cache: dict[tuple[str, str], tuple[bytes, list[str], list[str]]] = {}
+        n = accounts if accounts is not None else 1 + sum(pop.count for pop in self.scenario.agents)
+        self._keys: dict[str, str] = {}
+        self._derive(n)
         self._senders: dict[str, _Sender] = {}
         self._approved: set[tuple[str, str]] = set()
         self._order_nonce = 0
+        self.deployment = self.p.deployment
         self.tokens = {sym: t.address for sym, t in self.p.deployment.tokens.items()}
         self.symbols = {addr: sym for sym, addr in self.tokens.items()}
         self.roles = {"insurance_fund": self.p.fund.address, "fee_collector": self.p.deployment.fee_collector}
@@ -251,8 +262,8 @@ class ChainBackend:
             raise InputError("prices", f"expected {n} positive prices on the tick grid (1e18), got {list(prices)}")
         when = price_time(step_start)
         self._check_time(when)
-        latest = int(self.p.call(self.p.feed.functions.latestRound())[0])
-        signers = self.prices._signers_for(tuple(ticks), when)
+        latest = self._state.prices.round
+        signers = self._price_signers_for(ticks, when)
         sigs = sign_price_round(self.p.domain("PriceFeed"), PriceRound(latest + 1, when, tuple(ticks)), signers)
         txs = [self._tx(0, ROOT_ROLE_KEYS["prices"], self.p.feed, "post", when, ticks, sigs)]
         for underlying, expiry in self._due_settlements(when):
@@ -264,21 +275,52 @@ class ChainBackend:
             errors = [self._revert_name(tx.hash) for tx, ok in zip(txs, statuses, strict=True) if not ok]
             raise ChainError(f"step {step}: the price round at {when} was refused: {', '.join(errors)}")
         self._state = self.engine.refresh()
-        # The root: the engine's own round (automine on for its one transaction, at root time exactly).
-        when = root_time(step_start)
-        self.rpc("evm_setAutomine", True)
-        try:
-            self.rpc("evm_setNextBlockTimestamp", when)
-            posted = self.engine.run_round()
-            if posted is None:
-                self.rpc("evm_mine", when)
-        finally:
-            self.rpc("evm_setAutomine", False)
-        self._last_time = when
-        self.stats.blocks += 1
-        self.stats.transactions += posted is not None
+        self._post_root(root_time(step_start))
         self._state = self.engine.refresh()
         self.stats.seconds += time.perf_counter() - t0
+
+    def _price_signers_for(self, ticks: list[int], when: int) -> list[Signer]:
+        """``PriceService._signers_for``' rule: the quorum, or every signer when the feed's own
+        ``signersRequired`` says the move needs them (asked of the feed at the latest block)."""
+        required = int(self._call(self.p.feed, "signersRequired", when, ticks)[0])
+        if self._price_quorum is None:
+            self._price_quorum = int(self._call(self.p.feed, "quorum")[0])
+        return self._price_signers if required > self._price_quorum else self._price_signers[: self._price_quorum]
+
+    def _post_root(self, when: int) -> None:
+        """The engine's round (``Engine.run_round`` without its settlement fixes, already in the price
+        block): every account's status leaf on the price block's state, the tree published and its root
+        signed by the quorum and posted in one block at ``when``; an empty block when the engine would
+        post nothing (no price round, a stale feed, no account)."""
+        state, engine = self._state, self.engine
+        txs: list[_Tx] = []
+        result = None
+        leaves = [] if state.prices.round == 0 or not rules.feed_fresh(state.feed_fresh_until, state.timestamp) \
+            else engine.core.status_leaves(state)  # fmt: skip
+        if leaves:
+            tree = StatusTree.build(leaves)
+            number = (state.root.round if state.root is not None else 0) + 1
+            issued, expiry = engine._window(state)
+            root = StatusRoot(number, tree.root, state.prices.round, issued, expiry, state.params_hash)
+            sigs = engine._collect(SignJob(state.block, root=root))
+            engine._publish(number, tree, root, state.block)
+            txs.append(self._tx(0, ROOT_ROLE_KEYS["engine"], self.p.oracle, "postRoot", root.as_tuple(), sigs))
+            result = RoundResult(number, root, tree, state.block, txs[0].hash)
+        statuses = self._mine(when, txs)
+        if not all(statuses):
+            raise ChainError(f"the status root at {when} was refused: {self._revert_name(txs[0].hash)}")
+        if result is not None:
+            engine.latest = result
+
+    def _call(self, contract: Contract, fn: str, *args: Any) -> tuple[Any, ...]:
+        """A view call at the latest block over the plain RPC, decoded (custom errors raised decoded)."""
+        data = self._calldata(contract, fn, args)
+        try:
+            out = self.rpc("eth_call", {"to": contract.address, "data": data}, "latest")
+        except ChainError as exc:
+            raise ChainError(f"{fn}: {exc}") from None
+        types = self._abi_cache[(contract.address, fn)][2]
+        return tuple(decode(types, bytes.fromhex(out.removeprefix("0x"))))
 
     def apply(self, when: int, intents: Sequence[Intent]) -> list[Outcome]:
         """One round: every intent's transactions signed and sent in order, one block at ``when``."""
@@ -435,8 +477,21 @@ class ChainBackend:
         return SignedAttestation(att, self.engine._collect(SignJob(state.block, att, req), state), state.block)
 
     # ------------------------------------------------------------------ transactions
+    def _calldata(self, contract: Contract, fn: str, args: Sequence[Any]) -> str:
+        """``selector || abi.encode(args)`` from the function's ABI entry, looked up once (web3's
+        ``encode_abi`` searches and validates the whole ABI on every call: most of a round's cost)."""
+        key = (contract.address, fn)
+        entry = self._abi_cache.get(key)
+        if entry is None:
+            [item] = [i for i in contract.abi if i.get("type") == "function" and i.get("name") == fn]
+            types = [_abi_type(i) for i in item["inputs"]]
+            selector = function_signature_to_4byte_selector(f"{fn}({','.join(types)})")
+            entry = self._abi_cache[key] = (selector, types, [_abi_type(o) for o in item["outputs"]])
+        selector, types, _ = entry
+        return "0x" + (selector + encode(types, list(args))).hex()
+
     def _tx(self, intent: int, key: str, contract: Contract, fn: str, *args: Any) -> _Tx:
-        data = contract.encode_abi(fn, args=list(args))
+        data = self._calldata(contract, fn, args)
         sender = self._sender(key)
         tx = {"to": contract.address, "data": data, "gas": TX_GAS, "gasPrice": GAS_PRICE, "nonce": sender.nonce,
               "chainId": self.p.chain_id, "value": 0}  # fmt: skip
@@ -448,6 +503,8 @@ class ChainBackend:
         s = self._senders.get(key)
         if s is None:
             account: LocalAccount = Account.from_key(key)
+            if key not in ROOT_ROLE_KEYS.values():
+                self.rpc("anvil_setBalance", account.address, hex(GAS_BALANCE))
             nonce = int(self.rpc("eth_getTransactionCount", account.address, "latest"), 16)
             s = self._senders[key] = _Sender(account, nonce)
         return s
@@ -495,10 +552,19 @@ class ChainBackend:
                        if iid in held and ins.kind != Kind.PERP and 0 < ins.expiry <= now
                        and (ins.underlying, ins.expiry) not in state.settlements})  # fmt: skip
 
+    def _derive(self, n: int) -> None:
+        """Derive the keys of agent accounts up to index ``n`` (exclusive)."""
+        for i in range(len(self._keys), n):
+            address, key = sim_account(self.seed, i)
+            self._keys[address] = key
+
     def _key(self, account: str) -> str:
+        """The key of agent account ``account`` (derived further, up to MAX_ACCOUNTS, if needed)."""
+        while account not in self._keys and len(self._keys) < MAX_ACCOUNTS:
+            self._derive(min(MAX_ACCOUNTS, 2 * len(self._keys) + 1024))
         key = self._keys.get(account)
         if key is None:
-            raise InputError("account", f"{account} is not one of this run's {len(self._keys)} accounts")
+            raise InputError("account", f"{account} is not an agent account sim_account({self.seed}, i) of this run")
         return key
 
     def _token(self, symbol: str) -> str:
