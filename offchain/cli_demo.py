@@ -27,11 +27,23 @@ def demo(
     every hour, liquidate with the keeper what falls below maintenance margin, and report (liquidations, insurance fund,
     bad debt, socialised loss)."""
     from offchain.sim.demo import STEPS, run_demo, write_report
-    from offchain.sim.report import fmt_usd
 
     with progress_display("demo", STEPS, "starting Anvil, compiling and deploying") as step:
         run = run_demo(seed, progress=step)
     report_doc = run.report()
+    show(report_doc)
+    path = write_report(run, report or Path(f"reports/demo-seed{seed}.json"))
+    console.print(f"report: {path}")
+    c, losses = report_doc["conservation"], report_doc["losses"]
+    if not c["holds"] or not losses["bad_debt_equals_draws_plus_socialised"]:
+        raise typer.Exit(1)
+
+
+def show(report_doc: dict[str, Any]) -> None:
+    """Print the demo's report (``DemoRun.report()``, or its JSON file read back): every figure labelled,
+    money in USD."""
+    from offchain.sim.report import fmt_usd
+
     _phases(report_doc)
     _rounds(report_doc)
     _liquidations(report_doc)
@@ -39,20 +51,20 @@ def demo(
     _gas(report_doc)
     c, losses = report_doc["conservation"], report_doc["losses"]
     dust = c["rounding_dust_units"]
-    console.print(f"conservation (I-1): USDC held by the vault {fmt_usd(c['vault_usdc_usd'])} = Σ cash − Σ cost basis "
-                  f"− Σ unsettled funding {fmt_usd(c['books_usd'])}"
-                  + (f" + loss-charge rounding dust {fmt_usd(c['rounding_dust_usd'], 6)} ({dust} quote units)"
-                     if dust else "")
-                  + f": {'holds' if c['holds'] else 'BROKEN'}", highlight=False)  # fmt: skip
+    books = "Σ cash − Σ cost basis − Σ unsettled funding"
+    verdict = "holds" if c["holds"] else "BROKEN"
+    if dust == 0:
+        console.print(f"conservation (I-1): USDC held by the vault {fmt_usd(c['vault_usdc_usd'])} = {books}, to the "
+                      f"quote unit: {verdict}", highlight=False)  # fmt: skip
+    else:
+        console.print(f"conservation (I-1b): USDC held by the vault {fmt_usd(c['vault_usdc_usd'])}; {books} is "
+                      f"{dust:,} quote unit(s) ({fmt_usd(c['rounding_dust_usd'], 6)}) less, loss-charge rounding dust "
+                      f"the vault keeps: {verdict}", highlight=False)  # fmt: skip
     waterfall = "holds" if losses["bad_debt_equals_draws_plus_socialised"] else "BROKEN"
     console.print(f"bad debt {fmt_usd(losses['bad_debt_usd'])} = insurance fund draws "
                   f"{fmt_usd(losses['fund_draws_usd'])} + socialised loss {fmt_usd(losses['socialised_usd'])} + "
                   f"unrecovered {fmt_usd(losses['unrecovered_usd'])}: {waterfall}", highlight=False)  # fmt: skip
     console.print(f"why: {losses['explanation']}")
-    path = write_report(run, report or Path(f"reports/demo-seed{seed}.json"))
-    console.print(f"report: {path}")
-    if not c["holds"] or not losses["bad_debt_equals_draws_plus_socialised"]:
-        raise typer.Exit(1)
 
 
 @contextmanager
@@ -84,7 +96,11 @@ def _gas(doc: dict[str, Any]) -> None:
     table = Table(title="gas per transaction (this run; mean over the transactions of each kind)")
     for col in ("transaction", "count", "gas per transaction", "range", "total gas"):
         table.add_column(col, justify="left" if col == "transaction" else "right")
-    for row in doc["gas"].values():
+    from offchain.sim.demo import GAS_OPERATIONS
+
+    order = list(GAS_OPERATIONS)
+    for _op, row in sorted(doc["gas"].items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order),
+                                                                kv[0])):  # fmt: skip
         spread = f"{row['min']:,} – {row['max']:,}" if row["min"] != row["max"] else "-"
         table.add_row(row["operation"], f"{row['transactions']:,}", f"{row['gas_per_transaction']:,}", spread,
                       f"{row['total']:,}")  # fmt: skip

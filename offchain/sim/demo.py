@@ -66,7 +66,7 @@ GAS_OPERATIONS = {
     "approve": "USDC approve",
     "deposit": "deposit of USDC",
     "trade_2_attestations": "trade with its two attestations, both sides opening a position",
-    "post_root": "status root post (replacing the previous root)",
+    "post_root": "status root post",
     "liquidation_start": "liquidation start with a root proof",
     "liquidation_bid": "liquidation bid",
     "liquidation_cancel": "keeper cancel (replacement transaction)",

@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from offchain.cli_demo import console, show
 from offchain.sim.demo import GAS_OPERATIONS, STEPS, run_demo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,3 +104,10 @@ def test_the_devnet_run_is_reproducible_liquidates_and_conserves_value() -> None
     # human units without float noise: every figure has at most six decimals
     assert all(float(f"{x:.6f}") == x for x in floats(report))
     assert run_demo(seed=12).report()["phases"][0]["spot"] != before["spot"]  # the seed drives the market
+    # what `pmsim demo` prints from it: every figure labelled, in USD with separators, never raw units
+    with console.capture() as captured:
+        show(json.loads(json.dumps(report, sort_keys=True)))  # as read back from the JSON file
+    out = captured.get()
+    assert "gas per transaction" in out and GAS_OPERATIONS["trade_2_attestations"] in out
+    assert "USDC held by the vault" in out and re.search(r"vault \d{1,3}(,\d{3})+\.\d{2} USD", out)
+    assert not re.search(r"\d{7,}", out)  # thousands separators everywhere: no raw quote units
