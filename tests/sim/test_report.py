@@ -18,10 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from offchain.sim.record import RunRecord, read_run
-from offchain.sim.report import SECTIONS, render, write_report
+from offchain.sim.report import SECTIONS, envelope, fmt_metric, fmt_pct, fmt_usd, label_of, render, write_report
 from offchain.sim.runner import make_backend
 from offchain.sim.runner import run as run_scenario
 from offchain.sim.scenario import scenario_from_mapping
@@ -244,3 +245,31 @@ def test_pmsim_sim_run_finds_shipped_scenarios_by_name(tmp_path: Path) -> None:
 
     assert find_scenario("calm") == ROOT / "scenarios" / "calm.toml"
     assert find_scenario("replay-2020-03-12.toml") == ROOT / "scenarios" / "replay-2020-03-12.toml"
+
+
+def test_human_units() -> None:
+    assert fmt_usd("1234567.891") == "1,234,567.89 USD" and fmt_usd(-0.001) == "0.00 USD"
+    assert fmt_usd(2779.5769999999998) == "2,779.58 USD" and fmt_usd("0.000002", 6, unit=False) == "0.000002"
+    assert fmt_usd(0.125) == "0.12 USD"  # half-even on the decimal, as written
+    assert fmt_pct("0.76529") == "76.53 %" and fmt_pct(1) == "100.00 %"
+    assert fmt_metric("fund_end_usd", "1997.727272") == "1,997.73 USD"
+    assert fmt_metric("capital_efficiency_mean", 0.765287) == "76.53 %"
+    assert fmt_metric("refusals", {"InsufficientMargin": 926, "ProtocolPaused": 78}) == (
+        "InsufficientMargin: 926, ProtocolPaused: 78")  # fmt: skip
+    assert fmt_metric("refusals", {}) == "none" and fmt_metric("capital_efficiency_end", None) == "–"
+    assert fmt_metric("trades", 1004) == "1,004" and fmt_metric("wall_seconds", 93_600) == "1 d 2 h"
+    assert label_of("account_hours_below_mm") == "account hours below MM" and label_of("bad_debt_usd") == (
+        "bad debt (USD)")  # fmt: skip
+
+
+def test_long_series_are_drawn_as_their_envelope() -> None:
+    x = np.arange(10_000, dtype=np.float64)
+    y = np.sin(x / 50.0)
+    y[1234], y[5678] = 9.0, -9.0  # single-step spikes survive
+    y[100:150] = np.nan
+    xs, ys = envelope(x, y, 1000)
+    assert len(xs) == len(ys) == 1000
+    assert np.nanmax(ys) == 9.0 and np.nanmin(ys) == -9.0
+    assert np.all(np.diff(xs) >= 0) and xs[0] == 0
+    short = envelope(x[:500], y[:500], 1000)
+    assert np.array_equal(short[0], x[:500]) and np.array_equal(short[1], y[:500], equal_nan=True)
