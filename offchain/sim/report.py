@@ -126,14 +126,16 @@ def fmt_metric(key: str, value: object) -> str:
 
 
 def fmt_duration(seconds: float) -> str:
-    """``93600`` -> ``1 d 2 h``; under a minute in seconds."""
+    """``93600`` -> ``1 d 2 h``, ``336`` -> ``5 min 36 s``; under a minute in seconds."""
     s = round(seconds)
     if s < 60:
         return f"{seconds:,.3g} s"
     d, rem = divmod(s, 86_400)
     h, rem = divmod(rem, 3600)
     m = rem // 60
-    parts = [f"{d:,} d" if d else "", f"{h} h" if h else "", f"{m} min" if m and not d else ""]
+    sec = rem % 60 if s < 3600 else 0
+    parts = [f"{d:,} d" if d else "", f"{h} h" if h else "", f"{m} min" if m and not d else "",
+             f"{sec} s" if sec else ""]  # fmt: skip
     return " ".join(p for p in parts if p) or "0 min"
 
 
@@ -213,7 +215,12 @@ def _times(record: RunRecord) -> Any:
 def _usd_axis(ax: Any) -> None:
     from matplotlib.ticker import FuncFormatter
 
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:,.0f}"))
+    def usd(v: float, _pos: object) -> str:
+        low, high = ax.get_ylim()
+        text = f"{v:,.2f}" if abs(high - low) < 10 else f"{v:,.0f}"  # cents on a narrow axis
+        return text.removeprefix("-") if float(text.replace(",", "")) == 0 else text
+
+    ax.yaxis.set_major_formatter(FuncFormatter(usd))
     ax.set_ylabel("USD")
 
 
@@ -275,12 +282,26 @@ def _lines_figure(f: _Figures, record: RunRecord, name: str, title: str,
             _plot(ax, x, values, color=_COLOURS[i % len(_COLOURS)], label=label, drawstyle="steps-post")
         if hline is not None:
             ax.axhline(hline, color="#c62828", lw=0.8, ls="--", label=f"{hline:g}")
+        _tidy_limits(ax, [record.series[c] for c, _ in lines if c in record.series])
         if usd:
             _usd_axis(ax)
         ax.set_title(title, loc="left")
         ax.legend(loc="best", fontsize=7)
         _date_axis(fig, [ax])
         return f.svg(fig, name)
+
+
+def _tidy_limits(ax: Any, series: Sequence[Sequence[float]]) -> None:
+    """Non-negative series start the axis at 0; series that stay within a dollar of 0 (no bad debt) get
+    the axis 0..1 instead of matplotlib's ±0.05 around a flat line (ticks that would read "-0")."""
+    values = [v for s in series for v in _finite(s).tolist() if math.isfinite(v)]
+    if not values:
+        return
+    lo, hi = min(values), max(values)
+    if lo >= 0:
+        ax.set_ylim(bottom=0.0, top=max(1.0, hi * 1.05))
+    elif hi - lo < 1.0:
+        ax.set_ylim(lo - 1.0, hi + 1.0)
 
 
 def margin_figure(f: _Figures, record: RunRecord) -> str:
@@ -315,8 +336,8 @@ body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1100px;
 color:#222}
 h1{font-size:22px}h2{font-size:17px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}
-td,th{border:1px solid #ddd;padding:3px 8px}th{background:#f3f3f3;text-align:left}
-td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td,th{border:1px solid #ddd;padding:3px 8px}td{white-space:nowrap}th{background:#f3f3f3;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:8px 0}svg{max-width:100%;height:auto}
 pre{background:#f7f7f7;border:1px solid #ddd;padding:8px;font-size:12px;max-height:480px;overflow:auto}
 .note{color:#555;font-size:13px}
