@@ -24,7 +24,7 @@ Time model (one block per timestamp; the engine sees the state of the last block
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import rlp  # type: ignore[import-untyped]
@@ -46,6 +46,7 @@ from offchain.engine.liquidation import BidRequest
 from offchain.engine.service import _require_margin
 from offchain.errors import ContractRevertError, PmsimError
 from offchain.risk.engine import MarginResult
+from offchain.risk.fixed_point import attested_figures
 from offchain.sim.backend import (
     AuctionRecord,
     Bid,
@@ -125,6 +126,31 @@ def twin_genesis(scenario: Scenario, *, deployer_key: str = DEFAULT_KEYS[0], ris
     return Genesis(state, dep, addr["InsuranceFund"], cfg.feed)
 
 
+class LazyLeaves(Mapping[str, StatusLeaf]):
+    """A round's leaves by account, each built (``EngineCore._leaf``) when first read: a root's leaves
+    are read one by one (``Liquidator.start``), all of them only to hash the tree."""
+
+    def __init__(self, figures: dict[str, tuple[int, int, int]], result: MarginResult) -> None:
+        self._figures, self._result = figures, result
+        self._built: dict[str, StatusLeaf] = {}
+
+    def __getitem__(self, account: str) -> StatusLeaf:
+        leaf = self._built.get(account)
+        if leaf is None:
+            i, nonce, credit = self._figures[account]
+            m = self._result.account(i)
+            f = attested_figures(m.margin_equity, m.mtm_equity, m.im, m.mm)
+            leaf = self._built[account] = StatusLeaf(account, nonce, f.margin_equity, f.mtm_equity, f.im, f.mm,
+                                                     credit)  # fmt: skip
+        return leaf
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._figures)
+
+    def __len__(self) -> int:
+        return len(self._figures)
+
+
 class TwinBackend:
     """The twin (see the module docstring).
 
@@ -199,20 +225,23 @@ class TwinBackend:
         self._post_root(root_time(step_start))
 
     def _post_root(self, when: int) -> None:
+        """``Engine.run_round``: the root of the engine's figures on the state now, posted at ``when``."""
         s = self.ledger.state
-        if s.prices.round == 0 or not self.ledger.state.feed_fresh_until >= s.timestamp or not s.accounts:
+        if s.prices.round == 0 or not rules.feed_fresh(s.feed_fresh_until, s.timestamp) or not s.accounts:
             self._mine(when)
             return
         leaves = self.status_leaves()
         issued, expiry = self._window()
-        root = StatusTree.build(leaves).root if self.merkle_roots else b"\x00" * 32
+        root = StatusTree.build(list(leaves.values())).root if self.merkle_roots else b"\x00" * 32
         self._mine(when)
         self.ledger.post_root(leaves, root, s.prices.round, issued, expiry, when)
 
-    def status_leaves(self) -> list[StatusLeaf]:
-        """``EngineCore.status_leaves`` of the state now (from the incremental margins)."""
+    def status_leaves(self) -> Mapping[str, StatusLeaf]:
+        """Every account's status leaf now (``EngineCore.status_leaves``), built when first read."""
         addresses, result = self.margins()
-        return [self.core._leaf(self.ledger.state, a, result.account(i)) for i, a in enumerate(addresses)]
+        s = self.ledger.state
+        figures = {a: (i, s.accounts[a].risk_nonce, s.accounts[a].deposit_credit) for i, a in enumerate(addresses)}
+        return LazyLeaves(figures, result)
 
     def apply(self, when: int, intents: Sequence[Intent]) -> list[Outcome]:
         proofs: list[object] = [self._attest(i) for i in intents]
@@ -309,7 +338,8 @@ class TwinBackend:
         return self.ledger.state
 
     def margins(self) -> tuple[list[str], MarginResult]:
-        return self._margins.compute(self.ledger.state)
+        dirty, funding = self.ledger.take_dirty()
+        return self._margins.compute(self.ledger.state, dirty, funding)
 
     def auctions(self) -> dict[str, AuctionRecord]:
         return {a: AuctionRecord(a, v.version, v.emergency, v.rules_state()) for a, v in self.ledger.auctions.items()}
