@@ -11,7 +11,7 @@ the ledger's, and a refusal must carry the same custom error on both.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 from typing import Any
 
@@ -27,12 +27,22 @@ from offchain.engine.liquidation import AuctionView
 from offchain.errors import ContractRevertError
 from offchain.protocol import WAD
 from offchain.sim.ledger import Ledger
-from tests.chain.conftest import ALICE, BOB, CAROL, DAY, RELAYER, _deployed, addr, anvil, h  # noqa: F401
+from tests.chain.conftest import ALICE, BOB, CAROL, _deployed, addr, anvil  # noqa: F401  (the chain suite's fixtures)
 from tests.chain.harness import USDC, Harness, next_nonce, post_status_root, status_leaf, status_root
 
 pytestmark = pytest.mark.chain
 BTC = 55_000 * 10**18
 SKIP = {"block", "block_hash", "timestamp"}  # chain metadata: the ledger does not mine
+
+
+@pytest.fixture(name="h")
+def _harness(_deployed: Harness) -> Iterator[Harness]:  # noqa: F811
+    """The chain suite's deployment, reverted to its post-setup state after each test (as ``tests/chain``'s ``h``)."""
+    snap = _deployed.snapshot()
+    try:
+        yield _deployed
+    finally:
+        _deployed.revert_to(snap)
 
 
 class Pair:
@@ -324,6 +334,3 @@ def _params(p: Pair) -> rules.AuctionParams:
 
     assert p.led.state.liquidation is not None
     return auction_params(p.led.state.liquidation)
-
-
-_ = (DAY, RELAYER)
