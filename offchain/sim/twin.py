@@ -72,6 +72,12 @@ __all__ = ["TwinBackend", "create_address", "twin_genesis"]
 DEPLOY_ORDER = ("USDC", "WBTC", "WETH", "RiskParams", "PriceFeed", "Instruments", "Vault", "Exchange", "VaultLens",
                 "StandardMargin", "InsuranceFund", "Settler", "Liquidator")  # fmt: skip
 DECIMALS = {"USDC": 6, "WBTC": 8, "WETH": 18}
+#: The chain backend's deployment: Anvil starts this long before the scenario and mines one block a
+#: second; ``deploy_protocol`` sends 13 contracts and 15 wiring transactions (3 risk and 3 price signers),
+#: the Vault 7th; the initial listings follow, one block each.
+SETUP_SECONDS = 600
+DEPLOY_TXS = 28
+VAULT_TX = 7
 
 
 def create_address(sender: str, nonce: int) -> str:
@@ -161,7 +167,9 @@ class TwinBackend:
     listings : sequence of ListInstrument
         The instruments listed at deployment (the step-0 listings), in order, at ``setup_time``.
     setup_time : int or None
-        Block time of the deployment (default: one minute before the scenario's start).
+        Block time of the first listing, the k-th at ``setup_time + k`` (default: as the chain backend
+        deploys, ``start - SETUP_SECONDS + DEPLOY_TXS + 1``); the Vault's deployment time
+        (``rootPostedAt`` before any root) is taken ``DEPLOY_TXS - VAULT_TX + 1`` seconds earlier.
     lifetime : int
         The engine's attestation and root lifetime (``build_engine``'s default 120 s), capped by
         ``attestationMaxAge``.
@@ -175,20 +183,21 @@ class TwinBackend:
     def __init__(self, scenario: Scenario, listings: Sequence[ListInstrument] = (), *, setup_time: int | None = None,
                  lifetime: int = 120, merkle_roots: bool = True, risk_signers: int = 3,
                  risk_quorum: int = 2) -> None:  # fmt: skip
-        t0 = scenario.run.start - 60 if setup_time is None else setup_time
+        t0 = scenario.run.start - SETUP_SECONDS + DEPLOY_TXS + 1 if setup_time is None else setup_time
         g = twin_genesis(scenario, risk_signers=risk_signers, risk_quorum=risk_quorum, setup_time=t0)
         self.scenario = scenario
         self.deployment = g.deployment
         self.ledger = Ledger(g.state, g.deployment.tokens, g.fund, heartbeat=g.feed.heartbeat,
-                             max_delay=g.feed.max_delay, root_posted_at=t0,
+                             max_delay=g.feed.max_delay, root_posted_at=t0 - (DEPLOY_TXS - VAULT_TX + 1),
                              num_underlyings=len(UNDERLYINGS))  # fmt: skip
         self.core = EngineCore(scenario.risk_config, g.deployment)
         self.lifetime = lifetime
         self.merkle_roots = merkle_roots
         self._margins = IncrementalMargins(self.core)
         self.last_bids: dict[str, object] = {}
-        for spec in listings:
-            self.ledger.list_instrument(spec.kind, spec.underlying, spec.expiry, spec.strike, t0)
+        for k, spec in enumerate(listings):
+            with_timestamp(self.ledger.state, k + 1, t0 + k)
+            self.ledger.list_instrument(spec.kind, spec.underlying, spec.expiry, spec.strike, t0 + k)
         self._closed = False
 
     # ------------------------------------------------------------------ roles
@@ -263,7 +272,14 @@ class TwinBackend:
         """The engine's attestations for ``intent`` on the state before the round, or its refusal."""
         s = self.ledger.state
         try:
+            if isinstance(intent, StartAuction):
+                root = self.ledger.root
+                if root is None or intent.account not in root.leaves:
+                    return Outcome(intent, False, "NoStatusLeaf", f"{intent.account} has no leaf in the latest root")
+                return None
             if isinstance(intent, Trade):
+                if intent.size <= 0:
+                    return Outcome(intent, False, "Input", "size: must be positive")
                 p = s.params
                 assert p is not None
                 maker_delta = -intent.size if intent.taker_buys else intent.size

@@ -32,7 +32,7 @@ from offchain.sim.backend import (
     sim_account,
 )
 from offchain.sim.scenario import Scenario, scenario_from_mapping
-from offchain.sim.twin import TwinBackend
+from offchain.sim.twin import SETUP_SECONDS, TwinBackend
 
 E18 = 10**18
 USD = 10**6
@@ -91,8 +91,9 @@ def test_genesis_equals_the_indexed_deployment() -> None:
     its own deployment is the same, field for field (addresses included: Anvil's first key deploys)."""
     sc = scenario(taker_fee=7 * WAD // 10_000, buffer_ratio=WAD // 5)
     params, liquidation = sc.protocol_params()
-    with start_anvil(timestamp=sc.run.start - 600) as node:
+    with start_anvil(timestamp=sc.run.start - SETUP_SECONDS) as node:
         w3 = connect(node.url)
+        w3.provider.make_request("anvil_setBlockTimestampInterval", [1])  # type: ignore[arg-type]
         cfg = DeployConfig(risk_signers=[s.address for s in dev_signers("risk", 3)],
                            price_signers=[s.address for s in dev_signers("price", 3)], risk_quorum=2,
                            price_quorum=2, params=params, liquidation=liquidation,
@@ -101,10 +102,9 @@ def test_genesis_equals_the_indexed_deployment() -> None:
         list_instruments(p, DEFAULT_KEYS[0], [InstrumentSpec(Kind(i.kind), i.underlying) for i in PERPS])
         ix = Indexer(p)
         ix.sync()
-        listed = ix.state.instruments[1].funding_updated_at
-        tw = TwinBackend(sc, PERPS, setup_time=listed)
-        assert ix.state.instruments[2].funding_updated_at == listed  # one block per listing: same second here
+        tw = TwinBackend(sc, PERPS)  # the listing times as the chain backend deploys: one block a second
         assert comparable(ix.state) == comparable(tw.state())
+        assert ix.state.timestamp == tw.state().timestamp
         assert p.deployment.contracts["InsuranceFund"] == tw.fund
         assert p.deployment.fee_collector == tw.fee_collector
 
@@ -171,6 +171,7 @@ def test_auction_start_and_bids() -> None:
     keeper = ACCTS[2]
     out = run.do(StartAuction(keeper, ACCTS[3]))[0]
     assert (out.ok, out.error) == (False, "Liquidator_Healthy")
+    assert run.do(StartAuction(keeper, sim_account(7, 99)[0]))[0].error == "NoStatusLeaf"
     assert run.do(StartAuction(keeper, a), r=1)[0].ok
     rec = tw.auctions()[a]
     assert rec.version == 0 and not rec.state.insolvent and tw.state().accounts[a].frozen
