@@ -134,7 +134,8 @@ class _Loop:
         fund = dep.contracts.get("InsuranceFund", "") if dep else ""
         self.metrics = Metrics(scenario.underlyings, fund, scenario.run.step_seconds)
         self.core = EngineCore(scenario.risk_config, dep) if dep else None
-        self.history: list[list[float]] = []
+        self.history = np.zeros((scenario.run.steps, len(scenario.underlyings)))
+        self.settled: set[int] = set()  # expired series settled for every holder
         self.depth: dict[str, int] = {}  # account in auction -> its cascade depth
         self.liq_depth = -1  # deepest liquidation whose unwind moved the price so far
 
@@ -156,7 +157,7 @@ class _Loop:
              margins: MarginResult) -> ag.StepView:  # fmt: skip
         state = self.backend.state()
         market = ag.Market(state, self.sc.risk_config, self.sc.underlyings, self.path.iv[step], when)
-        return ag.StepView(step, step_start, when, state, addresses, margins, np.array(self.history), market)
+        return ag.StepView(step, step_start, when, state, addresses, margins, self.history[: step + 1], market)
 
     def cascade_depth(self, state: ProtocolState, account: str) -> int:
         """0 if ``account`` breaches at the prices without the liquidations' impact, else 1 + the
@@ -193,7 +194,7 @@ class _Loop:
         self.market_only.advance(step)
         prices = [price_to_tick(float(p)) for p in self.impact.prices()]
         backend.begin_step(step, step_start, prices)
-        self.history.append([ag.usd(p) for p in prices])
+        self.history[step] = [ag.usd(p) for p in prices]
         addresses, margins = backend.margins()
         r = 0
         view = self.view(step, step_start, round_time(step_start, 0), addresses, margins)
@@ -292,12 +293,16 @@ class _Loop:
 
     def settle(self, step_start: int, r: int) -> int:
         state = self.backend.state()
+        due = {i for i, ins in state.instruments.items() if ins.kind != Kind.PERP and ins.expiry <= state.timestamp
+               and i not in self.settled and state.settlement_price(i) is not None}  # fmt: skip
+        if not due:
+            return r
         holders: dict[int, list[str]] = {}
         for a, acct in state.accounts.items():
             for i in acct.positions:
-                ins = state.instruments[i]
-                if ins.kind != Kind.PERP and ins.expiry <= state.timestamp and state.settlement_price(i) is not None:
+                if i in due:
                     holders.setdefault(i, []).append(a)
+        self.settled |= due - set(holders)
         intents: list[Intent] = []
         for i in sorted(holders):
             accts = sorted(holders[i])
