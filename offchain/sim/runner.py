@@ -95,6 +95,12 @@ def _deployment(backend: Backend) -> Deployment | None:
     return dep if isinstance(dep, Deployment) else None
 
 
+def _no_margins() -> MarginResult:
+    """The figures of no account."""
+    f = np.zeros(0)
+    return MarginResult(f, f, f, f, f, f, f, f, f, np.zeros(0, dtype=np.int64), f, f, f)
+
+
 def populations(scenario: Scenario, seed: int) -> list[ag.Population]:
     """The scenario's populations with their accounts and generators (one spawned per population);
     a house market maker is appended when the scenario has none."""
@@ -195,7 +201,8 @@ class _Loop:
         prices = [price_to_tick(float(p)) for p in self.impact.prices()]
         backend.begin_step(step, step_start, prices)
         self.history[step] = [ag.usd(p) for p in prices]
-        addresses, margins = backend.margins()
+        # at step 0 nothing is listed or held yet: the figures are read after the setup rounds
+        addresses, margins = backend.margins() if step else ([], _no_margins())
         r = 0
         view = self.view(step, step_start, round_time(step_start, 0), addresses, margins)
         listings: list[Intent] = []
@@ -214,6 +221,8 @@ class _Loop:
         if step > 0:
             r = self.trade(step, step_start, r, addresses, margins)
         r = self.settle(step_start, r)
+        if step == 0:
+            addresses, margins = backend.margins()
         self.metrics.end_step(backend.state(), addresses, margins)
 
     def trade(self, step: int, step_start: int, r: int, addresses: list[str], margins: MarginResult) -> int:
