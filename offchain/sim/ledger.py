@@ -123,7 +123,11 @@ class Ledger:
         self._quote = next(t for t in self.tokens.values() if t.underlying is None)
 
     # ------------------------------------------------------------------ helpers
-    def _emit(self, name: str, now: int = 0, **args: Any) -> None:
+    def _emit(self, name: str, **args: Any) -> None:
+        HANDLERS[name](self.state, Event(name, args, self.state.block, 0))
+
+    def _emit_at(self, name: str, now: int, **args: Any) -> None:
+        """An event whose indexer handler reads the block time."""
         HANDLERS[name](self.state, Event(name, args, self.state.block, 0, now))
 
     def token(self, symbol: str) -> TokenInfo:
@@ -367,7 +371,7 @@ class Ledger:
         if bad:
             raise revert("Instruments_BadStrike", strike)
         iid = len(self.state.instruments) + 1
-        self._emit("InstrumentListed", now, id=iid, kind=int(k), underlying=underlying, expiry=expiry, strike=strike)
+        self._emit_at("InstrumentListed", now, id=iid, kind=int(k), underlying=underlying, expiry=expiry, strike=strike)
         return iid
 
     def post_prices(self, timestamp: int, prices: Sequence[int], now: int) -> int:
@@ -442,7 +446,7 @@ class Ledger:
             return
         p = rules.clamp_premium(ins.premium, index, self._params().max_funding_rate)
         delta, carry = rules.funding_accrual(p, ins.mark_time, ins.funding_updated_at, now, ins.carry)
-        self._emit("FundingUpdated", now, id=iid, cumulativeFunding=ins.cumulative_funding + delta, indexPrice=index,
+        self._emit_at("FundingUpdated", now, id=iid, cumulativeFunding=ins.cumulative_funding + delta, indexPrice=index,
                    premium=p, carry=carry)  # fmt: skip
 
     def record_trade(self, iid: int, price: int, now: int) -> None:
@@ -453,7 +457,7 @@ class Ledger:
         if index is not None:
             self._accrue(iid, index, now)
             premium = rules.clamp_premium(price - index, index, self._params().max_funding_rate)
-        self._emit("FundingMarkSet", now, id=iid, price=price, indexPrice=index or 0, premium=premium)
+        self._emit_at("FundingMarkSet", now, id=iid, price=price, indexPrice=index or 0, premium=premium)
 
     def update_funding(self, iid: int, now: int) -> int:
         """``Instruments.updateFunding`` (anyone may poke it); returns the cumulative funding."""
@@ -572,8 +576,9 @@ class Ledger:
                     raise revert("Instruments_SettlementNotFixed", ins.underlying, ins.expiry)
                 payoff = rules.settlement_payoff(ins.kind, pos.size, ins.strike, price, pos.cost_basis)
                 self._realise(account)
-                self._emit("PositionSettled", account=account, instrument=iid, size=pos.size, price=price,
-                           payoff=payoff)
+                self._emit(
+                    "PositionSettled", account=account, instrument=iid, size=pos.size, price=price, payoff=payoff
+                )
                 settled += 1
         return settled
 
