@@ -70,23 +70,42 @@ def default_folder(scenario: Scenario, backend: str) -> Path:
     return Path("runs") / f"{scenario.run.name}-seed{scenario.run.seed}-{backend}"
 
 
+def initial_listings(scenario: Scenario) -> list[ListInstrument]:
+    """The instruments listed at deployment (step 0), in order: one perpetual per underlying, then the
+    option series the agents write or buy at the first prices (sorted). Both backends list exactly
+    these before step 0 (the chain at deployment); the runner lists later series as intents."""
+    path = scenario.market_path()
+    prices = tuple(price_to_tick(float(p)) for p in path.prices[0])
+    start = int(path.times[0])
+    state = ProtocolState(quote="", block=0, timestamp=start, prices=PriceState(1, start, prices))
+    market = ag.Market(state, scenario.risk_config, scenario.underlyings, path.iv[0], start)
+    view = ag.StepView(0, start, start, state, [], _no_margins(), path.prices[:1], market)
+    keys: set[ag.SeriesKey] = set()
+    for p in populations(scenario, scenario.run.seed):
+        keys |= p.listings(view)
+    perps = [ListInstrument(int(Kind.PERP), u, 0, 0) for u in range(len(scenario.underlyings))]
+    return perps + [ListInstrument(*k) for k in sorted(keys)]
+
+
 def make_backend(name: str, scenario: Scenario) -> Backend:
     """The backend called ``name`` (``twin``: :class:`offchain.sim.twin.TwinBackend`; ``chain``:
-    :class:`offchain.sim.chain_backend.ChainBackend`) for ``scenario``.
+    :class:`offchain.sim.chain_backend.ChainBackend`) for ``scenario``, deployed with its
+    :func:`initial_listings`.
 
     Raises
     ------
     InputError
         An unknown name (field ``backend``).
     """
+    listings = initial_listings(scenario)
     if name == "twin":
-        from offchain.sim.twin import TwinBackend  # type: ignore[import-not-found,unused-ignore]
+        from offchain.sim.twin import TwinBackend
 
-        return TwinBackend(scenario)  # type: ignore[no-any-return,unused-ignore]
+        return TwinBackend(scenario, listings)
     if name == "chain":
         from offchain.sim.chain_backend import ChainBackend  # type: ignore[import-not-found,unused-ignore]
 
-        return ChainBackend(scenario)  # type: ignore[no-any-return,unused-ignore]
+        return ChainBackend(scenario, listings)  # type: ignore[no-any-return,unused-ignore]
     raise InputError("backend", f"must be 'twin' or 'chain', got {name!r}")
 
 
@@ -137,7 +156,9 @@ class _Loop:
         for c in scenario.risk_config.collateral:
             if c.underlying and c.underlying in scenario.underlyings:
                 self.collateral[scenario.underlyings.index(c.underlying)] = c.symbol
-        fund = dep.contracts.get("InsuranceFund", "") if dep else ""
+        fund = getattr(backend, "fund", None)
+        if not isinstance(fund, str):
+            fund = dep.contracts.get("InsuranceFund", "") if dep else ""
         self.metrics = Metrics(scenario.underlyings, fund, scenario.run.step_seconds)
         self.core = EngineCore(scenario.risk_config, dep) if dep else None
         self.history = np.zeros((scenario.run.steps, len(scenario.underlyings)))
