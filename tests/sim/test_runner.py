@@ -88,14 +88,13 @@ def test_each_shipped_scenario_runs_reproducibly(path: Path, tmp_path: Path) -> 
 
 
 CRASH: dict[str, Any] = {
-    "run": {"name": "crash", "seed": 3, "steps": 48, "step_seconds": 3600},
-    "market": {"model": "merton", "underlyings": ["BTC", "ETH"], "initial_prices": [60_000.0, 3_000.0],
-               "vol": [0.6, 0.8], "correlation": 0.8, "drift": -3.0,
-               "jumps": {"intensity": 300.0, "mean": -0.05, "vol": 0.02}},
-    "impact": {"daily_volume": [2e8, 1e8]},
+    "run": {"name": "crash"},
+    "market": {"model": "replay", "underlyings": ["BTC", "ETH"],
+               "replay": {"source": "hourly-2020-03", "start": "2020-03-12T00:00:00Z", "end": "2020-03-13T00:00:00Z"}},
+    "impact": {"daily_volume": [5e6, 5e6]},
     "agents": [
-        {"kind": "trend_trader", "count": 12, "capital": 10_000.0, "size": [60_000.0, 90_000.0], "leverage": 9.0,
-         "lookback_steps": 2},
+        {"kind": "mean_reversion_trader", "count": 12, "capital": 10_000.0, "size": [50_000.0, 60_000.0],
+         "leverage": 6.0, "lookback_steps": 6, "entry_z": 1.0, "exit_z": 0.1, "underlyings": ["BTC"]},
         {"kind": "market_maker", "count": 2, "capital": 5_000_000.0, "size": 500_000.0, "inventory_limit": 1e7},
         {"kind": "keeper", "count": 2, "capital": 1_000_000.0, "unwind_liquidity_usd": 300_000.0},
     ],
@@ -108,7 +107,10 @@ def test_a_leveraged_crash_liquidates_and_the_metrics_add_up(tmp_path: Path) -> 
     summary = check_metrics(tmp_path / "crash")
     assert summary["liquidations"] > 0, summary
     assert Decimal(summary["liquidation_notional_usd"]) > 0
-    assert rec.series["accounts_below_mm"] and max(rec.series["accounts_below_mm"]) > 0
+    assert max(rec.series["accounts_below_mm"]) > 0 and summary["account_hours_below_mm"] > 0
+    # thin markets (5 M USD a day): the keepers' unwinds move the price enough to push others below MM
+    assert summary["cascade_depth_max"] >= 1
+    assert Decimal(summary["keeper_gross_usd"]) > 0
 
 
 @pytest.mark.slow
