@@ -70,29 +70,54 @@ def default_folder(scenario: Scenario, backend: str) -> Path:
     return Path("runs") / f"{scenario.run.name}-seed{scenario.run.seed}-{backend}"
 
 
+def initial_listings(scenario: Scenario) -> list[ListInstrument]:
+    """The instruments listed at deployment (step 0), in order: one perpetual per underlying, then the
+    option series the agents write or buy at the first prices (sorted). Both backends list exactly
+    these before step 0 (the chain at deployment); the runner lists later series as intents."""
+    path = scenario.market_path()
+    prices = tuple(price_to_tick(float(p)) for p in path.prices[0])
+    start = int(path.times[0])
+    state = ProtocolState(quote="", block=0, timestamp=start, prices=PriceState(1, start, prices))
+    market = ag.Market(state, scenario.risk_config, scenario.underlyings, path.iv[0], start)
+    view = ag.StepView(0, start, start, state, [], _no_margins(), path.prices[:1], market)
+    keys: set[ag.SeriesKey] = set()
+    for p in populations(scenario, scenario.run.seed):
+        keys |= p.listings(view)
+    perps = [ListInstrument(int(Kind.PERP), u, 0, 0) for u in range(len(scenario.underlyings))]
+    return perps + [ListInstrument(*k) for k in sorted(keys)]
+
+
 def make_backend(name: str, scenario: Scenario) -> Backend:
     """The backend called ``name`` (``twin``: :class:`offchain.sim.twin.TwinBackend`; ``chain``:
-    :class:`offchain.sim.chain_backend.ChainBackend`) for ``scenario``.
+    :class:`offchain.sim.chain_backend.ChainBackend`) for ``scenario``, deployed with its
+    :func:`initial_listings`.
 
     Raises
     ------
     InputError
         An unknown name (field ``backend``).
     """
+    listings = initial_listings(scenario)
     if name == "twin":
-        from offchain.sim.twin import TwinBackend  # type: ignore[import-not-found,unused-ignore]
+        from offchain.sim.twin import TwinBackend
 
-        return TwinBackend(scenario)  # type: ignore[no-any-return,unused-ignore]
+        return TwinBackend(scenario, listings)
     if name == "chain":
         from offchain.sim.chain_backend import ChainBackend  # type: ignore[import-not-found,unused-ignore]
 
-        return ChainBackend(scenario)  # type: ignore[no-any-return,unused-ignore]
+        return ChainBackend(scenario, listings)  # type: ignore[no-any-return,unused-ignore]
     raise InputError("backend", f"must be 'twin' or 'chain', got {name!r}")
 
 
 def _deployment(backend: Backend) -> Deployment | None:
     dep = getattr(backend, "deployment", None)
     return dep if isinstance(dep, Deployment) else None
+
+
+def _no_margins() -> MarginResult:
+    """The figures of no account."""
+    f = np.zeros(0)
+    return MarginResult(f, f, f, f, f, f, f, f, f, np.zeros(0, dtype=np.int64), f, f, f)
 
 
 def populations(scenario: Scenario, seed: int) -> list[ag.Population]:
@@ -131,10 +156,13 @@ class _Loop:
         for c in scenario.risk_config.collateral:
             if c.underlying and c.underlying in scenario.underlyings:
                 self.collateral[scenario.underlyings.index(c.underlying)] = c.symbol
-        fund = dep.contracts.get("InsuranceFund", "") if dep else ""
+        fund = getattr(backend, "fund", None)
+        if not isinstance(fund, str):
+            fund = dep.contracts.get("InsuranceFund", "") if dep else ""
         self.metrics = Metrics(scenario.underlyings, fund, scenario.run.step_seconds)
         self.core = EngineCore(scenario.risk_config, dep) if dep else None
-        self.history: list[list[float]] = []
+        self.history = np.zeros((scenario.run.steps, len(scenario.underlyings)))
+        self.settled: set[int] = set()  # expired series settled for every holder
         self.depth: dict[str, int] = {}  # account in auction -> its cascade depth
         self.liq_depth = -1  # deepest liquidation whose unwind moved the price so far
 
@@ -156,7 +184,7 @@ class _Loop:
              margins: MarginResult) -> ag.StepView:  # fmt: skip
         state = self.backend.state()
         market = ag.Market(state, self.sc.risk_config, self.sc.underlyings, self.path.iv[step], when)
-        return ag.StepView(step, step_start, when, state, addresses, margins, np.array(self.history), market)
+        return ag.StepView(step, step_start, when, state, addresses, margins, self.history[: step + 1], market)
 
     def cascade_depth(self, state: ProtocolState, account: str) -> int:
         """0 if ``account`` breaches at the prices without the liquidations' impact, else 1 + the
@@ -193,8 +221,9 @@ class _Loop:
         self.market_only.advance(step)
         prices = [price_to_tick(float(p)) for p in self.impact.prices()]
         backend.begin_step(step, step_start, prices)
-        self.history.append([ag.usd(p) for p in prices])
-        addresses, margins = backend.margins()
+        self.history[step] = [ag.usd(p) for p in prices]
+        # at step 0 nothing is listed or held yet: the figures are read after the setup rounds
+        addresses, margins = backend.margins() if step else ([], _no_margins())
         r = 0
         view = self.view(step, step_start, round_time(step_start, 0), addresses, margins)
         listings: list[Intent] = []
@@ -213,6 +242,8 @@ class _Loop:
         if step > 0:
             r = self.trade(step, step_start, r, addresses, margins)
         r = self.settle(step_start, r)
+        if step == 0:
+            addresses, margins = backend.margins()
         self.metrics.end_step(backend.state(), addresses, margins)
 
     def trade(self, step: int, step_start: int, r: int, addresses: list[str], margins: MarginResult) -> int:
@@ -292,12 +323,16 @@ class _Loop:
 
     def settle(self, step_start: int, r: int) -> int:
         state = self.backend.state()
+        due = {i for i, ins in state.instruments.items() if ins.kind != Kind.PERP and ins.expiry <= state.timestamp
+               and i not in self.settled and state.settlement_price(i) is not None}  # fmt: skip
+        if not due:
+            return r
         holders: dict[int, list[str]] = {}
         for a, acct in state.accounts.items():
             for i in acct.positions:
-                ins = state.instruments[i]
-                if ins.kind != Kind.PERP and ins.expiry <= state.timestamp and state.settlement_price(i) is not None:
+                if i in due:
                     holders.setdefault(i, []).append(a)
+        self.settled |= due - set(holders)
         intents: list[Intent] = []
         for i in sorted(holders):
             accts = sorted(holders[i])

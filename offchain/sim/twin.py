@@ -24,7 +24,7 @@ Time model (one block per timestamp; the engine sees the state of the last block
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import rlp  # type: ignore[import-untyped]
@@ -46,6 +46,7 @@ from offchain.engine.liquidation import BidRequest
 from offchain.engine.service import _require_margin
 from offchain.errors import ContractRevertError, PmsimError
 from offchain.risk.engine import MarginResult
+from offchain.risk.fixed_point import attested_figures
 from offchain.sim.backend import (
     AuctionRecord,
     Bid,
@@ -71,6 +72,12 @@ __all__ = ["TwinBackend", "create_address", "twin_genesis"]
 DEPLOY_ORDER = ("USDC", "WBTC", "WETH", "RiskParams", "PriceFeed", "Instruments", "Vault", "Exchange", "VaultLens",
                 "StandardMargin", "InsuranceFund", "Settler", "Liquidator")  # fmt: skip
 DECIMALS = {"USDC": 6, "WBTC": 8, "WETH": 18}
+#: The chain backend's deployment: Anvil starts this long before the scenario and mines one block a
+#: second; ``deploy_protocol`` sends 13 contracts and 15 wiring transactions (3 risk and 3 price signers),
+#: the Vault 7th; the initial listings follow, one block each.
+SETUP_SECONDS = 600
+DEPLOY_TXS = 28
+VAULT_TX = 7
 
 
 def create_address(sender: str, nonce: int) -> str:
@@ -125,6 +132,31 @@ def twin_genesis(scenario: Scenario, *, deployer_key: str = DEFAULT_KEYS[0], ris
     return Genesis(state, dep, addr["InsuranceFund"], cfg.feed)
 
 
+class LazyLeaves(Mapping[str, StatusLeaf]):
+    """A round's leaves by account, each built (``EngineCore._leaf``) when first read: a root's leaves
+    are read one by one (``Liquidator.start``), all of them only to hash the tree."""
+
+    def __init__(self, figures: dict[str, tuple[int, int, int]], result: MarginResult) -> None:
+        self._figures, self._result = figures, result
+        self._built: dict[str, StatusLeaf] = {}
+
+    def __getitem__(self, account: str) -> StatusLeaf:
+        leaf = self._built.get(account)
+        if leaf is None:
+            i, nonce, credit = self._figures[account]
+            m = self._result.account(i)
+            f = attested_figures(m.margin_equity, m.mtm_equity, m.im, m.mm)
+            leaf = self._built[account] = StatusLeaf(account, nonce, f.margin_equity, f.mtm_equity, f.im, f.mm,
+                                                     credit)  # fmt: skip
+        return leaf
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._figures)
+
+    def __len__(self) -> int:
+        return len(self._figures)
+
+
 class TwinBackend:
     """The twin (see the module docstring).
 
@@ -135,7 +167,9 @@ class TwinBackend:
     listings : sequence of ListInstrument
         The instruments listed at deployment (the step-0 listings), in order, at ``setup_time``.
     setup_time : int or None
-        Block time of the deployment (default: one minute before the scenario's start).
+        Block time of the first listing, the k-th at ``setup_time + k`` (default: as the chain backend
+        deploys, ``start - SETUP_SECONDS + DEPLOY_TXS + 1``); the Vault's deployment time
+        (``rootPostedAt`` before any root) is taken ``DEPLOY_TXS - VAULT_TX + 1`` seconds earlier.
     lifetime : int
         The engine's attestation and root lifetime (``build_engine``'s default 120 s), capped by
         ``attestationMaxAge``.
@@ -149,20 +183,21 @@ class TwinBackend:
     def __init__(self, scenario: Scenario, listings: Sequence[ListInstrument] = (), *, setup_time: int | None = None,
                  lifetime: int = 120, merkle_roots: bool = True, risk_signers: int = 3,
                  risk_quorum: int = 2) -> None:  # fmt: skip
-        t0 = scenario.run.start - 60 if setup_time is None else setup_time
+        t0 = scenario.run.start - SETUP_SECONDS + DEPLOY_TXS + 1 if setup_time is None else setup_time
         g = twin_genesis(scenario, risk_signers=risk_signers, risk_quorum=risk_quorum, setup_time=t0)
         self.scenario = scenario
         self.deployment = g.deployment
         self.ledger = Ledger(g.state, g.deployment.tokens, g.fund, heartbeat=g.feed.heartbeat,
-                             max_delay=g.feed.max_delay, root_posted_at=t0,
+                             max_delay=g.feed.max_delay, root_posted_at=t0 - (DEPLOY_TXS - VAULT_TX + 1),
                              num_underlyings=len(UNDERLYINGS))  # fmt: skip
         self.core = EngineCore(scenario.risk_config, g.deployment)
         self.lifetime = lifetime
         self.merkle_roots = merkle_roots
         self._margins = IncrementalMargins(self.core)
         self.last_bids: dict[str, object] = {}
-        for spec in listings:
-            self.ledger.list_instrument(spec.kind, spec.underlying, spec.expiry, spec.strike, t0)
+        for k, spec in enumerate(listings):
+            with_timestamp(self.ledger.state, k + 1, t0 + k)
+            self.ledger.list_instrument(spec.kind, spec.underlying, spec.expiry, spec.strike, t0 + k)
         self._closed = False
 
     # ------------------------------------------------------------------ roles
@@ -199,20 +234,23 @@ class TwinBackend:
         self._post_root(root_time(step_start))
 
     def _post_root(self, when: int) -> None:
+        """``Engine.run_round``: the root of the engine's figures on the state now, posted at ``when``."""
         s = self.ledger.state
-        if s.prices.round == 0 or not self.ledger.state.feed_fresh_until >= s.timestamp or not s.accounts:
+        if s.prices.round == 0 or not rules.feed_fresh(s.feed_fresh_until, s.timestamp) or not s.accounts:
             self._mine(when)
             return
         leaves = self.status_leaves()
         issued, expiry = self._window()
-        root = StatusTree.build(leaves).root if self.merkle_roots else b"\x00" * 32
+        root = StatusTree.build(list(leaves.values())).root if self.merkle_roots else b"\x00" * 32
         self._mine(when)
         self.ledger.post_root(leaves, root, s.prices.round, issued, expiry, when)
 
-    def status_leaves(self) -> list[StatusLeaf]:
-        """``EngineCore.status_leaves`` of the state now (from the incremental margins)."""
+    def status_leaves(self) -> Mapping[str, StatusLeaf]:
+        """Every account's status leaf now (``EngineCore.status_leaves``), built when first read."""
         addresses, result = self.margins()
-        return [self.core._leaf(self.ledger.state, a, result.account(i)) for i, a in enumerate(addresses)]
+        s = self.ledger.state
+        figures = {a: (i, s.accounts[a].risk_nonce, s.accounts[a].deposit_credit) for i, a in enumerate(addresses)}
+        return LazyLeaves(figures, result)
 
     def apply(self, when: int, intents: Sequence[Intent]) -> list[Outcome]:
         proofs: list[object] = [self._attest(i) for i in intents]
@@ -234,7 +272,14 @@ class TwinBackend:
         """The engine's attestations for ``intent`` on the state before the round, or its refusal."""
         s = self.ledger.state
         try:
+            if isinstance(intent, StartAuction):
+                root = self.ledger.root
+                if root is None or intent.account not in root.leaves:
+                    return Outcome(intent, False, "NoStatusLeaf", f"{intent.account} has no leaf in the latest root")
+                return None
             if isinstance(intent, Trade):
+                if intent.size <= 0:
+                    return Outcome(intent, False, "Input", "size: must be positive")
                 p = s.params
                 assert p is not None
                 maker_delta = -intent.size if intent.taker_buys else intent.size
@@ -309,7 +354,8 @@ class TwinBackend:
         return self.ledger.state
 
     def margins(self) -> tuple[list[str], MarginResult]:
-        return self._margins.compute(self.ledger.state)
+        dirty, funding = self.ledger.take_dirty()
+        return self._margins.compute(self.ledger.state, dirty, funding)
 
     def auctions(self) -> dict[str, AuctionRecord]:
         return {a: AuctionRecord(a, v.version, v.emergency, v.rules_state()) for a, v in self.ledger.auctions.items()}
