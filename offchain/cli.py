@@ -125,6 +125,9 @@ def _mount_subcommands() -> None:
     from offchain.cli_admin import admin_app  # governance: changes through the timelock
 
     app.add_typer(admin_app, name="admin")
+    from offchain.cli_sim import sim_app  # the simulator: runs, run folders, reports
+
+    app.add_typer(sim_app, name="sim")
 
 
 _mount_subcommands()

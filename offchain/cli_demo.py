@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,28 +28,83 @@ def demo(
     bad debt, socialised loss)."""
     from offchain.sim.demo import STEPS, run_demo, write_report
 
-    with Progress(TextColumn("[bold]demo[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                  TimeElapsedColumn(), console=console, transient=not console.is_terminal) as bar:  # fmt: skip
-        task = bar.add_task("starting Anvil and deploying", total=STEPS)
-        run = run_demo(seed, progress=lambda label: bar.update(task, advance=1, description=label))
+    with progress_display("demo", STEPS, "starting Anvil, compiling and deploying") as step:
+        run = run_demo(seed, progress=step)
     report_doc = run.report()
+    show(report_doc)
+    path = write_report(run, report or Path(f"reports/demo-seed{seed}.json"))
+    console.print(f"report: {path}")
+    c, losses = report_doc["conservation"], report_doc["losses"]
+    if not c["holds"] or not losses["bad_debt_equals_draws_plus_socialised"]:
+        raise typer.Exit(1)
+
+
+def show(report_doc: dict[str, Any]) -> None:
+    """Print the demo's report (``DemoRun.report()``, or its JSON file read back): every figure labelled,
+    money in USD."""
+    from offchain.sim.report import fmt_usd
+
     _phases(report_doc)
     _rounds(report_doc)
     _liquidations(report_doc)
     _fund(report_doc)
+    _gas(report_doc)
     c, losses = report_doc["conservation"], report_doc["losses"]
-    console.print(f"conservation (I-1): vault USDC {c['vault_usdc'] / 1e6:,.6f} USD = Σ cash − Σ cost basis − "
-                  f"Σ unsettled funding {c['books'] / 1e6:,.6f} USD (+ {c['rounding_dust_units']} units of loss-charge "
-                  f"rounding dust): {'holds' if c['holds'] else 'BROKEN'}")  # fmt: skip
-    console.print(f"bad debt {losses['bad_debt_usd']:,.6f} USD = insurance fund draws {losses['fund_draws_usd']:,.6f} "
-                  f"+ socialised loss {losses['socialised_usd']:,.6f} + unrecovered {losses['unrecovered_usd']:,.6f}: "
-                  f"{'holds' if losses['bad_debt_equals_draws_plus_socialised'] else 'BROKEN'}")  # fmt: skip
+    dust = c["rounding_dust_units"]
+    books = "Σ cash − Σ cost basis − Σ unsettled funding"
+    verdict = "holds" if c["holds"] else "BROKEN"
+    if dust == 0:
+        console.print(f"conservation (I-1): USDC held by the vault {fmt_usd(c['vault_usdc_usd'])} = {books}, to the "
+                      f"quote unit: {verdict}", highlight=False)  # fmt: skip
+    else:
+        console.print(f"conservation (I-1b): USDC held by the vault {fmt_usd(c['vault_usdc_usd'])}; {books} is "
+                      f"{dust:,} quote unit(s) ({fmt_usd(c['rounding_dust_usd'], 6)}) less, loss-charge rounding dust "
+                      f"the vault keeps: {verdict}", highlight=False)  # fmt: skip
+    waterfall = "holds" if losses["bad_debt_equals_draws_plus_socialised"] else "BROKEN"
+    console.print(f"bad debt {fmt_usd(losses['bad_debt_usd'])} = insurance fund draws "
+                  f"{fmt_usd(losses['fund_draws_usd'])} + socialised loss {fmt_usd(losses['socialised_usd'])} + "
+                  f"unrecovered {fmt_usd(losses['unrecovered_usd'])}: {waterfall}", highlight=False)  # fmt: skip
     console.print(f"why: {losses['explanation']}")
-    console.print("gas: " + ", ".join(f"{k} {v:,}" for k, v in sorted(report_doc["gas"].items())))
-    path = write_report(run, report or Path(f"reports/demo-seed{seed}.json"))
-    console.print(f"report: {path}")
-    if not c["holds"] or not losses["bad_debt_equals_draws_plus_socialised"]:
-        raise typer.Exit(1)
+
+
+@contextmanager
+def progress_display(name: str, total: int, first: str) -> Iterator[Callable[[str], None]]:
+    """A progress display for ``total`` labelled steps; yields the function to call after each one.
+
+    On a terminal, a bar with the step count, the last step's label and the elapsed time; otherwise
+    (a pipe, a log, CI) one line per step with the same figures, so a long run is never silent.
+    """
+    if console.is_terminal:
+        with Progress(TextColumn(f"[bold]{name}[/]"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:  # fmt: skip
+            task = bar.add_task(first, total=total)
+            yield lambda label: bar.update(task, advance=1, description=label)
+        return
+    start, done = time.monotonic(), 0
+    console.print(f"{name}: {first} ...", highlight=False)
+
+    def step(label: str) -> None:
+        nonlocal done
+        done += 1
+        console.print(f"{name} [{done}/{total}, {time.monotonic() - start:5.1f} s] {label}", highlight=False)
+
+    yield step
+
+
+def _gas(doc: dict[str, Any]) -> None:
+    """Gas per transaction of each kind mined in this run (the README's gas table measures the same)."""
+    table = Table(title="gas per transaction (this run; mean over the transactions of each kind)")
+    for col in ("transaction", "count", "gas per transaction", "range", "total gas"):
+        table.add_column(col, justify="left" if col == "transaction" else "right")
+    from offchain.sim.demo import GAS_OPERATIONS
+
+    order = list(GAS_OPERATIONS)
+    for _op, row in sorted(doc["gas"].items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order),
+                                                                kv[0])):  # fmt: skip
+        spread = f"{row['min']:,} – {row['max']:,}" if row["min"] != row["max"] else "-"
+        table.add_row(row["operation"], f"{row['transactions']:,}", f"{row['gas_per_transaction']:,}", spread,
+                      f"{row['total']:,}")  # fmt: skip
+    console.print(table)
 
 
 def _phases(doc: dict[str, Any]) -> None:
@@ -110,5 +168,5 @@ def _fund(doc: dict[str, Any]) -> None:
     for col in ("chain time", "after", "balance USD"):
         table.add_column(col, justify="right" if "USD" in col else "left")
     for p in shown:
-        table.add_row(p["chain_time"], p["label"], f"{p['balance_usd']:,.6f}")
+        table.add_row(p["chain_time"], p["label"], f"{p['balance_usd']:,.2f}")
     console.print(table)

@@ -370,3 +370,27 @@ def price_band(kind: Kind, index: int, strike: int, linear_band: int) -> tuple[i
         return (strike - high if high < strike else 0), strike
     return low, high
 
+
+
+# ---------------------------------------------------------------------- deposits, feed and settlement
+def collateral_credit(amount: int, price: int, decimals: int, haircut: int) -> int:
+    """``Vault._collateralCredit``: the deposit credit of ``amount`` token units of a volatile collateral
+    at the latest ``price`` (1e18), its haircut value in quote units, rounded down.
+
+    Notes
+    -----
+    ``usd = floor(amount · price / 10^decimals)`` (1e18), then ``floor(floor(usd · (WAD − haircut) / WAD)
+    / 1e12)``. Zero while the feed is stale or has no round (the caller passes no price then).
+    """
+    usd = amount * price // 10**decimals
+    return mul_div_down(usd, WAD - haircut, WAD) // 10**12
+
+
+def rel_move(old: int, new: int) -> int:
+    """``PriceFeed._relMove``: ``ceil(|new − old| · WAD / old)``, the relative move of a price (WAD)."""
+    return mul_div_up(abs(new - old), WAD, old)
+
+
+def settlement_price(round_price: int) -> int:
+    """``Instruments.fixSettlement``: the first round's price after the expiry, down to the TICK grid."""
+    return round_price - round_price % TICK

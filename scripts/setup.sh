@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent set-up from the package registries only (npm, PyPI): Anvil, solc-js and OpenZeppelin
-# from npm; a `solc` command for py-solc-x and ape-solidity (a native solc 0.8.37 if one is
+# Idempotent set-up from the package registries only (npm, PyPI; Debian for Chromium): Anvil, solc-js
+# and OpenZeppelin from npm; a `solc` command for py-solc-x and ape-solidity (a native solc 0.8.37 if one is
 # installed, else a shim over solc-js); a Python 3.11 virtual environment with the locked set; and
 # Slither (static analysis, run by scripts/test.sh) in a virtualenv of its own, .venv-slither.
 # Re-running is cheap: each step is skipped while its inputs are unchanged.
@@ -45,6 +45,19 @@ mkdir -p "$HOME/.solcx"
 # clone) is pointed at this checkout.
 link="$HOME/.solcx/solc-v$SOLC_VERSION"
 if ! skip home-link && { [ -L "$link" ] || [ ! -e "$link" ]; }; then ln -sfn "$ROOT/$target" "$link"; fi
+# 2b. headless Chromium for the report test (tests/sim/test_report.py loads the simulator's HTML
+# report in it): the Debian packages, installed with apt-get only when missing (never a test tool's
+# own browser download). Needs root (or sudo) the first time; skipped with PMSIM_SETUP_SKIP=chromium.
+if ! skip chromium && ! command -v chromium >/dev/null; then
+  if command -v apt-get >/dev/null; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    say "installing chromium and chromium-driver (Debian packages, for the report test)"
+    $SUDO apt-get update -qq >&2 || true
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >&2
+  else
+    say "chromium is missing and apt-get is not available: install Chromium for tests/sim/test_report.py"
+  fi
+fi
 skip python && exit 0
 
 # 3. Python 3.11 virtual environment with the locked dependency set

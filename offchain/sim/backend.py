@@ -221,3 +221,13 @@ class Backend(TypingProtocol):
     def close(self) -> None:
         """Release what the backend holds (Anvil, the engine); idempotent."""
         ...
+
+
+def refusal(exc: Exception) -> str:
+    """The name an :class:`Outcome` gives a refusal: the contract's custom error for a revert
+    (``ContractRevertError.error_name``), else the exception's class name without ``Error``
+    (``InsufficientMarginError`` → ``InsufficientMargin``, ``FeedStaleError`` → ``FeedStale``)."""
+    name = getattr(exc, "error_name", None)
+    if isinstance(name, str) and name:
+        return name
+    return type(exc).__name__.removesuffix("Error")

@@ -11,8 +11,10 @@ bid, in chain seconds and blocks, the insurance fund's balance over time, bad de
 
 Deterministic: a fixed genesis time, one second per block (``anvil_setBlockTimestampInterval``),
 warps to each price step, and a seeded market before the crash; the same seed gives the same
-report, byte for byte. Money in the report is in USD (exact: quote units / 1e6), fractions and
-discounts rounded to six decimals beside their exact WAD integers.
+report, byte for byte. Money in the report is in USD: every float a figure of at most six decimals
+(quote units / 1e6, exact) with no binary noise, the conservation check's balances as exact decimal
+strings; fractions and discounts rounded to six decimals beside their exact WAD integers. Gas is per
+transaction of each kind (the meaning of the README's gas table), with the count, range and total.
 """
 
 from __future__ import annotations
@@ -55,8 +57,20 @@ ROLES = {"alice": "option writer", "bob": "option buyer", "carol": "leveraged pe
 FUNDING = {"alice": 150_000, "bob": 60_000, "carol": 40_000, "dave": 400_000, "erin": 1_000_000}
 CRASH_START, CRASH_HOURS = 7 * 24, 36  # 2020-03-12 00:00 UTC, through 2020-03-13 12:00 UTC
 DRIFT_HOURS = 6
-STEPS = 1 + DRIFT_HOURS + 4 + 1 + CRASH_HOURS + 1 + 1  # fund, drift, trades, snapshot, crash, snapshot, checks
+SETUP_STEPS = 3  # Anvil started, protocol compiled and deployed, engine started
+STEPS = SETUP_STEPS + 1 + DRIFT_HOURS + 4 + 1 + CRASH_HOURS + 1 + 1  # + fund, drift, trades, snapshot, crash, ...
 Progress = Callable[[str], None]
+#: What each gas figure is: one whole transaction of that kind (the README's gas table measures the same).
+GAS_OPERATIONS = {
+    "mint": "test USDC mint (faucet)",
+    "approve": "USDC approve",
+    "deposit": "deposit of USDC",
+    "trade_2_attestations": "trade with its two attestations, both sides opening a position",
+    "post_root": "status root post",
+    "liquidation_start": "liquidation start with a root proof",
+    "liquidation_bid": "liquidation bid",
+    "liquidation_cancel": "keeper cancel (replacement transaction)",
+}
 
 
 @dataclass
@@ -77,7 +91,7 @@ class DemoRun:
     phases: list[dict[str, Any]] = field(default_factory=list)
     trades: list[dict[str, Any]] = field(default_factory=list)
     rounds: list[dict[str, Any]] = field(default_factory=list)
-    gas: dict[str, int] = field(default_factory=dict)
+    gas: dict[str, list[int]] = field(default_factory=dict)
     conservation: dict[str, Any] = field(default_factory=dict)
     auctions: list[dict[str, Any]] = field(default_factory=list)
     liquidations: list[dict[str, Any]] = field(default_factory=list)
@@ -85,10 +99,43 @@ class DemoRun:
     losses: dict[str, Any] = field(default_factory=dict)
 
     def report(self) -> dict[str, Any]:
-        return {"seed": self.seed, "roles": ROLES, "trades": self.trades, "rounds": self.rounds,
-                "phases": self.phases, "gas": self.gas, "conservation": self.conservation,
-                "auctions": self.auctions, "liquidations": self.liquidations, "insurance_fund": self.fund,
-                "losses": self.losses}  # fmt: skip
+        doc = {"seed": self.seed, "roles": ROLES, "trades": self.trades, "rounds": self.rounds,
+               "phases": self.phases, "gas": gas_table(self.gas), "conservation": self.conservation,
+               "auctions": self.auctions, "liquidations": self.liquidations, "insurance_fund": self.fund,
+               "losses": self.losses}  # fmt: skip
+        clean: dict[str, Any] = _no_noise(doc)
+        return clean
+
+
+def gas_table(gas: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
+    """Per kind of transaction: what it is, how many were mined, the gas of one (mean, rounded half
+    up, and the range) and the total, in the order of :data:`GAS_OPERATIONS`."""
+    order = [k for k in GAS_OPERATIONS if k in gas] + sorted(k for k in gas if k not in GAS_OPERATIONS)
+    out = {}
+    for op in order:
+        g = gas[op]
+        out[op] = {"operation": GAS_OPERATIONS.get(op, op), "transactions": len(g),
+                   "gas_per_transaction": (2 * sum(g) + len(g)) // (2 * len(g)), "min": min(g), "max": max(g),
+                   "total": sum(g)}  # fmt: skip
+    return out
+
+
+def _no_noise(x: Any) -> Any:
+    """Every float rounded to six decimals (the report's figures have no more): its JSON is the short
+    decimal, never a binary neighbour such as ``2779.5769999999998``."""
+    if isinstance(x, float):
+        return float(f"{x:.6f}")
+    if isinstance(x, dict):
+        return {k: _no_noise(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_no_noise(v) for v in x]
+    return x
+
+
+def usd_text(units: int) -> str:
+    """Quote units as an exact USD decimal string: ``2779577000`` -> ``"2779.577000"``."""
+    sign, q = ("-" if units < 0 else ""), abs(units)
+    return f"{sign}{q // USDC}.{q % USDC:06d}"
 
 
 class Demo:
@@ -255,7 +302,8 @@ class Demo:
                     books -= rules.funding_payment(pos.size, ins.cumulative_funding, pos.funding_snapshot)
         dust = held - books
         holds = dust == 0 if state.loss_index == 0 else 0 <= dust <= len(state.accounts)
-        self.run.conservation = {"vault_usdc": held, "books": books, "holds": holds, "rounding_dust_units": dust,
+        self.run.conservation = {"vault_usdc_usd": usd_text(held), "books_usd": usd_text(books), "holds": holds,
+                                 "rounding_dust_usd": usd_text(dust), "rounding_dust_units": dust,
                                  "accounts": len(state.accounts)}  # fmt: skip
         liq = self.run.liquidations
         bad_debt = sum(-_units(r["price_usd"]) for r in liq if r["price_usd"] < 0)
@@ -300,7 +348,7 @@ class Demo:
         return tuple(from_price_e18(int(self.p.feed.functions.priceAt(latest, i).call())) for i in range(n))
 
     def _gas(self, op: str, receipt: Any) -> None:
-        self.run.gas[op] = self.run.gas.get(op, 0) + int(receipt["gasUsed"])
+        self.run.gas.setdefault(op, []).append(int(receipt["gasUsed"]))
 
     def _name(self, address: str) -> str:
         return self._names.get(address, address)
@@ -333,13 +381,17 @@ def _chunks(items: list[PriceStep], n: int) -> Iterator[list[PriceStep]]:
 
 def run_demo(seed: int, workdir: Path | None = None, progress: Progress | None = None) -> DemoRun:
     """Run the whole scenario on a fresh Anvil and return what happened; ``progress`` is called with a
-    label after each of the :data:`STEPS` steps."""
+    label after each of the :data:`STEPS` steps (the first :data:`SETUP_STEPS` are the set-up's)."""
+    say = progress or (lambda _label: None)
     with start_anvil(timestamp=GENESIS) as node, tempfile.TemporaryDirectory() as tmp:
+        say("started Anvil")
         w3 = connect(node.url)
         w3.provider.make_request("anvil_setBlockTimestampInterval", [1])  # type: ignore[arg-type]
         dev = bootstrap(w3, DEFAULT_KEYS[0], rpc_url=node.url)
+        say("compiled and deployed the protocol")
         signers = [LocalSigner(s._key.to_bytes(), dev.protocol.domain("RiskOracle")) for s in dev.risk_signers]
         engine = build_engine(dev.protocol, signers, DEFAULT_KEYS[0], workdir or Path(tmp))
+        say("started the risk engine")
         demo = Demo(dev, engine, seed, progress, Path(tmp))
         demo.fund()
         demo.drift(DRIFT_HOURS)

@@ -5,9 +5,15 @@
 from __future__ import annotations
 
 import json
+import re
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from offchain.sim.demo import run_demo
+from offchain.cli_demo import console, show
+from offchain.sim.demo import GAS_OPERATIONS, STEPS, run_demo
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def floats(x: Any) -> list[float]:
@@ -33,13 +39,33 @@ def test_the_devnet_run_is_reproducible_liquidates_and_conserves_value() -> None
     b = run_demo(seed=11)
     assert json.dumps(a.report(), sort_keys=True) == json.dumps(b.report(), sort_keys=True)
     report = a.report()
-    assert len(labels) == 50 and labels[-1] == "checked conservation"  # progress, step by step
-    assert report["conservation"]["holds"]
+    assert len(labels) == STEPS and labels[-1] == "checked conservation"  # progress, step by step
+    assert labels[:3] == ["started Anvil", "compiled and deployed the protocol", "started the risk engine"]
+    c = report["conservation"]
+    assert c["holds"]
+    # balances as exact USD decimal strings (six decimals), the dust also in quote units
+    assert all(len(c[k].split(".")[1]) == 6 for k in ("vault_usdc_usd", "books_usd", "rounding_dust_usd"))
+    assert Decimal(c["vault_usdc_usd"]) == Decimal(c["books_usd"]) + Decimal(c["rounding_dust_usd"])
+    assert Decimal(c["rounding_dust_usd"]) * 10**6 == c["rounding_dust_units"]
+    assert Decimal(c["vault_usdc_usd"]) > 1_000_000  # the funded accounts' deposits, in USD, not raw units
     assert [t["instrument"] for t in report["trades"]] == ["BTC-C60K", "BTC-P50K", "BTC-PERP", "ETH-PERP"]
     rounds = report["rounds"]
     assert [r["round"] for r in rounds] == list(range(1, len(rounds) + 1))  # consecutive, none skipped
     assert len(rounds) == 6 + 1 + 36  # one root per hourly step: never in emergency mode when it matters
     assert rounds[0]["below_mm"] == []
+    # gas: one labelled row per kind of transaction, per transaction as in the README's gas table
+    gas = report["gas"]
+    for op, row in gas.items():
+        assert row["operation"] == GAS_OPERATIONS[op]
+        assert row["min"] <= row["gas_per_transaction"] <= row["max"]
+        assert row["total"] >= row["transactions"] * row["min"] and row["total"] <= row["transactions"] * row["max"]
+    assert gas["trade_2_attestations"]["transactions"] == 4 and gas["deposit"]["transactions"] == 5
+    assert gas["post_root"]["transactions"] == len(rounds)
+    snapshot = json.loads((ROOT / "gas" / "snapshot.json").read_text())  # what the README's table shows
+    assert abs(gas["post_root"]["gas_per_transaction"] / snapshot["post_root"] - 1) < 0.2
+    # the README's trade adds to a position both sides hold; each demo trade opens one on both (new storage)
+    reference = snapshot["trade_2_attestations_1_positions"]
+    assert reference < gas["trade_2_attestations"]["gas_per_transaction"] < 2 * reference
     # liquidations: each auction starts in a round that showed its account below MM
     below = {r["label"]: set(r["below_mm"]) for r in rounds}
     assert report["auctions"], "the leveraged long does not survive the March 2020 replay unliquidated"
@@ -78,3 +104,10 @@ def test_the_devnet_run_is_reproducible_liquidates_and_conserves_value() -> None
     # human units without float noise: every figure has at most six decimals
     assert all(float(f"{x:.6f}") == x for x in floats(report))
     assert run_demo(seed=12).report()["phases"][0]["spot"] != before["spot"]  # the seed drives the market
+    # what `pmsim demo` prints from it: every figure labelled, in USD with separators, never raw units
+    with console.capture() as captured:
+        show(json.loads(json.dumps(report, sort_keys=True)))  # as read back from the JSON file
+    out = captured.get()
+    assert "gas per transaction" in out and GAS_OPERATIONS["trade_2_attestations"] in out
+    assert "USDC held by the vault" in out and re.search(r"vault \d{1,3}(,\d{3})+\.\d{2} USD", out)
+    assert not re.search(r"\d{7,}", out)  # thousands separators everywhere: no raw quote units

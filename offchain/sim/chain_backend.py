@@ -1,0 +1,577 @@
+"""The simulator's chain backend: a scenario's intents as real signed transactions on a fresh Anvil.
+
+:class:`ChainBackend` implements :class:`offchain.sim.backend.Backend` with the real pieces of the
+devnet, nothing mocked:
+
+* a fresh Anvil (``--order fifo``: a block holds its transactions in the order they were sent),
+  automine off, every block mined explicitly at the time the backend's schedule gives
+  (:func:`~offchain.sim.backend.price_time`, :func:`~offchain.sim.backend.root_time`,
+  :func:`~offchain.sim.backend.round_time`);
+* the compiled contracts deployed by :func:`offchain.chain.deploy.deploy_protocol` with the scenario's
+  ``[protocol]`` parameters and its risk configuration's canonical hash, owner = the deployer (no
+  timelock);
+* the price service's signing rule (``PriceFeed.signersRequired``, asked of the feed) for each step's
+  round, and the settlement prices that round fixes;
+* the engine (:class:`offchain.engine.service.Engine` over :class:`~offchain.engine.core.EngineCore`,
+  in this process) posting its status root every step and attesting every trade, withdrawal and bid
+  with real EIP-712 signatures of its risk signers;
+* the agents' accounts (:func:`~offchain.sim.backend.sim_account`), funded with gas by
+  ``anvil_setBalance``; a deposit mints the tokens to the account first.
+
+Speed: a round's transactions are built and signed locally, sent one after the other without
+waiting, mined as one block, and confirmed with one ``eth_getBlockReceipts``; a transaction that
+reverted is traced (``debug_traceTransaction``, call tracer) for its custom error. The state is what
+the project's indexer rebuilds from the chain's events (:mod:`offchain.chain.indexer`).
+
+Refusal names (:attr:`Outcome.error`): the contract's custom error (``Vault_InsufficientCash``,
+``Liquidator_BadFraction``), or, when the engine refuses to attest, the engine's exception class name
+without ``Error`` (:func:`offchain.sim.backend.refusal`: ``InsufficientMargin``, ``Input``,
+``FeedStale``, ``ProtocolPaused``, ``Chain``), or ``NoStatusLeaf`` for a start on an account the
+latest root does not hold.
+
+Attestations of a round are computed on the state before the round (the chain's latest block): the
+engine cannot see a block that is not mined. The maker's side of a trade is attested before the
+taker's; a refusal of either refuses the trade.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from eth_abi import decode, encode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import function_signature_to_4byte_selector
+from web3 import Web3
+from web3.contract import Contract
+
+from offchain import rules
+from offchain.chain.actions import STATUS, trade_action
+from offchain.chain.anvil import DEFAULT_KEYS, Anvil, start_anvil
+from offchain.chain.client import Protocol, _abi_type
+from offchain.chain.deploy import DeployConfig, deploy_protocol
+from offchain.chain.devnet import dev_signers
+from offchain.chain.eip712 import Attestation, Order, PriceRound, Signer, sign_order, sign_price_round
+from offchain.chain.indexer import Indexer, ProtocolState
+from offchain.chain.merkle import StatusRoot, StatusTree
+from offchain.chain.units import TICK, Kind
+from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
+from offchain.engine.liquidation import BidRequest, fetch_auction
+from offchain.engine.service import Engine, RoundResult, SignedAttestation, _require_margin
+from offchain.engine.signer import LocalSigner, SignJob
+from offchain.errors import ChainError, ContractRevertError, InputError, PmsimError
+from offchain.risk.engine import MarginResult
+from offchain.sim.backend import (
+    AuctionRecord,
+    Bid,
+    Deposit,
+    Intent,
+    ListInstrument,
+    Outcome,
+    Settle,
+    StartAuction,
+    Trade,
+    Withdraw,
+    accounts_of,
+    price_time,
+    refusal,
+    root_time,
+    sim_account,
+)
+from offchain.sim.scenario import Scenario
+
+log = logging.getLogger(__name__)
+
+#: Seconds between Anvil's genesis and the scenario's start: the deployment's blocks, one a second.
+SETUP_SECONDS = 600
+#: Gas limit of every simulated transaction (blocks have no gas limit here; unused gas is refunded).
+TX_GAS = 8_000_000
+GAS_PRICE = 10**9
+GAS_BALANCE = 10**24  # wei given to every account (anvil_setBalance)
+MAX_ACCOUNTS = 1_000_000
+MAX_UINT = 2**256 - 1
+ZERO_ADDRESS = "0x" + "00" * 20
+ROOT_ROLE_KEYS = {"deployer": DEFAULT_KEYS[0], "engine": DEFAULT_KEYS[1], "prices": DEFAULT_KEYS[2],
+                  "relayer": DEFAULT_KEYS[3]}  # fmt: skip
+
+
+def _empty_proof() -> tuple[tuple[Any, ...], bytes]:
+    """A ``MarginProof`` with no signatures (a withdrawal of an account without risk needs none)."""
+    return (Attestation(ZERO_ADDRESS, 0, STATUS, 0, 0, 0, 0, 0, b"\x00" * 32, 0, 0, 0).as_tuple(), b"")
+
+
+class _Rpc:
+    """Plain JSON-RPC over one keep-alive HTTP session: the hot path skips web3's middleware."""
+
+    def __init__(self, url: str, timeout: float = 120.0) -> None:
+        self.url, self.timeout = url, timeout
+        self.session = requests.Session()
+        self.session.trust_env = False  # a local node: no proxy look-up in the environment on every request
+        self._id = 0
+
+    def __call__(self, method: str, *params: Any) -> Any:
+        self._id += 1
+        payload = {"jsonrpc": "2.0", "id": self._id, "method": method, "params": list(params)}
+        try:
+            body = self.session.post(self.url, json=payload, timeout=self.timeout).json()
+        except (requests.RequestException, ValueError) as exc:
+            raise ChainError(f"{method}: the node did not answer ({exc})") from exc
+        if "error" in body:
+            raise ChainError(f"{method}: {body['error'].get('message', body['error'])}")
+        return body["result"]
+
+    def close(self) -> None:
+        self.session.close()
+
+
+@dataclass
+class _Tx:
+    """One signed transaction of a round and the intent it belongs to."""
+
+    intent: int  # index in the round
+    hash: str
+    raw: str
+
+
+@dataclass
+class TxStats:
+    """Transactions sent and confirmed, and the wall time spent in :meth:`ChainBackend.apply` and
+    :meth:`ChainBackend.begin_step` (building, signing, sending, mining, confirming)."""
+
+    transactions: int = 0
+    reverted: int = 0
+    blocks: int = 0
+    seconds: float = 0.0
+
+    @property
+    def per_second(self) -> float:
+        return self.transactions / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class _Sender:
+    account: LocalAccount
+    nonce: int
+
+
+@dataclass
+class _Round:
+    """What a round will send: transactions in order, and the outcome of intents refused before sending."""
+
+    txs: list[_Tx] = field(default_factory=list)
+    refused: dict[int, Outcome] = field(default_factory=dict)
+
+
+class ChainBackend:
+    """A scenario on a fresh Anvil with the real contracts, engine and signatures (module notes).
+
+    Parameters
+    ----------
+    scenario : Scenario
+        Its ``[protocol]`` parameters and risk configuration are deployed; its start time is step 0.
+    accounts : int, optional
+        Agent accounts ``sim_account(seed, i)`` whose keys are derived up front (default: the scenario's
+        populations plus one, the runner's house market maker); an agent account beyond them is derived
+        when it first acts. Each account is funded with gas before its first transaction.
+    seed : int, optional
+        Seed of the account keys (default ``scenario.run.seed``): the run's seed.
+    risk_signers, risk_quorum, price_signers, price_quorum : int
+        The devnet's signer sets (``dev_signers``), by default two of three each.
+    workdir : Path, optional
+        Where the engine publishes its rounds (default: a temporary folder removed by :meth:`close`).
+    """
+
+    name = "chain"
+
+    def __init__(self, scenario: Scenario, accounts: int | None = None, *, seed: int | None = None, risk_signers: int = 3,
+                 risk_quorum: int = 2, price_signers: int = 3, price_quorum: int = 2,
+                 workdir: Path | None = None) -> None:  # fmt: skip
+        if tuple(scenario.underlyings) != ("BTC", "ETH"):
+            raise InputError("market.underlyings", f"the chain backend deploys BTC and ETH, in that order; the "
+                             f"scenario has {list(scenario.underlyings)}")  # fmt: skip
+        self.scenario = scenario
+        self.seed = scenario.run.seed if seed is None else seed
+        self.stats = TxStats()
+        self._tmp = None if workdir is not None else tempfile.mkdtemp(prefix="pmsim-chain-")
+        self.workdir = workdir if workdir is not None else Path(self._tmp or ".")
+        self.node: Anvil | None = start_anvil(
+            timestamp=scenario.run.start - SETUP_SECONDS,
+            extra=("--order", "fifo", "--gas-limit", str(10**15),
+                   "--base-fee", "0", "--no-priority-fee"),
+        )  # fmt: skip
+        try:
+            self._setup(accounts, risk_signers, risk_quorum, price_signers, price_quorum)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ set-up
+    def _setup(self, accounts: int | None, risk_n: int, risk_q: int, price_n: int, price_q: int) -> None:
+        assert self.node is not None
+        self.rpc = _Rpc(self.node.url)
+        session = requests.Session()
+        session.trust_env = False
+        self.w3 = Web3(Web3.HTTPProvider(self.node.url, request_kwargs={"timeout": 120}, session=session))
+        self.rpc("anvil_setBlockTimestampInterval", 1)  # the deployment's blocks: one a second, reproducible
+        onchain, liquidation = self.scenario.protocol_params()
+        risk, price = dev_signers("risk", risk_n), dev_signers("price", price_n)
+        config = self.scenario.risk_config
+        cfg = DeployConfig(risk_signers=[s.address for s in risk], price_signers=[s.address for s in price],
+                           risk_quorum=risk_q, price_quorum=price_q, params=onchain, liquidation=liquidation,
+                           engine_config_hash=config.canonical_hash())  # fmt: skip
+        self.deployer = ROOT_ROLE_KEYS["deployer"]
+        self.p: Protocol = deploy_protocol(self.w3, self.deployer, cfg, self.node.url)
+        self.rpc("anvil_removeBlockTimestampInterval")
+        self.rpc("evm_setAutomine", False)
+        signers = [LocalSigner(s._key.to_bytes(), self.p.domain("RiskOracle")) for s in risk]
+        indexer = Indexer(self.p, confirmations=0, checkpoint=None)
+        self.engine = Engine(self.p, EngineCore(config, self.p.deployment), indexer, signers, ROOT_ROLE_KEYS["engine"],
+                             self.workdir)  # fmt: skip
+        self._price_signers: list[Signer] = list(price)
+        self._price_quorum: int | None = None
+        self._abi_cache: dict[tuple[str, str], tuple[bytes, list[str], list[str]]] = {}
+        n = accounts if accounts is not None else 1 + sum(pop.count for pop in self.scenario.agents)
+        self._keys: dict[str, str] = {}
+        self._derive(n)
+        self._senders: dict[str, _Sender] = {}
+        self._approved: set[tuple[str, str]] = set()
+        self._order_nonce = 0
+        self.deployment = self.p.deployment
+        self.tokens = {sym: t.address for sym, t in self.p.deployment.tokens.items()}
+        self.symbols = {addr: sym for sym, addr in self.tokens.items()}
+        self.roles = {"insurance_fund": self.p.fund.address, "fee_collector": self.p.deployment.fee_collector}
+        self._last_time = int(self.w3.eth.get_block("latest")["timestamp"])
+        self._state = self.engine.refresh()
+
+    # ------------------------------------------------------------------ Backend
+    def begin_step(self, step: int, step_start: int, prices: Sequence[int]) -> None:
+        """Post the step's price round (and fix the settlement prices it decides) in one block at
+        :func:`price_time`; the engine's status root in the block at :func:`root_time`."""
+        t0 = time.perf_counter()
+        n = len(self.p.deployment.underlyings)
+        ticks = [int(x) for x in prices]
+        if len(ticks) != n or any(x <= 0 or x % TICK for x in ticks):
+            raise InputError("prices", f"expected {n} positive prices on the tick grid (1e18), got {list(prices)}")
+        when = price_time(step_start)
+        self._check_time(when)
+        latest = self._state.prices.round
+        signers = self._price_signers_for(ticks, when)
+        sigs = sign_price_round(self.p.domain("PriceFeed"), PriceRound(latest + 1, when, tuple(ticks)), signers)
+        txs = [self._tx(0, ROOT_ROLE_KEYS["prices"], self.p.feed, "post", when, ticks, sigs)]
+        for underlying, expiry in self._due_settlements(when):
+            rnd = self.engine._first_round_at_or_after(expiry, latest) or latest + 1
+            txs.append(self._tx(0, ROOT_ROLE_KEYS["prices"], self.p.instruments, "fixSettlement", underlying, expiry,
+                                rnd))  # fmt: skip
+        statuses = self._mine(when, txs)
+        if not all(statuses):
+            errors = [self._revert_name(tx.hash) for tx, ok in zip(txs, statuses, strict=True) if not ok]
+            raise ChainError(f"step {step}: the price round at {when} was refused: {', '.join(errors)}")
+        self._state = self.engine.refresh()
+        self._post_root(root_time(step_start))
+        self._state = self.engine.refresh()
+        self.stats.seconds += time.perf_counter() - t0
+
+    def _price_signers_for(self, ticks: list[int], when: int) -> list[Signer]:
+        """``PriceService._signers_for``' rule: the quorum, or every signer when the feed's own
+        ``signersRequired`` says the move needs them (asked of the feed at the latest block)."""
+        required = int(self._call(self.p.feed, "signersRequired", when, ticks)[0])
+        if self._price_quorum is None:
+            self._price_quorum = int(self._call(self.p.feed, "quorum")[0])
+        return self._price_signers if required > self._price_quorum else self._price_signers[: self._price_quorum]
+
+    def _post_root(self, when: int) -> None:
+        """The engine's round (``Engine.run_round`` without its settlement fixes, already in the price
+        block): every account's status leaf on the price block's state, the tree published and its root
+        signed by the quorum and posted in one block at ``when``; an empty block when the engine would
+        post nothing (no price round, a stale feed, no account)."""
+        state, engine = self._state, self.engine
+        txs: list[_Tx] = []
+        result = None
+        leaves = [] if state.prices.round == 0 or not rules.feed_fresh(state.feed_fresh_until, state.timestamp) \
+            else engine.core.status_leaves(state)  # fmt: skip
+        if leaves:
+            tree = StatusTree.build(leaves)
+            number = (state.root.round if state.root is not None else 0) + 1
+            issued, expiry = engine._window(state)
+            root = StatusRoot(number, tree.root, state.prices.round, issued, expiry, state.params_hash)
+            sigs = engine._collect(SignJob(state.block, root=root))
+            engine._publish(number, tree, root, state.block)
+            txs.append(self._tx(0, ROOT_ROLE_KEYS["engine"], self.p.oracle, "postRoot", root.as_tuple(), sigs))
+            result = RoundResult(number, root, tree, state.block, txs[0].hash)
+        statuses = self._mine(when, txs)
+        if not all(statuses):
+            raise ChainError(f"the status root at {when} was refused: {self._revert_name(txs[0].hash)}")
+        if result is not None:
+            engine.latest = result
+
+    def _call(self, contract: Contract, fn: str, *args: Any) -> tuple[Any, ...]:
+        """A view call at the latest block over the plain RPC, decoded (custom errors raised decoded)."""
+        data = self._calldata(contract, fn, args)
+        try:
+            out = self.rpc("eth_call", {"to": contract.address, "data": data}, "latest")
+        except ChainError as exc:
+            raise ChainError(f"{fn}: {exc}") from None
+        types = self._abi_cache[(contract.address, fn)][2]
+        return tuple(decode(types, bytes.fromhex(out.removeprefix("0x"))))
+
+    def apply(self, when: int, intents: Sequence[Intent]) -> list[Outcome]:
+        """One round: every intent's transactions signed and sent in order, one block at ``when``."""
+        t0 = time.perf_counter()
+        self._check_time(when)
+        seen: set[str] = set()
+        for intent in intents:
+            twice = seen.intersection(accounts_of(intent))
+            if twice:
+                raise InputError("intents", f"account {sorted(twice)[0]} appears twice in one round (use schedule())")
+            seen.update(accounts_of(intent))
+        plan = _Round()
+        state = self._state
+        for i, intent in enumerate(intents):
+            try:
+                plan.txs += self._build(i, intent, state, when)
+            except PmsimError as exc:
+                plan.refused[i] = Outcome(intent, False, refusal(exc), str(exc))
+        statuses = self._mine(when, plan.txs)
+        failed: dict[int, str] = {}
+        for tx, ok in zip(plan.txs, statuses, strict=True):
+            if not ok and tx.intent not in failed:
+                failed[tx.intent] = self._revert_name(tx.hash)
+        outcomes = []
+        for i, intent in enumerate(intents):
+            if i in plan.refused:
+                outcomes.append(plan.refused[i])
+            elif i in failed:
+                outcomes.append(Outcome(intent, False, failed[i].split("(")[0], failed[i]))
+            else:
+                outcomes.append(Outcome(intent, True))
+        self._state = self.engine.refresh()
+        self.stats.seconds += time.perf_counter() - t0
+        return outcomes
+
+    def state(self) -> ProtocolState:
+        """The protocol's state as the indexer rebuilt it from the chain's events (a copy)."""
+        return self._state.copy()
+
+    def margins(self) -> tuple[list[str], MarginResult]:
+        return self.engine.core.compute_all(self._state)
+
+    def auctions(self) -> dict[str, AuctionRecord]:
+        """``Liquidator.auctionOf`` of every account the indexer shows frozen (in auction)."""
+        out = {}
+        for account, acct in sorted(self._state.accounts.items()):
+            if not acct.frozen:
+                continue
+            view = fetch_auction(self.p, account, self._state.block)
+            if view.active:
+                out[account] = AuctionRecord(account, view.version, view.emergency, view.rules_state())
+        return out
+
+    def close(self) -> None:
+        """Stop Anvil and remove the temporary folder (idempotent)."""
+        rpc = getattr(self, "rpc", None)
+        if rpc is not None:
+            rpc.close()
+        if self.node is not None:
+            self.node.stop()
+            self.node = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> ChainBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ intents -> transactions
+    def _build(self, i: int, intent: Intent, state: ProtocolState, when: int) -> list[_Tx]:
+        """The signed transactions of one intent (engine attestations on ``state``); raises the
+        engine's refusal as a :class:`PmsimError`."""
+        p = self.p
+        if isinstance(intent, Deposit):
+            token = self._token(intent.token)
+            key = self._key(intent.account)
+            txs = [self._tx(i, key, p.tokens[intent.token], "mint", intent.account, intent.amount)]
+            if (intent.account, intent.token) not in self._approved:
+                txs.append(self._tx(i, key, p.tokens[intent.token], "approve", p.vault.address, MAX_UINT))
+                self._approved.add((intent.account, intent.token))
+            return [*txs, self._tx(i, key, p.vault, "deposit", token, intent.amount, intent.account)]
+        if isinstance(intent, Withdraw):
+            token = self._token(intent.token)
+            acct = state.accounts.get(intent.account)
+            risky = acct is not None and (bool(acct.positions) or acct.cash < 0)
+            proof = self._attest(state, WithdrawRequest(intent.account, token, intent.amount)).proof() if risky \
+                else _empty_proof()  # fmt: skip
+            return [self._tx(i, self._key(intent.account), p.vault, "withdraw", token, intent.amount, intent.account,
+                             proof)]  # fmt: skip
+        if isinstance(intent, Trade):
+            return [self._trade(i, intent, state, when)]
+        if isinstance(intent, ListInstrument):
+            return [self._tx(i, self.deployer, p.instruments, "list", intent.kind, intent.underlying, intent.expiry,
+                             intent.strike)]  # fmt: skip
+        if isinstance(intent, StartAuction):
+            latest = self.engine.latest
+            try:
+                if latest is None:
+                    raise InputError("account", "no status root posted yet")
+                leaf, proof = latest.tree.leaf(intent.account), latest.tree.proof(intent.account)
+            except InputError as exc:
+                raise NoStatusLeafError(str(exc)) from None
+            return [self._tx(i, self._key(intent.keeper), p.liquidator, "start", intent.account, leaf.as_tuple(),
+                             proof)]  # fmt: skip
+        if isinstance(intent, Bid):
+            version = fetch_auction(p, intent.account, state.block).version
+            req = BidRequest(intent.keeper, intent.account, version, intent.fraction, intent.worst_price)
+            signed = self._attest(state, req)
+            return [self._tx(i, self._key(intent.keeper), p.liquidator, "bid", intent.account, intent.fraction,
+                             intent.worst_price, version, signed.proof())]  # fmt: skip
+        if isinstance(intent, Settle):
+            return [self._tx(i, ROOT_ROLE_KEYS["relayer"], p.settler, "settleExpired", intent.instrument,
+                             list(intent.accounts))]  # fmt: skip
+        raise InputError("intent", f"unknown intent {intent!r}")
+
+    def _trade(self, i: int, t: Trade, state: ProtocolState, when: int) -> _Tx:
+        if t.size <= 0:
+            raise InputError("size", "must be positive")
+        maker_delta = -t.size if t.taker_buys else t.size
+        fees = {role: Engine._fee(state, d, t.price, role) for role, d in (("maker", maker_delta),
+                                                                           ("taker", -maker_delta))}  # fmt: skip
+        m_att = self._attest(state, TradeRequest(t.maker, t.instrument, maker_delta, t.price, fees["maker"]))
+        t_att = self._attest(state, TradeRequest(t.taker, t.instrument, -maker_delta, t.price, fees["taker"]))
+        m_order = self._order(t.maker, t.instrument, not t.taker_buys, t.size, t.price, when, maker=True)
+        t_order = self._order(t.taker, t.instrument, t.taker_buys, t.size, t.price, when, maker=False)
+        return self._tx(i, ROOT_ROLE_KEYS["relayer"], self.p.exchange, "trade", m_order, t_order, t.size,
+                        m_att.proof(), t_att.proof())  # fmt: skip
+
+    def _order(self, account: str, instrument: int, buy: bool, size: int, price: int, when: int,
+               *, maker: bool) -> tuple[Any, bytes]:  # fmt: skip
+        self._order_nonce += 1
+        o = Order.own(account, instrument, buy, size, price, self._order_nonce, when + 3600, maker=maker)
+        return o.as_tuple(), sign_order(self.p.domain("Exchange"), o, Signer(self._key(account)))
+
+    def _attest(self, state: ProtocolState, req: TradeRequest | WithdrawRequest | BidRequest) -> SignedAttestation:
+        """The engine's attestation of ``req`` on ``state`` with its quorum of signatures: what
+        ``Engine._attest`` serves, on the round's snapshot (raises the engine's refusal)."""
+        core = self.engine.core
+        issued, expiry = self.engine._window(state)
+        if isinstance(req, TradeRequest):
+            att = core.attest_trade(state, req, issued, expiry)
+            reducing = att.action_hash == trade_action(req.account, req.instrument, req.size_delta, req.price,
+                                                       req.fee, True)  # fmt: skip
+            _require_margin(att, reducing, "size")
+        elif isinstance(req, BidRequest):
+            att = core.attest_bid(state, req, fetch_auction(self.p, req.account, state.block), issued, expiry)
+            _require_margin(att, False, "fraction")
+        else:
+            att = core.attest_withdraw(state, req, issued, expiry)
+            _require_margin(att, False, "amount")
+        return SignedAttestation(att, self.engine._collect(SignJob(state.block, att, req), state), state.block)
+
+    # ------------------------------------------------------------------ transactions
+    def _calldata(self, contract: Contract, fn: str, args: Sequence[Any]) -> str:
+        """``selector || abi.encode(args)`` from the function's ABI entry, looked up once (web3's
+        ``encode_abi`` searches and validates the whole ABI on every call: most of a round's cost)."""
+        key = (contract.address, fn)
+        entry = self._abi_cache.get(key)
+        if entry is None:
+            [item] = [i for i in contract.abi if i.get("type") == "function" and i.get("name") == fn]
+            types = [_abi_type(i) for i in item["inputs"]]
+            selector = function_signature_to_4byte_selector(f"{fn}({','.join(types)})")
+            entry = self._abi_cache[key] = (selector, types, [_abi_type(o) for o in item["outputs"]])
+        selector, types, _ = entry
+        return "0x" + (selector + encode(types, list(args))).hex()
+
+    def _tx(self, intent: int, key: str, contract: Contract, fn: str, *args: Any) -> _Tx:
+        data = self._calldata(contract, fn, args)
+        sender = self._sender(key)
+        tx = {"to": contract.address, "data": data, "gas": TX_GAS, "gasPrice": GAS_PRICE, "nonce": sender.nonce,
+              "chainId": self.p.chain_id, "value": 0}  # fmt: skip
+        signed = sender.account.sign_transaction(tx)
+        sender.nonce += 1
+        return _Tx(intent, "0x" + bytes(signed.hash).hex(), "0x" + bytes(signed.raw_transaction).hex())
+
+    def _sender(self, key: str) -> _Sender:
+        s = self._senders.get(key)
+        if s is None:
+            account: LocalAccount = Account.from_key(key)
+            if key not in ROOT_ROLE_KEYS.values():
+                self.rpc("anvil_setBalance", account.address, hex(GAS_BALANCE))
+            nonce = int(self.rpc("eth_getTransactionCount", account.address, "latest"), 16)
+            s = self._senders[key] = _Sender(account, nonce)
+        return s
+
+    def _mine(self, when: int, txs: Sequence[_Tx]) -> list[bool]:
+        """Send ``txs`` in order, mine them as one block at ``when``; each one's success."""
+        for tx in txs:
+            try:
+                self.rpc("eth_sendRawTransaction", tx.raw)
+            except ChainError:
+                self._senders.clear()  # nonces are re-read: nothing of this round is half-counted
+                raise
+        self.rpc("evm_mine", when)
+        self._last_time = when
+        block = self.rpc("eth_getBlockByNumber", "latest", False)
+        if int(block["timestamp"], 16) != when or block["transactions"] != [tx.hash for tx in txs]:
+            self._senders.clear()
+            raise ChainError(f"the block at {when} does not hold the round's {len(txs)} transactions in order")
+        receipts = self.rpc("eth_getBlockReceipts", block["number"]) if txs else []
+        ok = [int(r["status"], 16) == 1 for r in receipts]
+        self.stats.transactions += len(txs)
+        self.stats.reverted += ok.count(False)
+        self.stats.blocks += 1
+        return ok
+
+    def _revert_name(self, tx_hash: str) -> str:
+        """The custom error a mined transaction reverted with (its call trace's output, decoded)."""
+        trace = self.rpc("debug_traceTransaction", tx_hash, {"tracer": "callTracer"})
+        output = trace.get("output") or "0x"
+        if output in ("0x", ""):
+            return "Revert"
+        err = self.p.decoder.decode(output)
+        return f"{err.error_name}{err.error_args if err.error_args else ''}"
+
+    def _check_time(self, when: int) -> None:
+        if when <= self._last_time:
+            raise InputError("when", f"{when} is not after the latest block's time {self._last_time}")
+
+    def _due_settlements(self, now: int) -> list[tuple[int, int]]:
+        """The expiries the engine fixes at ``now`` (``Engine.fix_settlements``' selection): expired,
+        held by an account, not fixed yet."""
+        state = self._state
+        held = {iid for acct in state.accounts.values() for iid in acct.positions}
+        return sorted({(ins.underlying, ins.expiry) for iid, ins in state.instruments.items()
+                       if iid in held and ins.kind != Kind.PERP and 0 < ins.expiry <= now
+                       and (ins.underlying, ins.expiry) not in state.settlements})  # fmt: skip
+
+    def _derive(self, n: int) -> None:
+        """Derive the keys of agent accounts up to index ``n`` (exclusive)."""
+        for i in range(len(self._keys), n):
+            address, key = sim_account(self.seed, i)
+            self._keys[address] = key
+
+    def _key(self, account: str) -> str:
+        """The key of agent account ``account`` (derived further, up to MAX_ACCOUNTS, if needed)."""
+        while account not in self._keys and len(self._keys) < MAX_ACCOUNTS:
+            self._derive(min(MAX_ACCOUNTS, 2 * len(self._keys) + 1024))
+        key = self._keys.get(account)
+        if key is None:
+            raise InputError("account", f"{account} is not an agent account sim_account({self.seed}, i) of this run")
+        return key
+
+    def _token(self, symbol: str) -> str:
+        if symbol not in self.tokens:
+            raise InputError("token", f"unknown token {symbol!r} (known: {', '.join(self.tokens)})")
+        return self.tokens[symbol]
+
+
+class NoStatusLeafError(PmsimError):
+    """The latest status root holds no leaf of the account (refusal ``NoStatusLeaf``)."""

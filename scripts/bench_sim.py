@@ -1,0 +1,156 @@
+"""Speed of the simulator (issue 11): a year of hourly steps for 1,000 accounts on the twin.
+
+    .venv/bin/python scripts/bench_sim.py [--accounts 1000] [--steps 8760] [--chain] [--chain-steps 1000]
+
+Runs the same seeded scenario (a mixed population of ``--accounts`` agents, GBM market) on the twin
+backend twice, with the margins of every account recomputed at every step (the runner reads them at
+each status root): at the default risk rule (``max(grid, ES) + add-ons``) and with the grid-only
+rule (``[risk.es] method = "none"``). Targets: <= 120 s and <= 30 s on 2 cores.
+
+Plain reference, measured in the same run on the final state: every account's margin computed one
+account at a time (``EngineCore.engine(state).account(...)``, no batch) against the batch
+``compute_all`` the twin uses; the ratio is printed.
+
+``--chain`` (the chain half): the same scenario over ``--chain-steps`` steps on
+``offchain.sim.chain_backend.ChainBackend`` (the chainsim helper's; skipped with a message while it
+does not exist) and on the twin, giving ``chain_tx_per_s`` (intents applied per second on Anvil)
+and ``twin_chain_ratio`` (chain seconds / twin seconds on that scenario). Without ``--chain`` both
+are null.
+
+The last line is JSON: accounts, steps, twin_seconds, twin_grid_seconds, chain_tx_per_s,
+twin_chain_ratio (and the reference figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from typing import Any
+
+from offchain.sim.backend import Backend, Outcome
+from offchain.sim.runner import make_backend, run
+from offchain.sim.scenario import Scenario, scenario_from_mapping
+
+#: Population shares of the benchmark scenario (sum 1): what a realistic venue holds.
+SHARES = (
+    ("option_writer", "covered-call writers", 0.05, 50_000.0, [10_000.0, 40_000.0], {"strategy": "covered_call"}),
+    ("option_writer", "put writers", 0.05, 50_000.0, [10_000.0, 40_000.0], {"strategy": "short_put", "moneyness": 0.9}),
+    ("delta_hedger", "delta_hedger", 0.05, 200_000.0, 100_000.0, {}),
+    ("trend_trader", "trend_trader", 0.30, 20_000.0, [5_000.0, 60_000.0], {"trade_every_steps": 4}),
+    ("mean_reversion_trader", "mean_reversion_trader", 0.30, 20_000.0, [5_000.0, 60_000.0], {}),
+    ("market_maker", "market_maker", 0.004, 20_000_000.0, 250_000.0, {"inventory_limit": 2e7}),
+    ("keeper", "keeper", 0.006, 500_000.0, 500_000.0, {}),
+)
+
+
+def bench_scenario(accounts: int, steps: int, grid_only: bool = False, seed: int = 11) -> Scenario:
+    """The benchmark's scenario: ``accounts`` agents in :data:`SHARES`, the rest depositors."""
+    agents: list[dict[str, Any]] = []
+    used = 0
+    for kind, name, share, capital, size, opts in SHARES:
+        n = max(1, round(accounts * share))
+        used += n
+        agents.append({"kind": kind, "name": name, "count": n, "capital": capital, "size": size, **opts})
+    agents.append({"kind": "depositor", "count": max(1, accounts - used), "capital": 10_000.0,
+                   "deposit_probability": 0.01, "withdraw_probability": 0.01})  # fmt: skip
+    mapping: dict[str, Any] = {
+        "run": {"name": f"bench-{accounts}x{steps}", "seed": seed, "steps": steps, "step_seconds": 3600},
+        "market": {"model": "gbm", "underlyings": ["BTC", "ETH"], "initial_prices": [60_000.0, 3_000.0],
+                   "vol": [0.5, 0.65], "correlation": 0.8},
+        "agents": agents,
+    }  # fmt: skip
+    if grid_only:
+        mapping["risk"] = {"es": {"method": "none"}}
+    return scenario_from_mapping(mapping)
+
+
+class Counting:
+    """A backend wrapper counting the intents applied (for transactions per second)."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.intents = 0
+        self.deployment = getattr(inner, "deployment", None)
+
+    def apply(self, when: int, intents: Any) -> list[Outcome]:
+        self.intents += len(intents)
+        return self.inner.apply(when, intents)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def timed(scenario: Scenario, name: str) -> tuple[float, int, Backend]:
+    backend = Counting(make_backend(name, scenario))
+    began = time.perf_counter()
+    run(scenario, backend, write=False)  # type: ignore[arg-type]
+    return time.perf_counter() - began, backend.intents, backend  # type: ignore[return-value]
+
+
+def reference(backend: Backend) -> tuple[float, float]:
+    """(batch seconds, one-account-at-a-time seconds) of every account's margin on the final state."""
+    from offchain.engine.core import EngineCore
+
+    core: EngineCore | None = getattr(backend, "core", None) or getattr(backend, "engine", None)
+    if not isinstance(core, EngineCore):
+        return float("nan"), float("nan")
+    state = backend.state()
+    began = time.perf_counter()
+    core.compute_all(state)
+    batch = time.perf_counter() - began
+    engine = core.engine(state)
+    began = time.perf_counter()
+    for acct in state.accounts.values():
+        engine.account(core._account_state(state, acct))
+    return batch, time.perf_counter() - began
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--accounts", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=8760)
+    ap.add_argument("--chain", action="store_true", help="also run the chain backend (needs ChainBackend)")
+    ap.add_argument("--chain-steps", type=int, default=1000)
+    args = ap.parse_args()
+
+    twin_s, intents, backend = timed(bench_scenario(args.accounts, args.steps), "twin")
+    print(f"twin, default rule: {args.accounts} accounts x {args.steps} steps in {twin_s:.1f} s "
+          f"({intents} intents, target <= 120 s)")  # fmt: skip
+    batch, single = reference(backend)
+    backend.close()
+    print(f"reference (final state): batch margins {batch * 1e3:.1f} ms, one account at a time "
+          f"{single * 1e3:.1f} ms: {single / batch:.1f}x")  # fmt: skip
+    grid_s, _, b2 = timed(bench_scenario(args.accounts, args.steps, grid_only=True), "twin")
+    b2.close()
+    print(f"twin, grid-only rule: {grid_s:.1f} s (target <= 30 s)")
+
+    chain_tx_per_s: float | None = None
+    ratio: float | None = None
+    if args.chain:
+        # ---- chain half: needs offchain.sim.chain_backend.ChainBackend (the chainsim helper's) ----
+        try:
+            importlib.import_module("offchain.sim.chain_backend")
+        except ImportError:
+            print("--chain: offchain.sim.chain_backend is not there yet; chain figures left null", file=sys.stderr)
+        else:
+            sc = bench_scenario(args.accounts, args.chain_steps)
+            chain_s, chain_intents, cb = timed(sc, "chain")
+            cb.close()
+            twin_small, _, tb = timed(sc, "twin")
+            tb.close()
+            chain_tx_per_s = chain_intents / chain_s
+            ratio = chain_s / twin_small
+            print(f"chain: {chain_intents} intents in {chain_s:.1f} s = {chain_tx_per_s:.0f} tx/s; "
+                  f"twin {twin_small:.1f} s on the same {args.chain_steps} steps: {ratio:.0f}x")  # fmt: skip
+    print(json.dumps({"accounts": args.accounts, "steps": args.steps, "twin_seconds": round(twin_s, 2),
+                      "twin_grid_seconds": round(grid_s, 2), "chain_tx_per_s": chain_tx_per_s,
+                      "twin_chain_ratio": ratio, "reference_batch_ms": round(batch * 1e3, 3),
+                      "reference_single_ms": round(single * 1e3, 3)}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
