@@ -43,11 +43,11 @@ from offchain.chain.eip712 import Attestation
 from offchain.chain.indexer import CollateralState, ProtocolState
 from offchain.chain.merkle import StatusLeaf, StatusTree
 from offchain.chain.params import CollateralParams, ExchangeBands, params_hash
-from offchain.chain.units import Kind
+from offchain.chain.units import TICK, Kind
 from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
 from offchain.engine.liquidation import BidRequest
 from offchain.engine.service import _require_margin
-from offchain.errors import ContractRevertError, PmsimError
+from offchain.errors import ContractRevertError, InputError, PmsimError
 from offchain.risk.engine import MarginResult
 from offchain.risk.fixed_point import attested_figures
 from offchain.sim.backend import (
@@ -61,6 +61,7 @@ from offchain.sim.backend import (
     StartAuction,
     Trade,
     Withdraw,
+    accounts_of,
     price_time,
     refusal,
     root_time,
@@ -233,6 +234,9 @@ class TwinBackend:
 
     # ------------------------------------------------------------------ Backend
     def begin_step(self, step: int, step_start: int, prices: Sequence[int]) -> None:
+        n = len(UNDERLYINGS)
+        if len(prices) != n or any(int(x) <= 0 or int(x) % TICK for x in prices):
+            raise InputError("prices", f"expected {n} positive prices on the tick grid (1e18), got {list(prices)}")
         t = price_time(step_start)
         self._mine(t)
         self.ledger.post_prices(t, [int(p) for p in prices], t)
@@ -259,6 +263,12 @@ class TwinBackend:
         return LazyLeaves(figures, result)
 
     def apply(self, when: int, intents: Sequence[Intent]) -> list[Outcome]:
+        seen: set[str] = set()
+        for intent in intents:
+            twice = seen.intersection(accounts_of(intent))
+            if twice:
+                raise InputError("intents", f"account {sorted(twice)[0]} appears twice in one round (use schedule())")
+            seen.update(accounts_of(intent))
         proofs: list[object] = [self._attest(i) for i in intents]
         self._mine(when)
         out = []
@@ -357,6 +367,7 @@ class TwinBackend:
         raise PmsimError(f"unknown intent {intent!r}")
 
     def state(self) -> ProtocolState:
+        """The twin's live state (not a copy: read it, copy it to keep it past the next step)."""
         return self.ledger.state
 
     def margins(self) -> tuple[list[str], MarginResult]:
