@@ -135,13 +135,12 @@ class Ledger:
         self._touched(name, args)
 
     def _touched(self, name: str, args: dict[str, Any]) -> None:
-        """Remember what an event changed (for incremental margins): its accounts, a perpetual's funding."""
+        """Remember the accounts an event touched (for incremental margins; ``_accrue`` adds the perpetuals
+        whose cumulative funding moved)."""
         for role in ("account", "collector", "from", "to"):
             who = args.get(role)
             if who is not None:
                 self.dirty.add(who)
-        if name == "FundingUpdated":
-            self.dirty_funding.add(args["id"])
 
     def take_dirty(self) -> tuple[set[str], set[int]]:
         """The accounts and perpetuals touched since the last call (a superset after a refusal)."""
@@ -465,6 +464,8 @@ class Ledger:
             return
         p = rules.clamp_premium(ins.premium, index, self._params().max_funding_rate)
         delta, carry = rules.funding_accrual(p, ins.mark_time, ins.funding_updated_at, now, ins.carry)
+        if delta:
+            self.dirty_funding.add(iid)
         self._emit_at("FundingUpdated", now, id=iid, cumulativeFunding=ins.cumulative_funding + delta, indexPrice=index,
                    premium=p, carry=carry)  # fmt: skip
 

@@ -87,23 +87,15 @@ class ReplayRun:
                                                                          "not saved (gap)", "missed")}  # fmt: skip
         keeper = [b for b in self.bids if b["first"]]
         return {
-            "window": {
-                "from": _label(self.start_hour, 0),
-                "hours": self.hours,
-                "start_step": self.start_hour,
-                "data": "data/market/{btc,eth}_usd_1h_2020-03.csv",
-            },
+            "window": {"from": _label(self.start_hour, 0), "hours": self.hours,
+                       "start_step": self.start_hour, "data": "data/market/{btc,eth}_usd_1h_2020-03.csv"},
             "accounts": rows,
-            "summary": {
-                **counts,
-                "accounts": len(rows),
-                "breached": len(rows) - counts["never breached"],
-                "bad_debt_usd": sum(r["bad_debt_usd"] for r in rows),
-                "keeper_bids": len(self.bids),
-                "keeper_profit_usd": sum(b["profit_usd"] for b in self.bids),
-                "first_bid_after_breach_s_max": max((b["breach_to_bid_s"] for b in keeper), default=None),
-                "first_bid_after_breach_blocks_max": max((b["breach_to_bid_blocks"] for b in keeper), default=None),
-            },
+            "summary": {**counts, "accounts": len(rows), "breached": len(rows) - counts["never breached"],
+                        "bad_debt_usd": sum(r["bad_debt_usd"] for r in rows),
+                        "keeper_bids": len(self.bids), "keeper_profit_usd": sum(b["profit_usd"] for b in self.bids),
+                        "first_bid_after_breach_s_max": max((b["breach_to_bid_s"] for b in keeper), default=None),
+                        "first_bid_after_breach_blocks_max": max((b["breach_to_bid_blocks"] for b in keeper),
+                                                                 default=None)},
             "hourly": self.hourly,
             "auctions": self.auctions,
             "bids": self.bids,
@@ -132,11 +124,8 @@ class ReplayRun:
             first = [b for b in bids if b["first"]]
             delay = (f"; first bid {first[0]['breach_to_bid_s']} s ({first[0]['breach_to_bid_blocks']} blocks) "
                      "after the root that showed the breach") if first else ""  # fmt: skip
-            return {
-                **row,
-                "status": "saved",
-                "reason": f"every auction solvent: liquidated before mark-to-market equity went negative{delay}",
-            }
+            return {**row, "status": "saved",
+                    "reason": f"every auction solvent: liquidated before mark-to-market equity went negative{delay}"}
         a = insolvent[0]
         i = next(j for j, o in enumerate(obs) if o[0] == a["label"])
         prev = obs[i - 1][3] if i > 0 else None

@@ -24,9 +24,11 @@ Time model (one block per timestamp; the engine sees the state of the last block
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import rlp  # type: ignore[import-untyped]
 from eth_account import Account
 from eth_utils import keccak, to_checksum_address
@@ -41,10 +43,11 @@ from offchain.chain.eip712 import Attestation
 from offchain.chain.indexer import CollateralState, ProtocolState
 from offchain.chain.merkle import StatusLeaf, StatusTree
 from offchain.chain.params import CollateralParams, ExchangeBands, params_hash
+from offchain.chain.units import TICK, Kind
 from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
 from offchain.engine.liquidation import BidRequest
 from offchain.engine.service import _require_margin
-from offchain.errors import ContractRevertError, PmsimError
+from offchain.errors import ContractRevertError, InputError, PmsimError
 from offchain.risk.engine import MarginResult
 from offchain.risk.fixed_point import attested_figures
 from offchain.sim.backend import (
@@ -58,15 +61,19 @@ from offchain.sim.backend import (
     StartAuction,
     Trade,
     Withdraw,
+    accounts_of,
     price_time,
     refusal,
     root_time,
+    round_time,
+    schedule,
+    sim_account,
 )
 from offchain.sim.ledger import Ledger, with_timestamp
 from offchain.sim.margins import IncrementalMargins
 from offchain.sim.scenario import Scenario
 
-__all__ = ["TwinBackend", "create_address", "twin_genesis"]
+__all__ = ["TwinBackend", "bench_twin", "create_address", "grid_only", "twin_genesis"]
 
 #: Deployment order of ``deploy_protocol``: the deployer's nonce of each contract.
 DEPLOY_ORDER = ("USDC", "WBTC", "WETH", "RiskParams", "PriceFeed", "Instruments", "Vault", "Exchange", "VaultLens",
@@ -227,6 +234,9 @@ class TwinBackend:
 
     # ------------------------------------------------------------------ Backend
     def begin_step(self, step: int, step_start: int, prices: Sequence[int]) -> None:
+        n = len(UNDERLYINGS)
+        if len(prices) != n or any(int(x) <= 0 or int(x) % TICK for x in prices):
+            raise InputError("prices", f"expected {n} positive prices on the tick grid (1e18), got {list(prices)}")
         t = price_time(step_start)
         self._mine(t)
         self.ledger.post_prices(t, [int(p) for p in prices], t)
@@ -253,6 +263,13 @@ class TwinBackend:
         return LazyLeaves(figures, result)
 
     def apply(self, when: int, intents: Sequence[Intent]) -> list[Outcome]:
+        seen: set[str] = set()
+        for intent in intents:
+            twice = seen.intersection(accounts_of(intent))
+            if twice:
+                raise InputError("intents", f"account {sorted(twice)[0]} appears twice in one round (use schedule())")
+            seen.update(accounts_of(intent))
+        self._share_market()
         proofs: list[object] = [self._attest(i) for i in intents]
         self._mine(when)
         out = []
@@ -267,6 +284,18 @@ class TwinBackend:
                 continue
             out.append(Outcome(intent, True, "", detail))
         return out
+
+    def _share_market(self) -> None:
+        """Hand the engine core the margins' market of this block (the same inputs, so the same market),
+        so that its attestations do not build it a second time."""
+        s = self.ledger.state
+        if s.prices.round == 0:
+            return
+        key = (s.block, s.block_hash, s.prices.round, s.params_hash)
+        if key not in self.core._engines:
+            self.core._engines[key] = self._margins.engine(s)
+            while len(self.core._engines) > 4:
+                self.core._engines.popitem(last=False)
 
     def _attest(self, intent: Intent) -> object:
         """The engine's attestations for ``intent`` on the state before the round, or its refusal."""
@@ -351,6 +380,7 @@ class TwinBackend:
         raise PmsimError(f"unknown intent {intent!r}")
 
     def state(self) -> ProtocolState:
+        """The twin's live state (not a copy: read it, copy it to keep it past the next step)."""
         return self.ledger.state
 
     def margins(self) -> tuple[list[str], MarginResult]:
@@ -362,3 +392,69 @@ class TwinBackend:
 
     def close(self) -> None:
         self._closed = True
+
+
+# ---------------------------------------------------------------------- measuring the twin
+def grid_only(scenario: Scenario) -> Scenario:
+    """``scenario`` with the grid-only risk rule (no tail scenarios: ``es.method = "none"``)."""
+    cfg = scenario.risk_config
+    return replace(scenario, risk_config=replace(cfg, es=replace(cfg.es, method="none")))
+
+
+def bench_twin(scenario: Scenario, accounts: int = 1_000, steps: int = 100, *, trades_per_step: int = 50,
+               seed: int = 0, reference_every: int = 10) -> dict[str, float]:  # fmt: skip
+    """Time the twin on a synthetic book: ``accounts`` funded accounts, one perpetual position each
+    (pairs), ``trades_per_step`` fills a step between random pairs at the index, hourly seeded price
+    moves, and every account's margins each step (``margins()``).
+
+    Returns the seconds per step of the twin (``twin_step``: begin_step with its status root, the
+    rounds, margins), of its margins alone after the rounds (``margins``), and of the plain reference,
+    ``EngineCore.compute_all`` from scratch on the same state (``reference``, a fresh core, measured on
+    every ``reference_every``-th step), with ``steps`` and ``accounts``.
+    """
+    rng = np.random.default_rng(seed)
+    listings = [ListInstrument(int(Kind.PERP), u, 0, 0) for u in range(len(UNDERLYINGS))]
+    tw = TwinBackend(scenario, listings, merkle_roots=False)
+    ref = EngineCore(scenario.risk_config, tw.deployment)
+    names = [sim_account(seed, i)[0] for i in range(accounts)]
+    spot = np.array([60_000.0, 3_000.0])
+    step_s = scenario.run.step_seconds
+    t = scenario.run.start
+
+    def ticks() -> list[int]:
+        return [int(x * 1000) * 10**15 for x in spot]
+
+    tw.begin_step(0, t, ticks())
+    for k, rnd in enumerate(schedule([Deposit(a, "USDC", 1_000_000 * 10**6) for a in names])):
+        tw.apply(round_time(t, k), rnd)
+    opening = [Trade(names[i], names[i + 1], 1 + (i // 2) % 2, 10**17 * (1 + i % 7), ticks()[(i // 2) % 2], i % 4 == 0)
+               for i in range(0, accounts - 1, 2)]  # fmt: skip
+    tw.apply(round_time(t, 1), opening)
+    tw.margins()
+    twin = margins_s = reference = 0.0
+    measured = 0
+    for step in range(1, steps + 1):
+        t += step_s
+        spot *= np.exp(rng.normal(0.0, 0.004, spot.size))
+        px = ticks()
+        intents: list[Intent] = []
+        for _ in range(trades_per_step):
+            i = int(rng.integers(0, accounts - 1))
+            u = int(rng.integers(0, 2))
+            intents.append(Trade(names[i], names[i + 1], 1 + u, 10**16 * int(rng.integers(1, 20)), px[u],
+                                 bool(rng.integers(0, 2))))  # fmt: skip
+        t0 = time.perf_counter()
+        tw.begin_step(step, t, px)
+        for k, rnd in enumerate(schedule(intents)):
+            tw.apply(round_time(t, k), rnd)
+        t1 = time.perf_counter()
+        tw.margins()
+        t2 = time.perf_counter()
+        twin += t2 - t0
+        margins_s += t2 - t1
+        if step % reference_every == 0:
+            ref.compute_all(tw.state())
+            reference += time.perf_counter() - t2
+            measured += 1
+    return {"accounts": float(accounts), "steps": float(steps), "twin_step": twin / steps,
+            "margins": margins_s / steps, "reference": reference / max(measured, 1)}  # fmt: skip
