@@ -96,7 +96,7 @@ SETUP_SECONDS = 600
 TX_GAS = 8_000_000
 GAS_PRICE = 10**9
 GAS_BALANCE = 10**24  # wei given to every account (anvil_setBalance)
-MAX_ACCOUNTS = 1_000_000
+SPARE_ACCOUNTS = 512  # agent accounts derived beyond the expected ones before an address is refused
 MAX_UINT = 2**256 - 1
 ZERO_ADDRESS = "0x" + "00" * 20
 ROOT_ROLE_KEYS = {"deployer": DEFAULT_KEYS[0], "engine": DEFAULT_KEYS[1], "prices": DEFAULT_KEYS[2],
@@ -237,9 +237,11 @@ class ChainBackend:
                              self.workdir)  # fmt: skip
         self._price_signers: list[Signer] = list(price)
         self._price_quorum: int | None = None
+        self._margins: tuple[str, tuple[list[str], MarginResult]] | None = None
         self._abi_cache: dict[tuple[str, str], tuple[bytes, list[str], list[str]]] = {}
         n = accounts if accounts is not None else 1 + sum(pop.count for pop in self.scenario.agents)
         self._keys: dict[str, str] = {}
+        self._max_accounts = max(2 * n, n + SPARE_ACCOUNTS)
         self._derive(n)
         self._senders: dict[str, _Sender] = {}
         self._approved: set[tuple[str, str]] = set()
@@ -361,7 +363,11 @@ class ChainBackend:
         return self._state.copy()
 
     def margins(self) -> tuple[list[str], MarginResult]:
-        return self.engine.core.compute_all(self._state)
+        """``EngineCore.compute_all`` of the state now (remembered until the next block)."""
+        key = self._state.block_hash
+        if self._margins is None or self._margins[0] != key:
+            self._margins = (key, self.engine.core.compute_all(self._state))
+        return self._margins[1]
 
     def auctions(self) -> dict[str, AuctionRecord]:
         """``Liquidator.auctionOf`` of every account the indexer shows frozen (in auction)."""
@@ -559,9 +565,10 @@ class ChainBackend:
             self._keys[address] = key
 
     def _key(self, account: str) -> str:
-        """The key of agent account ``account`` (derived further, up to MAX_ACCOUNTS, if needed)."""
-        while account not in self._keys and len(self._keys) < MAX_ACCOUNTS:
-            self._derive(min(MAX_ACCOUNTS, 2 * len(self._keys) + 1024))
+        """The key of agent account ``account`` (derived further, up to twice the expected accounts
+        and at least SPARE_ACCOUNTS more, if needed)."""
+        while account not in self._keys and len(self._keys) < self._max_accounts:
+            self._derive(min(self._max_accounts, 2 * len(self._keys) + 256))
         key = self._keys.get(account)
         if key is None:
             raise InputError("account", f"{account} is not an agent account sim_account({self.seed}, i) of this run")
