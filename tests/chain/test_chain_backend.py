@@ -177,3 +177,20 @@ def test_transaction_rate_is_measured(chain: ChainBackend) -> None:
     assert txs == 10 * n // 2 and chain.stats.reverted == 0
     print(f"\nchain backend: {txs} trades in {wall:.2f} s wall ({txs / wall:.0f} tx/s; "
           f"{txs / (chain.stats.seconds - spent):.0f} tx/s inside apply)")
+
+
+def test_legacy_signing_is_byte_for_byte_eth_accounts() -> None:
+    import coincurve
+    from eth_account import Account
+
+    from offchain.chain.anvil import DEFAULT_KEYS
+    from offchain.sim.chain_backend import sign_legacy
+
+    acct = Account.from_key(DEFAULT_KEYS[3])
+    for nonce, data in ((0, b""), (7, bytes.fromhex("deadbeef")), (2**40, bytes(range(256)) * 9)):
+        tx = {"to": "0x5FbDB2315678afecb367f032d93F642f64180aa3", "data": data, "gas": 8_000_000, "gasPrice": 10**9,
+              "nonce": nonce, "chainId": 31337, "value": 0}  # fmt: skip
+        ref = acct.sign_transaction(tx)
+        raw, tx_hash = sign_legacy(coincurve.PrivateKey(bytes(acct.key)), nonce, 10**9, 8_000_000, str(tx["to"]), data,
+                                   31337)  # fmt: skip
+        assert (raw, tx_hash) == (bytes(ref.raw_transaction), bytes(ref.hash))
