@@ -69,7 +69,7 @@ from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
 from offchain.engine.liquidation import BidRequest, fetch_auction
 from offchain.engine.service import Engine, RoundResult, SignedAttestation, _require_margin
 from offchain.engine.signer import LocalSigner, SignJob
-from offchain.errors import ChainError, ContractRevertError, InputError, PmsimError
+from offchain.errors import ChainError, InputError, PmsimError
 from offchain.risk.engine import MarginResult
 from offchain.sim.backend import (
     AuctionRecord,
@@ -212,8 +212,8 @@ class ChainBackend:
 
     name = "chain"
 
-    def __init__(self, scenario: Scenario, accounts: int | None = None, *, seed: int | None = None, risk_signers: int = 3,
-                 risk_quorum: int = 2, price_signers: int = 3, price_quorum: int = 2,
+    def __init__(self, scenario: Scenario, accounts: int | None = None, *, seed: int | None = None,
+                 risk_signers: int = 3, risk_quorum: int = 2, price_signers: int = 3, price_quorum: int = 2,
                  workdir: Path | None = None) -> None:  # fmt: skip
         if tuple(scenario.underlyings) != ("BTC", "ETH"):
             raise InputError("market.underlyings", f"the chain backend deploys BTC and ETH, in that order; the "
@@ -452,11 +452,11 @@ class ChainBackend:
             try:
                 if latest is None:
                     raise InputError("account", "no status root posted yet")
-                leaf, proof = latest.tree.leaf(intent.account), latest.tree.proof(intent.account)
+                leaf, path = latest.tree.leaf(intent.account), latest.tree.proof(intent.account)
             except InputError as exc:
                 raise NoStatusLeafError(str(exc)) from None
             return [self._tx(i, self._key(intent.keeper), p.liquidator, "start", intent.account, leaf.as_tuple(),
-                             proof)]  # fmt: skip
+                             path)]  # fmt: skip
         if isinstance(intent, Bid):
             version = fetch_auction(p, intent.account, state.block).version
             req = BidRequest(intent.keeper, intent.account, version, intent.fraction, intent.worst_price)
@@ -515,7 +515,8 @@ class ChainBackend:
         key = (contract.address, fn)
         entry = self._abi_cache.get(key)
         if entry is None:
-            [item] = [i for i in contract.abi if i.get("type") == "function" and i.get("name") == fn]
+            abi: list[dict[str, Any]] = [dict(i) for i in contract.abi]
+            [item] = [i for i in abi if i.get("type") == "function" and i.get("name") == fn]
             types = [_abi_type(i) for i in item["inputs"]]
             selector = function_signature_to_4byte_selector(f"{fn}({','.join(types)})")
             entry = self._abi_cache[key] = (selector, types, [_abi_type(o) for o in item["outputs"]])

@@ -102,17 +102,21 @@ def _account_fields(acct: AccountState, loss_index: int, symbols: Mapping[str, s
     collateral = {symbols.get(t, t): v for t, v in acct.collateral.items() if v != 0}
     positions = {iid: _Record(size=p.size, cost_basis=p.cost_basis, funding_snapshot=p.funding_snapshot)
                  for iid, p in acct.positions.items()}  # fmt: skip
-    return _Record({"effective_cash": acct.effective_cash(loss_index), "cash": acct.cash, "loss_snapshot": acct.loss_snapshot,
-            "deposit_credit": acct.deposit_credit, "risk_nonce": acct.risk_nonce, "frozen": acct.frozen,
-            "collateral": collateral, "positions": positions})  # fmt: skip
+    return _Record(
+        effective_cash=acct.effective_cash(loss_index), cash=acct.cash, loss_snapshot=acct.loss_snapshot,
+        deposit_credit=acct.deposit_credit, risk_nonce=acct.risk_nonce, frozen=acct.frozen,
+        collateral=collateral, positions=positions,
+    )
 
 
 def _protocol_fields(s: ProtocolState, symbols: Mapping[str, str]) -> dict[str, Any]:
     collaterals = {symbols.get(t, t): (c.underlying, c.haircut) for t, c in s.collaterals.items()}
-    return _Record({"timestamp": s.timestamp, "prices": s.prices, "loss_index": s.loss_index, "settlements": s.settlements,
-            "paused": s.paused, "feed_fresh_until": s.feed_fresh_until, "params": s.params,
-            "liquidation": s.liquidation, "bands": s.bands, "engine_config_hash": s.engine_config_hash,
-            "risk_quorum": s.risk_quorum, "collaterals": collaterals})  # fmt: skip
+    return _Record(
+        timestamp=s.timestamp, prices=s.prices, loss_index=s.loss_index, settlements=s.settlements,
+        paused=s.paused, feed_fresh_until=s.feed_fresh_until, params=s.params, liquidation=s.liquidation,
+        bands=s.bands, engine_config_hash=s.engine_config_hash, risk_quorum=s.risk_quorum,
+        collaterals=collaterals,
+    )
 
 
 def diff_states(left: Side, right: Side) -> Difference | None:

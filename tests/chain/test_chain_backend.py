@@ -65,8 +65,8 @@ def prices(btc: int, eth: int = 3_000) -> list[int]:
 def open_market(b: ChainBackend, start: int, deposits: dict[int, int]) -> None:
     """Step 0: prices, the BTC and ETH perps listed, quote deposits (USD) to agents by index."""
     b.begin_step(0, start, prices(60_000))
-    out = b.apply(round_time(start, 0), [ListInstrument(int(Kind.PERP), 0, 0, 0), ListInstrument(int(Kind.PERP), 1, 0, 0),
-                                         *(Deposit(who(i), "USDC", usd * USDC) for i, usd in deposits.items())])  # fmt: skip
+    perps = [ListInstrument(int(Kind.PERP), 0, 0, 0), ListInstrument(int(Kind.PERP), 1, 0, 0)]
+    out = b.apply(round_time(start, 0), [*perps, *(Deposit(who(i), "USDC", usd * USDC) for i, usd in deposits.items())])
     assert all(o.ok for o in out), out
 
 
