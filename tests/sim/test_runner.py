@@ -75,16 +75,25 @@ def check_metrics(folder: Path) -> dict[str, Any]:
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_each_shipped_scenario_runs_reproducibly(path: Path, tmp_path: Path) -> None:
-    s = shortened(load_scenario(path), 30)
+    s = shortened(load_scenario(path), 16)
     a = run_twin(s, tmp_path / "a")
     run_twin(s, tmp_path / "b")
     assert files(tmp_path / "a") == files(tmp_path / "b")
     assert sorted(f.name for f in (tmp_path / "a").iterdir()) == [
         "liquidations.json", "run.json", "scenario.json", "series.csv"]  # fmt: skip
-    assert a.scenario["run"]["steps"] == 30 and a.backend == "twin"
+    assert a.scenario["run"]["steps"] == 16 and a.backend == "twin"
     check_metrics(tmp_path / "a")
-    run_twin(s, tmp_path / "c", seed=s.run.seed + 1)
-    assert files(tmp_path / "c")["series.csv"] != files(tmp_path / "a")["series.csv"]
+
+
+def test_another_seed_is_another_run(tmp_path: Path) -> None:
+    s = shortened(load_scenario("scenarios/calm.toml"), 4)
+    a = run_twin(s, tmp_path / "a")
+    b = run_twin(s, tmp_path / "b", seed=s.run.seed + 1)
+    assert (
+        b.seed == s.run.seed + 1 and json.loads((tmp_path / "b" / "scenario.json").read_text())["run"]["seed"] == b.seed
+    )
+    assert files(tmp_path / "a")["series.csv"] != files(tmp_path / "b")["series.csv"]
+    assert a.summary != b.summary
 
 
 CRASH: dict[str, Any] = {
