@@ -73,7 +73,7 @@ def default_folder(scenario: Scenario, backend: str) -> Path:
 def initial_listings(scenario: Scenario) -> list[ListInstrument]:
     """The instruments listed at deployment (step 0), in order: one perpetual per underlying, then the
     option series the agents write or buy at the first prices (sorted). Both backends list exactly
-    these before step 0 (the chain at deployment); the runner lists later series as intents."""
+    these in step 0's first round, before the deposits; later series are listed as they are needed."""
     path = scenario.market_path()
     prices = tuple(price_to_tick(float(p)) for p in path.prices[0])
     start = int(path.times[0])
@@ -87,25 +87,28 @@ def initial_listings(scenario: Scenario) -> list[ListInstrument]:
     return perps + [ListInstrument(*k) for k in sorted(keys)]
 
 
-def make_backend(name: str, scenario: Scenario) -> Backend:
-    """The backend called ``name`` (``twin``: :class:`offchain.sim.twin.TwinBackend`; ``chain``:
-    :class:`offchain.sim.chain_backend.ChainBackend`) for ``scenario``, deployed with its
-    :func:`initial_listings`.
+def make_backend(name: str, scenario: Scenario, seed: int | None = None) -> Backend:
+    """The backend called ``name`` for ``scenario`` (run with ``seed``, default ``run.seed``):
+    ``twin``, :class:`offchain.sim.twin.TwinBackend`; ``chain``,
+    :class:`offchain.sim.chain_backend.ChainBackend` (a fresh Anvil). Both start with nothing listed:
+    the runner lists the perpetuals and the first series as step 0's first round
+    (:func:`initial_listings`), the same intents on both.
 
     Raises
     ------
     InputError
         An unknown name (field ``backend``).
     """
-    listings = initial_listings(scenario)
+    if seed is not None:
+        scenario = dataclasses.replace(scenario, run=dataclasses.replace(scenario.run, seed=seed))
     if name == "twin":
         from offchain.sim.twin import TwinBackend
 
-        return TwinBackend(scenario, listings)
+        return TwinBackend(scenario)
     if name == "chain":
         from offchain.sim.chain_backend import ChainBackend  # type: ignore[import-not-found,unused-ignore]
 
-        return ChainBackend(scenario, listings)  # type: ignore[no-any-return,unused-ignore]
+        return ChainBackend(scenario, seed=scenario.run.seed)  # type: ignore[no-any-return,unused-ignore]
     raise InputError("backend", f"must be 'twin' or 'chain', got {name!r}")
 
 

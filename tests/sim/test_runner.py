@@ -29,7 +29,7 @@ def shortened(s: Scenario, steps: int) -> Scenario:
 
 
 def run_twin(s: Scenario, folder: Path, seed: int | None = None) -> Any:
-    backend = make_backend("twin", s)
+    backend = make_backend("twin", s, seed)
     try:
         return run(s, backend, seed=seed, folder=folder)
     finally:
