@@ -71,7 +71,7 @@ class BidResult:
 class _Root:
     """The posted status root as the RiskOracle stores it, with the leaves it commits to."""
 
-    leaves: dict[str, StatusLeaf]
+    leaves: Mapping[str, StatusLeaf]
     price_round: int
     expiry: int
     cleared: bool = False
@@ -119,16 +119,34 @@ class Ledger:
         self.auctions: dict[str, AuctionView] = {}
         self.root: _Root | None = None
         self.root_round = 0
+        self.dirty: set[str] = set()
+        self.dirty_funding: set[int] = set()
         self._by_address = {t.address: t for t in self.tokens.values()}
         self._quote = next(t for t in self.tokens.values() if t.underlying is None)
 
     # ------------------------------------------------------------------ helpers
     def _emit(self, name: str, **args: Any) -> None:
         HANDLERS[name](self.state, Event(name, args, self.state.block, 0))
+        self._touched(name, args)
 
     def _emit_at(self, name: str, now: int, **args: Any) -> None:
         """An event whose indexer handler reads the block time."""
         HANDLERS[name](self.state, Event(name, args, self.state.block, 0, now))
+        self._touched(name, args)
+
+    def _touched(self, name: str, args: dict[str, Any]) -> None:
+        """Remember the accounts an event touched (for incremental margins; ``_accrue`` adds the perpetuals
+        whose cumulative funding moved)."""
+        for role in ("account", "collector", "from", "to"):
+            who = args.get(role)
+            if who is not None:
+                self.dirty.add(who)
+
+    def take_dirty(self) -> tuple[set[str], set[int]]:
+        """The accounts and perpetuals touched since the last call (a superset after a refusal)."""
+        out = (self.dirty, self.dirty_funding)
+        self.dirty, self.dirty_funding = set(), set()
+        return out
 
     def token(self, symbol: str) -> TokenInfo:
         t = self.tokens.get(symbol)
@@ -446,6 +464,8 @@ class Ledger:
             return
         p = rules.clamp_premium(ins.premium, index, self._params().max_funding_rate)
         delta, carry = rules.funding_accrual(p, ins.mark_time, ins.funding_updated_at, now, ins.carry)
+        if delta:
+            self.dirty_funding.add(iid)
         self._emit_at("FundingUpdated", now, id=iid, cumulativeFunding=ins.cumulative_funding + delta, indexPrice=index,
                    premium=p, carry=carry)  # fmt: skip
 
@@ -583,8 +603,8 @@ class Ledger:
         return settled
 
     # ------------------------------------------------------------------ status roots (RiskOracle)
-    def post_root(self, leaves: Sequence[StatusLeaf], root: bytes, price_round: int, issued_at: int, expiry: int,
-                  now: int) -> int:  # fmt: skip
+    def post_root(self, leaves: Sequence[StatusLeaf] | Mapping[str, StatusLeaf], root: bytes, price_round: int,
+                  issued_at: int, expiry: int, now: int) -> int:  # fmt: skip
         """``RiskOracle.postRoot`` of the engine's round (its leaves kept for ``Liquidator.start``)."""
         max_age = self._params().attestation_max_age
         if issued_at > now:
@@ -595,7 +615,8 @@ class Ledger:
             raise revert("RiskOracle_LifetimeTooLong", expiry - issued_at, max_age)
         self._check_price_round(price_round, now)
         self.root_round += 1
-        self.root = _Root({leaf.account: leaf for leaf in leaves}, price_round, expiry)
+        by_account = leaves if isinstance(leaves, Mapping) else {leaf.account: leaf for leaf in leaves}
+        self.root = _Root(by_account, price_round, expiry)
         self.root_posted_at = now
         self._emit("RootPosted", round=self.root_round, root=root, priceRound=price_round, issuedAt=issued_at,
                    expiry=expiry)  # fmt: skip

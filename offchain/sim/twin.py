@@ -24,9 +24,11 @@ Time model (one block per timestamp; the engine sees the state of the last block
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 
+import numpy as np
 import rlp  # type: ignore[import-untyped]
 from eth_account import Account
 from eth_utils import keccak, to_checksum_address
@@ -41,11 +43,13 @@ from offchain.chain.eip712 import Attestation
 from offchain.chain.indexer import CollateralState, ProtocolState
 from offchain.chain.merkle import StatusLeaf, StatusTree
 from offchain.chain.params import CollateralParams, ExchangeBands, params_hash
+from offchain.chain.units import TICK, Kind
 from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
 from offchain.engine.liquidation import BidRequest
 from offchain.engine.service import _require_margin
-from offchain.errors import ContractRevertError, PmsimError
+from offchain.errors import ContractRevertError, InputError, PmsimError
 from offchain.risk.engine import MarginResult
+from offchain.risk.fixed_point import attested_figures
 from offchain.sim.backend import (
     AuctionRecord,
     Bid,
@@ -57,20 +61,30 @@ from offchain.sim.backend import (
     StartAuction,
     Trade,
     Withdraw,
+    accounts_of,
     price_time,
     refusal,
     root_time,
+    round_time,
+    schedule,
+    sim_account,
 )
 from offchain.sim.ledger import Ledger, with_timestamp
 from offchain.sim.margins import IncrementalMargins
 from offchain.sim.scenario import Scenario
 
-__all__ = ["TwinBackend", "create_address", "twin_genesis"]
+__all__ = ["TwinBackend", "bench_twin", "create_address", "grid_only", "twin_genesis"]
 
 #: Deployment order of ``deploy_protocol``: the deployer's nonce of each contract.
 DEPLOY_ORDER = ("USDC", "WBTC", "WETH", "RiskParams", "PriceFeed", "Instruments", "Vault", "Exchange", "VaultLens",
                 "StandardMargin", "InsuranceFund", "Settler", "Liquidator")  # fmt: skip
 DECIMALS = {"USDC": 6, "WBTC": 8, "WETH": 18}
+#: The chain backend's deployment: Anvil starts this long before the scenario and mines one block a
+#: second; ``deploy_protocol`` sends 13 contracts and 15 wiring transactions (3 risk and 3 price signers),
+#: the Vault 7th; the initial listings follow, one block each.
+SETUP_SECONDS = 600
+DEPLOY_TXS = 28
+VAULT_TX = 7
 
 
 def create_address(sender: str, nonce: int) -> str:
@@ -125,6 +139,31 @@ def twin_genesis(scenario: Scenario, *, deployer_key: str = DEFAULT_KEYS[0], ris
     return Genesis(state, dep, addr["InsuranceFund"], cfg.feed)
 
 
+class LazyLeaves(Mapping[str, StatusLeaf]):
+    """A round's leaves by account, each built (``EngineCore._leaf``) when first read: a root's leaves
+    are read one by one (``Liquidator.start``), all of them only to hash the tree."""
+
+    def __init__(self, figures: dict[str, tuple[int, int, int]], result: MarginResult) -> None:
+        self._figures, self._result = figures, result
+        self._built: dict[str, StatusLeaf] = {}
+
+    def __getitem__(self, account: str) -> StatusLeaf:
+        leaf = self._built.get(account)
+        if leaf is None:
+            i, nonce, credit = self._figures[account]
+            m = self._result.account(i)
+            f = attested_figures(m.margin_equity, m.mtm_equity, m.im, m.mm)
+            leaf = self._built[account] = StatusLeaf(account, nonce, f.margin_equity, f.mtm_equity, f.im, f.mm,
+                                                     credit)  # fmt: skip
+        return leaf
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._figures)
+
+    def __len__(self) -> int:
+        return len(self._figures)
+
+
 class TwinBackend:
     """The twin (see the module docstring).
 
@@ -135,7 +174,9 @@ class TwinBackend:
     listings : sequence of ListInstrument
         The instruments listed at deployment (the step-0 listings), in order, at ``setup_time``.
     setup_time : int or None
-        Block time of the deployment (default: one minute before the scenario's start).
+        Block time of the first listing, the k-th at ``setup_time + k`` (default: as the chain backend
+        deploys, ``start - SETUP_SECONDS + DEPLOY_TXS + 1``); the Vault's deployment time
+        (``rootPostedAt`` before any root) is taken ``DEPLOY_TXS - VAULT_TX + 1`` seconds earlier.
     lifetime : int
         The engine's attestation and root lifetime (``build_engine``'s default 120 s), capped by
         ``attestationMaxAge``.
@@ -149,20 +190,21 @@ class TwinBackend:
     def __init__(self, scenario: Scenario, listings: Sequence[ListInstrument] = (), *, setup_time: int | None = None,
                  lifetime: int = 120, merkle_roots: bool = True, risk_signers: int = 3,
                  risk_quorum: int = 2) -> None:  # fmt: skip
-        t0 = scenario.run.start - 60 if setup_time is None else setup_time
+        t0 = scenario.run.start - SETUP_SECONDS + DEPLOY_TXS + 1 if setup_time is None else setup_time
         g = twin_genesis(scenario, risk_signers=risk_signers, risk_quorum=risk_quorum, setup_time=t0)
         self.scenario = scenario
         self.deployment = g.deployment
         self.ledger = Ledger(g.state, g.deployment.tokens, g.fund, heartbeat=g.feed.heartbeat,
-                             max_delay=g.feed.max_delay, root_posted_at=t0,
+                             max_delay=g.feed.max_delay, root_posted_at=t0 - (DEPLOY_TXS - VAULT_TX + 1),
                              num_underlyings=len(UNDERLYINGS))  # fmt: skip
         self.core = EngineCore(scenario.risk_config, g.deployment)
         self.lifetime = lifetime
         self.merkle_roots = merkle_roots
         self._margins = IncrementalMargins(self.core)
         self.last_bids: dict[str, object] = {}
-        for spec in listings:
-            self.ledger.list_instrument(spec.kind, spec.underlying, spec.expiry, spec.strike, t0)
+        for k, spec in enumerate(listings):
+            with_timestamp(self.ledger.state, k + 1, t0 + k)
+            self.ledger.list_instrument(spec.kind, spec.underlying, spec.expiry, spec.strike, t0 + k)
         self._closed = False
 
     # ------------------------------------------------------------------ roles
@@ -192,6 +234,9 @@ class TwinBackend:
 
     # ------------------------------------------------------------------ Backend
     def begin_step(self, step: int, step_start: int, prices: Sequence[int]) -> None:
+        n = len(UNDERLYINGS)
+        if len(prices) != n or any(int(x) <= 0 or int(x) % TICK for x in prices):
+            raise InputError("prices", f"expected {n} positive prices on the tick grid (1e18), got {list(prices)}")
         t = price_time(step_start)
         self._mine(t)
         self.ledger.post_prices(t, [int(p) for p in prices], t)
@@ -199,22 +244,31 @@ class TwinBackend:
         self._post_root(root_time(step_start))
 
     def _post_root(self, when: int) -> None:
+        """``Engine.run_round``: the root of the engine's figures on the state now, posted at ``when``."""
         s = self.ledger.state
-        if s.prices.round == 0 or not self.ledger.state.feed_fresh_until >= s.timestamp or not s.accounts:
+        if s.prices.round == 0 or not rules.feed_fresh(s.feed_fresh_until, s.timestamp) or not s.accounts:
             self._mine(when)
             return
         leaves = self.status_leaves()
         issued, expiry = self._window()
-        root = StatusTree.build(leaves).root if self.merkle_roots else b"\x00" * 32
+        root = StatusTree.build(list(leaves.values())).root if self.merkle_roots else b"\x00" * 32
         self._mine(when)
         self.ledger.post_root(leaves, root, s.prices.round, issued, expiry, when)
 
-    def status_leaves(self) -> list[StatusLeaf]:
-        """``EngineCore.status_leaves`` of the state now (from the incremental margins)."""
+    def status_leaves(self) -> Mapping[str, StatusLeaf]:
+        """Every account's status leaf now (``EngineCore.status_leaves``), built when first read."""
         addresses, result = self.margins()
-        return [self.core._leaf(self.ledger.state, a, result.account(i)) for i, a in enumerate(addresses)]
+        s = self.ledger.state
+        figures = {a: (i, s.accounts[a].risk_nonce, s.accounts[a].deposit_credit) for i, a in enumerate(addresses)}
+        return LazyLeaves(figures, result)
 
     def apply(self, when: int, intents: Sequence[Intent]) -> list[Outcome]:
+        seen: set[str] = set()
+        for intent in intents:
+            twice = seen.intersection(accounts_of(intent))
+            if twice:
+                raise InputError("intents", f"account {sorted(twice)[0]} appears twice in one round (use schedule())")
+            seen.update(accounts_of(intent))
         proofs: list[object] = [self._attest(i) for i in intents]
         self._mine(when)
         out = []
@@ -234,7 +288,14 @@ class TwinBackend:
         """The engine's attestations for ``intent`` on the state before the round, or its refusal."""
         s = self.ledger.state
         try:
+            if isinstance(intent, StartAuction):
+                root = self.ledger.root
+                if root is None or intent.account not in root.leaves:
+                    return Outcome(intent, False, "NoStatusLeaf", f"{intent.account} has no leaf in the latest root")
+                return None
             if isinstance(intent, Trade):
+                if intent.size <= 0:
+                    return Outcome(intent, False, "Input", "size: must be positive")
                 p = s.params
                 assert p is not None
                 maker_delta = -intent.size if intent.taker_buys else intent.size
@@ -306,13 +367,81 @@ class TwinBackend:
         raise PmsimError(f"unknown intent {intent!r}")
 
     def state(self) -> ProtocolState:
+        """The twin's live state (not a copy: read it, copy it to keep it past the next step)."""
         return self.ledger.state
 
     def margins(self) -> tuple[list[str], MarginResult]:
-        return self._margins.compute(self.ledger.state)
+        dirty, funding = self.ledger.take_dirty()
+        return self._margins.compute(self.ledger.state, dirty, funding)
 
     def auctions(self) -> dict[str, AuctionRecord]:
         return {a: AuctionRecord(a, v.version, v.emergency, v.rules_state()) for a, v in self.ledger.auctions.items()}
 
     def close(self) -> None:
         self._closed = True
+
+
+# ---------------------------------------------------------------------- measuring the twin
+def grid_only(scenario: Scenario) -> Scenario:
+    """``scenario`` with the grid-only risk rule (no tail scenarios: ``es.method = "none"``)."""
+    cfg = scenario.risk_config
+    return replace(scenario, risk_config=replace(cfg, es=replace(cfg.es, method="none")))
+
+
+def bench_twin(scenario: Scenario, accounts: int = 1_000, steps: int = 100, *, trades_per_step: int = 50,
+               seed: int = 0, reference_every: int = 10) -> dict[str, float]:  # fmt: skip
+    """Time the twin on a synthetic book: ``accounts`` funded accounts, one perpetual position each
+    (pairs), ``trades_per_step`` fills a step between random pairs at the index, hourly seeded price
+    moves, and every account's margins each step (``margins()``).
+
+    Returns the seconds per step of the twin (``twin_step``: begin_step with its status root, the
+    rounds, margins), of its margins alone after the rounds (``margins``), and of the plain reference,
+    ``EngineCore.compute_all`` from scratch on the same state (``reference``, a fresh core, measured on
+    every ``reference_every``-th step), with ``steps`` and ``accounts``.
+    """
+    rng = np.random.default_rng(seed)
+    listings = [ListInstrument(int(Kind.PERP), u, 0, 0) for u in range(len(UNDERLYINGS))]
+    tw = TwinBackend(scenario, listings, merkle_roots=False)
+    ref = EngineCore(scenario.risk_config, tw.deployment)
+    names = [sim_account(seed, i)[0] for i in range(accounts)]
+    spot = np.array([60_000.0, 3_000.0])
+    step_s = scenario.run.step_seconds
+    t = scenario.run.start
+
+    def ticks() -> list[int]:
+        return [int(x * 1000) * 10**15 for x in spot]
+
+    tw.begin_step(0, t, ticks())
+    for k, rnd in enumerate(schedule([Deposit(a, "USDC", 1_000_000 * 10**6) for a in names])):
+        tw.apply(round_time(t, k), rnd)
+    opening = [Trade(names[i], names[i + 1], 1 + (i // 2) % 2, 10**17 * (1 + i % 7), ticks()[(i // 2) % 2], i % 4 == 0)
+               for i in range(0, accounts - 1, 2)]  # fmt: skip
+    tw.apply(round_time(t, 1), opening)
+    tw.margins()
+    twin = margins_s = reference = 0.0
+    measured = 0
+    for step in range(1, steps + 1):
+        t += step_s
+        spot *= np.exp(rng.normal(0.0, 0.004, spot.size))
+        px = ticks()
+        intents: list[Intent] = []
+        for _ in range(trades_per_step):
+            i = int(rng.integers(0, accounts - 1))
+            u = int(rng.integers(0, 2))
+            intents.append(Trade(names[i], names[i + 1], 1 + u, 10**16 * int(rng.integers(1, 20)), px[u],
+                                 bool(rng.integers(0, 2))))  # fmt: skip
+        t0 = time.perf_counter()
+        tw.begin_step(step, t, px)
+        for k, rnd in enumerate(schedule(intents)):
+            tw.apply(round_time(t, k), rnd)
+        t1 = time.perf_counter()
+        tw.margins()
+        t2 = time.perf_counter()
+        twin += t2 - t0
+        margins_s += t2 - t1
+        if step % reference_every == 0:
+            ref.compute_all(tw.state())
+            reference += time.perf_counter() - t2
+            measured += 1
+    return {"accounts": float(accounts), "steps": float(steps), "twin_step": twin / steps,
+            "margins": margins_s / steps, "reference": reference / max(measured, 1)}  # fmt: skip
