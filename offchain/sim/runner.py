@@ -285,6 +285,14 @@ class _Loop:
         before = view.state
         lp = before.liquidation
         fund_cash = self.metrics.fund_cash(before)
+        # what the bids' records need from the state before them (the backend's state moves on)
+        index = before.prices.prices
+        notional = {b.account: sum(abs(rules.value(rules.moved_size(pos.size, b.fraction),
+                                                   index[before.instruments[i].underlying]))
+                                   for i, pos in before.accounts[b.account].positions.items())
+                    for b in bids if isinstance(b, Bid)}  # fmt: skip
+        cash = self.metrics.cash_base(before) if any(a.state.insolvent for a in auctions.values()) else (0, 0)
+        loss_index = before.loss_index
         r0 = r
         r, outcomes = self.apply(step_start, r, bids)
         rounds = {id(b): r0 + n for n, batch in enumerate(schedule(bids)) for b in batch}
@@ -296,19 +304,16 @@ class _Loop:
             at = round_time(step_start, rounds[id(b)])
             price, fee = rules.bid_price(rec.state, b.fraction, at, auction_params(lp))
             worth = rules.mul_div_floor_signed(rec.state.mtm_equity, b.fraction, WAD)
-            notional = sum(abs(rules.value(rules.moved_size(pos.size, b.fraction),
-                                           before.prices.prices[before.instruments[i].underlying]))
-                           for i, pos in before.accounts[b.account].positions.items())  # fmt: skip
             depth = self.depth.get(b.account, 0)
             for k in self.keepers:
                 if b.keeper in k.accounts:
                     k.depth[b.keeper] = max(k.depth.get(b.keeper, 0), depth)
             disc = "0" if worth == 0 else str(round((worth - price) / abs(worth), 6))
             record = LiquidationRecord(step, at, b.account, b.keeper, fraction(b.fraction), money(price), money(fee),
-                                       "0", "0", money(notional), disc, depth)  # fmt: skip
+                                       "0", "0", money(notional[b.account]), disc, depth)  # fmt: skip
             drawn0, social0 = self.metrics.fund_draws, self.metrics.socialised
-            fund_cash = self.metrics.on_bid(before, record, price=price, fee=fee, worth=worth, notional=notional,
-                                            fund_cash=fund_cash)  # fmt: skip
+            fund_cash = self.metrics.on_bid(record, price=price, fee=fee, worth=worth, notional=notional[b.account],
+                                            fund_cash=fund_cash, cash_base=cash, loss_index=loss_index)  # fmt: skip
             self.metrics.liquidations[-1] = dataclasses.replace(
                 record, fund_draw_usd=money(self.metrics.fund_draws - drawn0),
                 socialised_usd=money(self.metrics.socialised - social0))  # fmt: skip

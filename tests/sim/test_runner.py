@@ -9,6 +9,7 @@ liquidates accounts (with cascades through the impact of the keepers' unwinds).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from decimal import Decimal
@@ -128,3 +129,30 @@ def test_each_shipped_scenario_runs_whole(path: Path, tmp_path: Path) -> None:
     s = load_scenario(path)
     run_twin(s, tmp_path / "run")
     check_metrics(tmp_path / "run")
+
+
+def test_slow_keepers_leave_bad_debt_that_the_fund_and_the_holders_of_cash_pay(tmp_path: Path) -> None:
+    """Keepers four steps late, traders at 10x: insolvent auctions; the fund pays what it holds, the rest is
+    socialised (the state's loss index moves), and the fund's path is its income less its draws."""
+    m = copy.deepcopy(CRASH)
+    m["agents"][0] |= {"leverage": 10.0, "size": [60_000.0, 100_000.0]}
+    m["agents"][2]["latency_steps"] = 4
+    s = scenario_from_mapping(m)
+    backend = make_backend("twin", s)
+    try:
+        run(s, backend, folder=tmp_path / "late")
+        loss_index = backend.state().loss_index
+    finally:
+        backend.close()
+    summary = check_metrics(tmp_path / "late")
+    d = {k: Decimal(v) for k, v in summary.items() if k.endswith("_usd") and isinstance(v, str)}
+    assert d["bad_debt_usd"] > 0 and d["fund_draws_usd"] > 0 and d["socialised_usd"] > 0
+    assert loss_index > 0
+    assert (
+        d["fund_end_usd"] - d["fund_start_usd"]
+        == d["fund_fee_income_usd"] + d["liquidation_fees_usd"] - d["fund_draws_usd"]
+    )
+    liqs = read_run(tmp_path / "late").liquidations
+    assert sum(Decimal(x.fund_draw_usd) for x in liqs) == d["fund_draws_usd"]
+    assert sum(Decimal(x.socialised_usd) for x in liqs) == d["socialised_usd"]
+    assert all(Decimal(x.notional_usd) > 0 for x in liqs)
