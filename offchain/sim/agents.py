@@ -622,9 +622,23 @@ class MarketMakers(Population):
         super().setup()
         self.half_spread = float(self.opt["spread_bps"]) / 2 / 10_000
         self.limit = float(self.opt["inventory_limit"])
+        self.requote = int(self.opt["requote_every_steps"])
+        self._quotes: dict[tuple[int, bool], int] = {}
+        self._quoted_at = -1
 
     def quote(self, view: StepView, instrument: int, taker_buys: bool) -> int:
-        """The price (1e18, on TICK) the makers fill a taker at."""
+        """The price (1e18, on TICK) the makers fill a taker at: re-quoted every ``requote_every_steps``
+        (a quote made at an earlier step stands until then, even if the index has moved)."""
+        if view.step - self._quoted_at >= self.requote or self._quoted_at < 0:
+            self._quotes.clear()
+            self._quoted_at = view.step
+        key = (instrument, taker_buys)
+        price = self._quotes.get(key)
+        if price is None:
+            price = self._quotes[key] = self._fresh_quote(view, instrument, taker_buys)
+        return price
+
+    def _fresh_quote(self, view: StepView, instrument: int, taker_buys: bool) -> int:
         m = view.market
         ins = view.state.instruments[instrument]
         index = m.index[ins.underlying]
