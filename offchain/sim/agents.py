@@ -688,7 +688,7 @@ class MarketMakers(Population):
             for t in range(n):
                 j = (i + t) % n
                 maker = self.accounts[j]
-                if maker == o.account:
+                if maker == o.account or view.account(maker).frozen:
                     continue
                 size = o.size
                 cap = lots(float(self.sizes[j]), view.market.spot[ins.underlying])

@@ -49,6 +49,7 @@ from offchain.sim.backend import (
     Settle,
     StartAuction,
     Trade,
+    Withdraw,
     round_time,
     schedule,
     sim_account,
@@ -257,6 +258,12 @@ class _Loop:
             wants, sends = p.decide(view)
             orders += wants
             intents += sends
+        # an account in an auction knows it is frozen: it sends no order and no withdrawal
+        accounts = view.state.accounts
+        frozen = {a for a, acct in accounts.items() if acct.frozen}
+        if frozen:
+            orders = [o for o in orders if o.account not in frozen]
+            intents = [i for i in intents if not (isinstance(i, Withdraw) and i.account in frozen)]
         fills: list[tuple[Trade, ag.Order]] = []
         if self.makers:
             fills = self.makers[0].fill(view, orders) if len(self.makers) == 1 else self._fill_many(view, orders)
