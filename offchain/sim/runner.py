@@ -49,6 +49,7 @@ from offchain.sim.backend import (
     Settle,
     StartAuction,
     Trade,
+    Withdraw,
     round_time,
     schedule,
     sim_account,
@@ -70,29 +71,57 @@ def default_folder(scenario: Scenario, backend: str) -> Path:
     return Path("runs") / f"{scenario.run.name}-seed{scenario.run.seed}-{backend}"
 
 
-def make_backend(name: str, scenario: Scenario) -> Backend:
-    """The backend called ``name`` (``twin``: :class:`offchain.sim.twin.TwinBackend`; ``chain``:
-    :class:`offchain.sim.chain_backend.ChainBackend`) for ``scenario``.
+def initial_listings(scenario: Scenario) -> list[ListInstrument]:
+    """The instruments listed at deployment (step 0), in order: one perpetual per underlying, then the
+    option series the agents write or buy at the first prices (sorted). Both backends list exactly
+    these in step 0's first round, before the deposits; later series are listed as they are needed."""
+    path = scenario.market_path()
+    prices = tuple(price_to_tick(float(p)) for p in path.prices[0])
+    start = int(path.times[0])
+    state = ProtocolState(quote="", block=0, timestamp=start, prices=PriceState(1, start, prices))
+    market = ag.Market(state, scenario.risk_config, scenario.underlyings, path.iv[0], start)
+    view = ag.StepView(0, start, start, state, [], _no_margins(), path.prices[:1], market)
+    keys: set[ag.SeriesKey] = set()
+    for p in populations(scenario, scenario.run.seed):
+        keys |= p.listings(view)
+    perps = [ListInstrument(int(Kind.PERP), u, 0, 0) for u in range(len(scenario.underlyings))]
+    return perps + [ListInstrument(*k) for k in sorted(keys)]
+
+
+def make_backend(name: str, scenario: Scenario, seed: int | None = None) -> Backend:
+    """The backend called ``name`` for ``scenario`` (run with ``seed``, default ``run.seed``):
+    ``twin``, :class:`offchain.sim.twin.TwinBackend`; ``chain``,
+    :class:`offchain.sim.chain_backend.ChainBackend` (a fresh Anvil). Both start with nothing listed:
+    the runner lists the perpetuals and the first series as step 0's first round
+    (:func:`initial_listings`), the same intents on both.
 
     Raises
     ------
     InputError
         An unknown name (field ``backend``).
     """
+    if seed is not None:
+        scenario = dataclasses.replace(scenario, run=dataclasses.replace(scenario.run, seed=seed))
     if name == "twin":
-        from offchain.sim.twin import TwinBackend  # type: ignore[import-not-found,unused-ignore]
+        from offchain.sim.twin import TwinBackend
 
-        return TwinBackend(scenario)  # type: ignore[no-any-return,unused-ignore]
+        return TwinBackend(scenario)
     if name == "chain":
         from offchain.sim.chain_backend import ChainBackend  # type: ignore[import-not-found,unused-ignore]
 
-        return ChainBackend(scenario)  # type: ignore[no-any-return,unused-ignore]
+        return ChainBackend(scenario, seed=scenario.run.seed)  # type: ignore[no-any-return,unused-ignore]
     raise InputError("backend", f"must be 'twin' or 'chain', got {name!r}")
 
 
 def _deployment(backend: Backend) -> Deployment | None:
     dep = getattr(backend, "deployment", None)
     return dep if isinstance(dep, Deployment) else None
+
+
+def _no_margins() -> MarginResult:
+    """The figures of no account."""
+    f = np.zeros(0)
+    return MarginResult(f, f, f, f, f, f, f, f, f, np.zeros(0, dtype=np.int64), f, f, f)
 
 
 def populations(scenario: Scenario, seed: int) -> list[ag.Population]:
@@ -131,10 +160,13 @@ class _Loop:
         for c in scenario.risk_config.collateral:
             if c.underlying and c.underlying in scenario.underlyings:
                 self.collateral[scenario.underlyings.index(c.underlying)] = c.symbol
-        fund = dep.contracts.get("InsuranceFund", "") if dep else ""
+        fund = getattr(backend, "fund", None)
+        if not isinstance(fund, str):
+            fund = dep.contracts.get("InsuranceFund", "") if dep else ""
         self.metrics = Metrics(scenario.underlyings, fund, scenario.run.step_seconds)
         self.core = EngineCore(scenario.risk_config, dep) if dep else None
-        self.history: list[list[float]] = []
+        self.history = np.zeros((scenario.run.steps, len(scenario.underlyings)))
+        self.settled: set[int] = set()  # expired series settled for every holder
         self.depth: dict[str, int] = {}  # account in auction -> its cascade depth
         self.liq_depth = -1  # deepest liquidation whose unwind moved the price so far
 
@@ -156,7 +188,7 @@ class _Loop:
              margins: MarginResult) -> ag.StepView:  # fmt: skip
         state = self.backend.state()
         market = ag.Market(state, self.sc.risk_config, self.sc.underlyings, self.path.iv[step], when)
-        return ag.StepView(step, step_start, when, state, addresses, margins, np.array(self.history), market)
+        return ag.StepView(step, step_start, when, state, addresses, margins, self.history[: step + 1], market)
 
     def cascade_depth(self, state: ProtocolState, account: str) -> int:
         """0 if ``account`` breaches at the prices without the liquidations' impact, else 1 + the
@@ -193,8 +225,9 @@ class _Loop:
         self.market_only.advance(step)
         prices = [price_to_tick(float(p)) for p in self.impact.prices()]
         backend.begin_step(step, step_start, prices)
-        self.history.append([ag.usd(p) for p in prices])
-        addresses, margins = backend.margins()
+        self.history[step] = [ag.usd(p) for p in prices]
+        # at step 0 nothing is listed or held yet: the figures are read after the setup rounds
+        addresses, margins = backend.margins() if step else ([], _no_margins())
         r = 0
         view = self.view(step, step_start, round_time(step_start, 0), addresses, margins)
         listings: list[Intent] = []
@@ -213,6 +246,8 @@ class _Loop:
         if step > 0:
             r = self.trade(step, step_start, r, addresses, margins)
         r = self.settle(step_start, r)
+        if step == 0:
+            addresses, margins = backend.margins()
         self.metrics.end_step(backend.state(), addresses, margins)
 
     def trade(self, step: int, step_start: int, r: int, addresses: list[str], margins: MarginResult) -> int:
@@ -223,6 +258,12 @@ class _Loop:
             wants, sends = p.decide(view)
             orders += wants
             intents += sends
+        # an account in an auction knows it is frozen: it sends no order and no withdrawal
+        accounts = view.state.accounts
+        frozen = {a for a, acct in accounts.items() if acct.frozen}
+        if frozen:
+            orders = [o for o in orders if o.account not in frozen]
+            intents = [i for i in intents if not (isinstance(i, Withdraw) and i.account in frozen)]
         fills: list[tuple[Trade, ag.Order]] = []
         if self.makers:
             fills = self.makers[0].fill(view, orders) if len(self.makers) == 1 else self._fill_many(view, orders)
@@ -251,6 +292,14 @@ class _Loop:
         before = view.state
         lp = before.liquidation
         fund_cash = self.metrics.fund_cash(before)
+        # what the bids' records need from the state before them (the backend's state moves on)
+        index = before.prices.prices
+        notional = {b.account: sum(abs(rules.value(rules.moved_size(pos.size, b.fraction),
+                                                   index[before.instruments[i].underlying]))
+                                   for i, pos in before.accounts[b.account].positions.items())
+                    for b in bids if isinstance(b, Bid)}  # fmt: skip
+        cash = self.metrics.cash_base(before) if any(a.state.insolvent for a in auctions.values()) else (0, 0)
+        loss_index = before.loss_index
         r0 = r
         r, outcomes = self.apply(step_start, r, bids)
         rounds = {id(b): r0 + n for n, batch in enumerate(schedule(bids)) for b in batch}
@@ -262,19 +311,16 @@ class _Loop:
             at = round_time(step_start, rounds[id(b)])
             price, fee = rules.bid_price(rec.state, b.fraction, at, auction_params(lp))
             worth = rules.mul_div_floor_signed(rec.state.mtm_equity, b.fraction, WAD)
-            notional = sum(abs(rules.value(rules.moved_size(pos.size, b.fraction),
-                                           before.prices.prices[before.instruments[i].underlying]))
-                           for i, pos in before.accounts[b.account].positions.items())  # fmt: skip
             depth = self.depth.get(b.account, 0)
             for k in self.keepers:
                 if b.keeper in k.accounts:
                     k.depth[b.keeper] = max(k.depth.get(b.keeper, 0), depth)
             disc = "0" if worth == 0 else str(round((worth - price) / abs(worth), 6))
             record = LiquidationRecord(step, at, b.account, b.keeper, fraction(b.fraction), money(price), money(fee),
-                                       "0", "0", money(notional), disc, depth)  # fmt: skip
+                                       "0", "0", money(notional[b.account]), disc, depth)  # fmt: skip
             drawn0, social0 = self.metrics.fund_draws, self.metrics.socialised
-            fund_cash = self.metrics.on_bid(before, record, price=price, fee=fee, worth=worth, notional=notional,
-                                            fund_cash=fund_cash)  # fmt: skip
+            fund_cash = self.metrics.on_bid(record, price=price, fee=fee, worth=worth, notional=notional[b.account],
+                                            fund_cash=fund_cash, cash_base=cash, loss_index=loss_index)  # fmt: skip
             self.metrics.liquidations[-1] = dataclasses.replace(
                 record, fund_draw_usd=money(self.metrics.fund_draws - drawn0),
                 socialised_usd=money(self.metrics.socialised - social0))  # fmt: skip
@@ -292,12 +338,16 @@ class _Loop:
 
     def settle(self, step_start: int, r: int) -> int:
         state = self.backend.state()
+        due = {i for i, ins in state.instruments.items() if ins.kind != Kind.PERP and ins.expiry <= state.timestamp
+               and i not in self.settled and state.settlement_price(i) is not None}  # fmt: skip
+        if not due:
+            return r
         holders: dict[int, list[str]] = {}
         for a, acct in state.accounts.items():
             for i in acct.positions:
-                ins = state.instruments[i]
-                if ins.kind != Kind.PERP and ins.expiry <= state.timestamp and state.settlement_price(i) is not None:
+                if i in due:
                     holders.setdefault(i, []).append(a)
+        self.settled |= due - set(holders)
         intents: list[Intent] = []
         for i in sorted(holders):
             accts = sorted(holders[i])
