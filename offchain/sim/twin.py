@@ -269,6 +269,7 @@ class TwinBackend:
             if twice:
                 raise InputError("intents", f"account {sorted(twice)[0]} appears twice in one round (use schedule())")
             seen.update(accounts_of(intent))
+        self._share_market()
         proofs: list[object] = [self._attest(i) for i in intents]
         self._mine(when)
         out = []
@@ -283,6 +284,18 @@ class TwinBackend:
                 continue
             out.append(Outcome(intent, True, "", detail))
         return out
+
+    def _share_market(self) -> None:
+        """Hand the engine core the margins' market of this block (the same inputs, so the same market),
+        so that its attestations do not build it a second time."""
+        s = self.ledger.state
+        if s.prices.round == 0:
+            return
+        key = (s.block, s.block_hash, s.prices.round, s.params_hash)
+        if key not in self.core._engines:
+            self.core._engines[key] = self._margins.engine(s)
+            while len(self.core._engines) > 4:
+                self.core._engines.popitem(last=False)
 
     def _attest(self, intent: Intent) -> object:
         """The engine's attestations for ``intent`` on the state before the round, or its refusal."""
