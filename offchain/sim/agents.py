@@ -49,7 +49,6 @@ from offchain.keeper.config import ProfitConfig, UnwindConfig
 from offchain.keeper.strategy import best_bid, gas_cost_quote
 from offchain.models._fast import price_unchecked
 from offchain.models.black76 import black76_greeks
-from offchain.models.vol_surface import VolSurface
 from offchain.protocol import LOT, PRICE_SCALE, QUOTE_SCALE, SIZE_SCALE, TICK, WAD, Kind
 from offchain.risk.config import RiskConfig
 from offchain.risk.engine import MarginResult
@@ -153,25 +152,35 @@ class Market:
 
     def _price(self, instrument: int) -> tuple[float, float, float]:
         hit = self._priced.get(instrument)
-        if hit is not None:
-            return hit
-        ins = self.state.instruments[instrument]
-        s = self.spot[ins.underlying]
-        if ins.kind == Kind.PERP or ins.kind == Kind.FUTURE:
-            out = (s, s, 1.0)
-        else:
-            k = usd(ins.strike)
-            t = max(ins.expiry - self.now, 1) / SECONDS_PER_YEAR
-            call = ins.kind == Kind.CALL
-            surface: VolSurface = self._config.vol_surfaces()[ins.underlying]
-            ev = float(surface.implied_vol(math.log(k / s), t))
-            disc = math.exp(-self._config.rate * t)
-            args = (np.array([s]), np.array([k]), np.array([t]))
-            engine = float(price_unchecked(*args, np.array([ev]), np.array([call]), disc)[0])
-            g = black76_greeks(s, k, t, self._iv[ins.underlying], call, self._config.rate)
-            out = (engine, float(g.price), float(g.delta))
-        self._priced[instrument] = out
-        return out
+        if hit is None:
+            self._price_options()
+            hit = self._priced.get(instrument)
+        if hit is None:  # a perpetual, a future, or an expired option (worth its intrinsic value to nobody here)
+            s = self.spot[self.state.instruments[instrument].underlying]
+            hit = self._priced[instrument] = (s, s, 1.0)
+        return hit
+
+    def _price_options(self) -> None:
+        """Price every live option of the state at once (vectorised Black-76)."""
+        rows = [(i, ins) for i, ins in self.state.instruments.items()
+                if ins.kind in (Kind.CALL, Kind.PUT) and ins.expiry > self.now and i not in self._priced]  # fmt: skip
+        if not rows:
+            return
+        u = np.array([ins.underlying for _, ins in rows])
+        s = np.array(self.spot)[u]
+        k = np.array([usd(ins.strike) for _, ins in rows])
+        t = np.array([(ins.expiry - self.now) / SECONDS_PER_YEAR for _, ins in rows])
+        call = np.array([ins.kind == Kind.CALL for _, ins in rows])
+        ev = np.zeros(len(rows))
+        for j, surface in enumerate(self._config.vol_surfaces()):
+            at = u == j
+            if at.any():
+                ev[at] = surface.implied_vol(np.log(k[at] / s[at]), t[at])
+        disc = np.exp(-self._config.rate * t)
+        engine = price_unchecked(s, k, t, ev, call, disc)
+        g = black76_greeks(s, k, t, np.array(self._iv)[u], call, self._config.rate)
+        for n, (i, _) in enumerate(rows):
+            self._priced[i] = (float(engine[n]), float(g.price[n]), float(g.delta[n]))
 
     def engine_mark(self, instrument: int) -> float:
         return self._price(instrument)[0]
@@ -420,17 +429,20 @@ class TrendTrader(Population):
             return orders, []
         window = view.history[-self.lookback - 1 : -1]
         ma = window.mean(axis=0)
+        m = view.market
+        signs = [1 if m.spot[u] > ma[u] else -1 if m.spot[u] < ma[u] else 0 for u in range(len(m.spot))]
+        accounts = view.state.accounts
         for j, a in enumerate(self.accounts):
             u = self.underlying[j]
-            perp = view.market.perp.get(u)
-            if perp is None:
+            perp, sign = m.perp.get(u), signs[u]
+            if perp is None or sign == 0:
                 continue
-            s = view.market.spot[u]
-            sign = 1 if s > ma[u] else -1 if s < ma[u] else 0
-            held = view.position(a, perp)
-            if sign == 0 or ((held > 0) == (sign > 0) and held != 0):
+            acct = accounts.get(a)
+            pos = acct.positions.get(perp) if acct is not None else None
+            held = pos.size if pos is not None else 0
+            if held != 0 and (held > 0) == (sign > 0):
                 continue
-            target = sign * lots(float(self.notional[j]), s)
+            target = sign * lots(float(self.notional[j]), m.spot[u])
             self._order(orders, a, perp, target - held, held)
         return orders, []
 
@@ -453,17 +465,20 @@ class MeanReversionTrader(Population):
             return orders, []
         logs = np.log(view.history[-self.lookback - 1 : -1])
         mean, std = logs.mean(axis=0), logs.std(axis=0)
+        m = view.market
+        z = [(math.log(m.spot[u]) - mean[u]) / std[u] if std[u] > 0 else 0.0 for u in range(len(m.spot))]
+        accounts = view.state.accounts
         for j, a in enumerate(self.accounts):
             u = self.underlying[j]
-            perp = view.market.perp.get(u)
-            if perp is None or std[u] <= 0:
+            perp, zu = m.perp.get(u), z[u]
+            if perp is None:
                 continue
-            s = view.market.spot[u]
-            z = (math.log(s) - mean[u]) / std[u]
-            held = view.position(a, perp)
-            if held == 0 and abs(z) > self.entry:
-                self._order(orders, a, perp, -int(math.copysign(1, z)) * lots(float(self.notional[j]), s), 0)
-            elif held != 0 and abs(z) < self.exit:
+            acct = accounts.get(a)
+            pos = acct.positions.get(perp) if acct is not None else None
+            held = pos.size if pos is not None else 0
+            if held == 0 and abs(zu) > self.entry:
+                self._order(orders, a, perp, -int(math.copysign(1, zu)) * lots(float(self.notional[j]), m.spot[u]), 0)
+            elif held != 0 and abs(zu) < self.exit:
                 orders.append(Order(a, perp, -held))
         return orders, []
 
@@ -607,9 +622,23 @@ class MarketMakers(Population):
         super().setup()
         self.half_spread = float(self.opt["spread_bps"]) / 2 / 10_000
         self.limit = float(self.opt["inventory_limit"])
+        self.requote = int(self.opt["requote_every_steps"])
+        self._quotes: dict[tuple[int, bool], int] = {}
+        self._quoted_at = -1
 
     def quote(self, view: StepView, instrument: int, taker_buys: bool) -> int:
-        """The price (1e18, on TICK) the makers fill a taker at."""
+        """The price (1e18, on TICK) the makers fill a taker at: re-quoted every ``requote_every_steps``
+        (a quote made at an earlier step stands until then, even if the index has moved)."""
+        if view.step - self._quoted_at >= self.requote or self._quoted_at < 0:
+            self._quotes.clear()
+            self._quoted_at = view.step
+        key = (instrument, taker_buys)
+        price = self._quotes.get(key)
+        if price is None:
+            price = self._quotes[key] = self._fresh_quote(view, instrument, taker_buys)
+        return price
+
+    def _fresh_quote(self, view: StepView, instrument: int, taker_buys: bool) -> int:
         m = view.market
         ins = view.state.instruments[instrument]
         index = m.index[ins.underlying]
@@ -659,7 +688,7 @@ class MarketMakers(Population):
             for t in range(n):
                 j = (i + t) % n
                 maker = self.accounts[j]
-                if maker == o.account:
+                if maker == o.account or view.account(maker).frozen:
                     continue
                 size = o.size
                 cap = lots(float(self.sizes[j]), view.market.spot[ins.underlying])

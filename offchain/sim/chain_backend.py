@@ -45,11 +45,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import coincurve
 import requests
+import rlp  # type: ignore[import-untyped]
 from eth_abi import decode, encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import function_signature_to_4byte_selector
+from eth_utils import function_signature_to_4byte_selector, keccak
 from web3 import Web3
 from web3.contract import Contract
 
@@ -67,7 +69,7 @@ from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
 from offchain.engine.liquidation import BidRequest, fetch_auction
 from offchain.engine.service import Engine, RoundResult, SignedAttestation, _require_margin
 from offchain.engine.signer import LocalSigner, SignJob
-from offchain.errors import ChainError, ContractRevertError, InputError, PmsimError
+from offchain.errors import ChainError, InputError, PmsimError
 from offchain.risk.engine import MarginResult
 from offchain.sim.backend import (
     AuctionRecord,
@@ -96,7 +98,7 @@ SETUP_SECONDS = 600
 TX_GAS = 8_000_000
 GAS_PRICE = 10**9
 GAS_BALANCE = 10**24  # wei given to every account (anvil_setBalance)
-MAX_ACCOUNTS = 1_000_000
+SPARE_ACCOUNTS = 512  # agent accounts derived beyond the expected ones before an address is refused
 MAX_UINT = 2**256 - 1
 ZERO_ADDRESS = "0x" + "00" * 20
 ROOT_ROLE_KEYS = {"deployer": DEFAULT_KEYS[0], "engine": DEFAULT_KEYS[1], "prices": DEFAULT_KEYS[2],
@@ -160,6 +162,25 @@ class TxStats:
 class _Sender:
     account: LocalAccount
     nonce: int
+    key: coincurve.PrivateKey
+
+
+def sign_legacy(key: coincurve.PrivateKey, nonce: int, gas_price: int, gas: int, to: str, data: bytes,
+                chain_id: int) -> tuple[bytes, bytes]:  # fmt: skip
+    """A signed EIP-155 legacy transaction calling ``to`` with ``data`` (no value): ``(raw, hash)``.
+
+    Notes
+    -----
+    The signing hash is ``keccak(rlp([nonce, gasPrice, gas, to, 0, data, chainId, 0, 0]))``; the raw
+    transaction is ``rlp([nonce, gasPrice, gas, to, 0, data, v, r, s])`` with ``v = recid + 35 + 2·chainId``
+    (what eth-account's ``sign_transaction`` produces for the same fields, several times faster).
+    """
+    dest = bytes.fromhex(to.removeprefix("0x"))
+    unsigned = [nonce, gas_price, gas, dest, 0, data]
+    sig = key.sign_recoverable(keccak(rlp.encode([*unsigned, chain_id, 0, 0])), hasher=None)
+    r, s, recid = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"), sig[64]
+    raw = rlp.encode([*unsigned, recid + 35 + 2 * chain_id, r, s])
+    return raw, keccak(raw)
 
 
 @dataclass
@@ -191,8 +212,8 @@ class ChainBackend:
 
     name = "chain"
 
-    def __init__(self, scenario: Scenario, accounts: int | None = None, *, seed: int | None = None, risk_signers: int = 3,
-                 risk_quorum: int = 2, price_signers: int = 3, price_quorum: int = 2,
+    def __init__(self, scenario: Scenario, accounts: int | None = None, *, seed: int | None = None,
+                 risk_signers: int = 3, risk_quorum: int = 2, price_signers: int = 3, price_quorum: int = 2,
                  workdir: Path | None = None) -> None:  # fmt: skip
         if tuple(scenario.underlyings) != ("BTC", "ETH"):
             raise InputError("market.underlyings", f"the chain backend deploys BTC and ETH, in that order; the "
@@ -237,9 +258,13 @@ class ChainBackend:
                              self.workdir)  # fmt: skip
         self._price_signers: list[Signer] = list(price)
         self._price_quorum: int | None = None
+        self._margins: tuple[str, tuple[list[str], MarginResult]] | None = None
+        self._order_signers: dict[str, Signer] = {}
+        self._exchange_domain = self.p.domain("Exchange")
         self._abi_cache: dict[tuple[str, str], tuple[bytes, list[str], list[str]]] = {}
         n = accounts if accounts is not None else 1 + sum(pop.count for pop in self.scenario.agents)
         self._keys: dict[str, str] = {}
+        self._max_accounts = max(2 * n, n + SPARE_ACCOUNTS)
         self._derive(n)
         self._senders: dict[str, _Sender] = {}
         self._approved: set[tuple[str, str]] = set()
@@ -361,7 +386,11 @@ class ChainBackend:
         return self._state.copy()
 
     def margins(self) -> tuple[list[str], MarginResult]:
-        return self.engine.core.compute_all(self._state)
+        """``EngineCore.compute_all`` of the state now (remembered until the next block)."""
+        key = self._state.block_hash
+        if self._margins is None or self._margins[0] != key:
+            self._margins = (key, self.engine.core.compute_all(self._state))
+        return self._margins[1]
 
     def auctions(self) -> dict[str, AuctionRecord]:
         """``Liquidator.auctionOf`` of every account the indexer shows frozen (in auction)."""
@@ -423,11 +452,11 @@ class ChainBackend:
             try:
                 if latest is None:
                     raise InputError("account", "no status root posted yet")
-                leaf, proof = latest.tree.leaf(intent.account), latest.tree.proof(intent.account)
+                leaf, path = latest.tree.leaf(intent.account), latest.tree.proof(intent.account)
             except InputError as exc:
                 raise NoStatusLeafError(str(exc)) from None
             return [self._tx(i, self._key(intent.keeper), p.liquidator, "start", intent.account, leaf.as_tuple(),
-                             proof)]  # fmt: skip
+                             path)]  # fmt: skip
         if isinstance(intent, Bid):
             version = fetch_auction(p, intent.account, state.block).version
             req = BidRequest(intent.keeper, intent.account, version, intent.fraction, intent.worst_price)
@@ -456,7 +485,10 @@ class ChainBackend:
                *, maker: bool) -> tuple[Any, bytes]:  # fmt: skip
         self._order_nonce += 1
         o = Order.own(account, instrument, buy, size, price, self._order_nonce, when + 3600, maker=maker)
-        return o.as_tuple(), sign_order(self.p.domain("Exchange"), o, Signer(self._key(account)))
+        signer = self._order_signers.get(account)
+        if signer is None:
+            signer = self._order_signers[account] = Signer(self._key(account))
+        return o.as_tuple(), sign_order(self._exchange_domain, o, signer)
 
     def _attest(self, state: ProtocolState, req: TradeRequest | WithdrawRequest | BidRequest) -> SignedAttestation:
         """The engine's attestation of ``req`` on ``state`` with its quorum of signatures: what
@@ -483,7 +515,8 @@ class ChainBackend:
         key = (contract.address, fn)
         entry = self._abi_cache.get(key)
         if entry is None:
-            [item] = [i for i in contract.abi if i.get("type") == "function" and i.get("name") == fn]
+            abi: list[dict[str, Any]] = [dict(i) for i in contract.abi]
+            [item] = [i for i in abi if i.get("type") == "function" and i.get("name") == fn]
             types = [_abi_type(i) for i in item["inputs"]]
             selector = function_signature_to_4byte_selector(f"{fn}({','.join(types)})")
             entry = self._abi_cache[key] = (selector, types, [_abi_type(o) for o in item["outputs"]])
@@ -491,13 +524,11 @@ class ChainBackend:
         return "0x" + (selector + encode(types, list(args))).hex()
 
     def _tx(self, intent: int, key: str, contract: Contract, fn: str, *args: Any) -> _Tx:
-        data = self._calldata(contract, fn, args)
+        data = bytes.fromhex(self._calldata(contract, fn, args)[2:])
         sender = self._sender(key)
-        tx = {"to": contract.address, "data": data, "gas": TX_GAS, "gasPrice": GAS_PRICE, "nonce": sender.nonce,
-              "chainId": self.p.chain_id, "value": 0}  # fmt: skip
-        signed = sender.account.sign_transaction(tx)
+        raw, tx_hash = sign_legacy(sender.key, sender.nonce, GAS_PRICE, TX_GAS, contract.address, data, self.p.chain_id)
         sender.nonce += 1
-        return _Tx(intent, "0x" + bytes(signed.hash).hex(), "0x" + bytes(signed.raw_transaction).hex())
+        return _Tx(intent, "0x" + tx_hash.hex(), "0x" + raw.hex())
 
     def _sender(self, key: str) -> _Sender:
         s = self._senders.get(key)
@@ -506,7 +537,7 @@ class ChainBackend:
             if key not in ROOT_ROLE_KEYS.values():
                 self.rpc("anvil_setBalance", account.address, hex(GAS_BALANCE))
             nonce = int(self.rpc("eth_getTransactionCount", account.address, "latest"), 16)
-            s = self._senders[key] = _Sender(account, nonce)
+            s = self._senders[key] = _Sender(account, nonce, coincurve.PrivateKey(bytes(account.key)))
         return s
 
     def _mine(self, when: int, txs: Sequence[_Tx]) -> list[bool]:
@@ -559,9 +590,10 @@ class ChainBackend:
             self._keys[address] = key
 
     def _key(self, account: str) -> str:
-        """The key of agent account ``account`` (derived further, up to MAX_ACCOUNTS, if needed)."""
-        while account not in self._keys and len(self._keys) < MAX_ACCOUNTS:
-            self._derive(min(MAX_ACCOUNTS, 2 * len(self._keys) + 1024))
+        """The key of agent account ``account`` (derived further, up to twice the expected accounts
+        and at least SPARE_ACCOUNTS more, if needed)."""
+        while account not in self._keys and len(self._keys) < self._max_accounts:
+            self._derive(min(self._max_accounts, 2 * len(self._keys) + 256))
         key = self._keys.get(account)
         if key is None:
             raise InputError("account", f"{account} is not an agent account sim_account({self.seed}, i) of this run")
@@ -575,3 +607,48 @@ class ChainBackend:
 
 class NoStatusLeafError(PmsimError):
     """The latest status root holds no leaf of the account (refusal ``NoStatusLeaf``)."""
+
+
+def throughput(accounts: int = 200, rounds: int = 10, seed: int = 0) -> dict[str, float]:
+    """Transactions per second the chain backend sustains: ``accounts`` agents deposit, then ``rounds``
+    rounds of ``accounts / 2`` perpetual trades between pairs (each side attested by the engine and
+    signed, the trade sent, mined and confirmed, the state indexed). Returns the figures over the
+    trading rounds: ``transactions``, ``seconds`` (wall), ``tx_per_s``, and the wall rate of the
+    deposit round (three transactions per account: mint, approve, deposit) as ``deposit_tx_per_s``.
+
+    ``scripts/bench_sim.py --chain`` reports the rate of a whole scenario; this is the plain figure::
+
+        .venv/bin/python -c "from offchain.sim.chain_backend import throughput; print(throughput())"
+    """
+    from offchain.sim.backend import round_time
+    from offchain.sim.scenario import scenario_from_mapping
+
+    if accounts < 2 or accounts % 2:
+        raise InputError("accounts", f"an even number of at least 2, got {accounts}")
+    scenario = scenario_from_mapping({
+        "run": {"name": "chain-throughput", "seed": seed, "steps": 1, "step_seconds": 3600},
+        "market": {"model": "gbm", "underlyings": ["BTC", "ETH"], "initial_prices": [60_000.0, 3_000.0],
+                   "vol": [0.5, 0.6], "correlation": 0.8},
+        "risk": {"es": {"method": "none"}},
+    })  # fmt: skip
+    e18, usdc = 10**18, 10**6
+    with ChainBackend(scenario, accounts) as b:
+        start = scenario.run.start
+        who = [sim_account(b.seed, i)[0] for i in range(accounts)]
+        b.begin_step(0, start, [60_000 * e18, 3_000 * e18])
+        b.apply(round_time(start, 0), [ListInstrument(0, 0, 0, 0)])
+        t0 = time.perf_counter()
+        out = b.apply(round_time(start, 1), [Deposit(a, "USDC", 1_000_000 * usdc) for a in who])
+        deposit_s = time.perf_counter() - t0
+        if not all(o.ok for o in out):
+            raise ChainError(f"deposits refused: {[o.error for o in out if not o.ok][:3]}")
+        sent, t0 = b.stats.transactions, time.perf_counter()
+        for r in range(rounds):
+            trades = [Trade(who[i], who[i + 1], 1, e18, 60_000 * e18, r % 2 == 0) for i in range(0, accounts, 2)]
+            out = b.apply(round_time(start, 2 + r), trades)
+            if not all(o.ok for o in out):
+                raise ChainError(f"trades refused: {[o.error for o in out if not o.ok][:3]}")
+        seconds = time.perf_counter() - t0
+        txs = b.stats.transactions - sent
+    return {"transactions": txs, "seconds": round(seconds, 3), "tx_per_s": round(txs / seconds, 1),
+            "deposit_tx_per_s": round(3 * accounts / deposit_s, 1)}  # fmt: skip

@@ -25,8 +25,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
+from offchain.chain.client import Deployment
 from offchain.chain.indexer import AccountState, ProtocolState
-from offchain.sim.backend import Outcome
+from offchain.errors import PmsimError
+from offchain.risk.engine import MarginResult
+from offchain.risk.fixed_point import attested_figures
+from offchain.sim.backend import AuctionRecord, Backend, Intent, Outcome
 
 ROLES = ("insurance_fund", "fee_collector")
 
@@ -98,17 +102,21 @@ def _account_fields(acct: AccountState, loss_index: int, symbols: Mapping[str, s
     collateral = {symbols.get(t, t): v for t, v in acct.collateral.items() if v != 0}
     positions = {iid: _Record(size=p.size, cost_basis=p.cost_basis, funding_snapshot=p.funding_snapshot)
                  for iid, p in acct.positions.items()}  # fmt: skip
-    return _Record({"effective_cash": acct.effective_cash(loss_index), "cash": acct.cash, "loss_snapshot": acct.loss_snapshot,
-            "deposit_credit": acct.deposit_credit, "risk_nonce": acct.risk_nonce, "frozen": acct.frozen,
-            "collateral": collateral, "positions": positions})  # fmt: skip
+    return _Record(
+        effective_cash=acct.effective_cash(loss_index), cash=acct.cash, loss_snapshot=acct.loss_snapshot,
+        deposit_credit=acct.deposit_credit, risk_nonce=acct.risk_nonce, frozen=acct.frozen,
+        collateral=collateral, positions=positions,
+    )
 
 
 def _protocol_fields(s: ProtocolState, symbols: Mapping[str, str]) -> dict[str, Any]:
     collaterals = {symbols.get(t, t): (c.underlying, c.haircut) for t, c in s.collaterals.items()}
-    return _Record({"timestamp": s.timestamp, "prices": s.prices, "loss_index": s.loss_index, "settlements": s.settlements,
-            "paused": s.paused, "feed_fresh_until": s.feed_fresh_until, "params": s.params,
-            "liquidation": s.liquidation, "bands": s.bands, "engine_config_hash": s.engine_config_hash,
-            "risk_quorum": s.risk_quorum, "collaterals": collaterals})  # fmt: skip
+    return _Record(
+        timestamp=s.timestamp, prices=s.prices, loss_index=s.loss_index, settlements=s.settlements,
+        paused=s.paused, feed_fresh_until=s.feed_fresh_until, params=s.params, liquidation=s.liquidation,
+        bands=s.bands, engine_config_hash=s.engine_config_hash, risk_quorum=s.risk_quorum,
+        collaterals=collaterals,
+    )
 
 
 def diff_states(left: Side, right: Side) -> Difference | None:
@@ -155,3 +163,106 @@ def diff_mappings(path: str, left: Any, right: Any, left_name: str = "twin",
                   right_name: str = "chain") -> Difference | None:  # fmt: skip
     """The first differing leaf of two values of the same shape (auctions, margins, records)."""
     return _first(_pairs(path, left, right), left_name, right_name)
+
+
+# ---------------------------------------------------------------------- lockstep
+class DivergenceError(PmsimError, AssertionError):
+    """Two backends disagreed; the message names where (step, round) and the first field."""
+
+    def __init__(self, where: str, difference: Difference) -> None:
+        self.where, self.difference = where, difference
+        super().__init__(difference.message(where))
+
+
+def side(backend: Any, state: ProtocolState | None = None) -> Side:
+    """``backend``'s state (default: now) with its token symbols and roles, from its ``deployment``."""
+    dep: Deployment = backend.deployment
+    roles = {"insurance_fund": dep.contracts["InsuranceFund"], "fee_collector": dep.fee_collector}
+    symbols = {t.address: sym for sym, t in dep.tokens.items()}
+    return Side(backend.name, backend.state() if state is None else state, symbols, roles)
+
+
+class Lockstep:
+    """A backend that drives two backends with the same calls and checks after every call that they
+    agree: outcomes, the whole state (:func:`diff_states`), auctions and every account's attested
+    margin figures. It answers with ``right``'s results (the agents decide on them), so a run through
+    it is the run of ``right`` checked against ``left`` step by step; the first disagreement raises
+    :class:`DivergenceError` naming the step, round and field.
+
+    Parameters
+    ----------
+    left, right : Backend
+        Usually the twin and the chain; each has a ``deployment`` (token symbols and roles).
+    margins : bool
+        Also compare every account's margin figures, in the contracts' fixed point, after each step's
+        price round and root (what the agents decide the step on).
+    """
+
+    def __init__(self, left: Backend, right: Backend, *, margins: bool = True) -> None:
+        self.left, self.right = left, right
+        self.name = right.name
+        self.deployment = getattr(right, "deployment", None)
+        self.check_margins = margins
+        self.step, self.round = -1, 0
+        self.checks = 0
+        self.outcomes: list[tuple[str, list[Outcome]]] = []  # every round's outcomes (right's), labelled
+        self._compare("setup")
+
+    def _where(self) -> str:
+        return f"step {self.step} round {self.round}" if self.step >= 0 else "setup"
+
+    def _compare(self, where: str, margins: bool = False) -> None:
+        left, right = side(self.left), side(self.right)
+        d = diff_states(left, right)
+        if d is None:
+            a, b = self.left.auctions(), self.right.auctions()
+            d = diff_mappings("auctions", {k: (v.version, v.emergency, v.state) for k, v in a.items()},
+                              {k: (v.version, v.emergency, v.state) for k, v in b.items()},
+                              self.left.name, self.right.name)  # fmt: skip
+        if d is None and margins and self.check_margins and right.state.prices.round:
+            d = diff_mappings("margins", _figures(self.left), _figures(self.right), self.left.name, self.right.name)
+        if d is not None:
+            raise DivergenceError(where, d)
+        self.checks += 1
+
+    def begin_step(self, step: int, step_start: int, prices: Sequence[int]) -> None:
+        self.step, self.round = step, 0
+        self.left.begin_step(step, step_start, prices)
+        self.right.begin_step(step, step_start, prices)
+        self._compare(f"step {step} prices and root", margins=True)
+
+    def apply(self, when: int, intents: Sequence[Intent]) -> list[Outcome]:
+        where = self._where()
+        a = self.left.apply(when, intents)
+        b = self.right.apply(when, intents)
+        d = diff_outcomes(a, b, self.left.name, self.right.name)
+        if d is not None:
+            raise DivergenceError(where, d)
+        self.outcomes.append((where, b))
+        self._compare(where)
+        self.round += 1
+        return b
+
+    def state(self) -> ProtocolState:
+        return self.right.state()
+
+    def margins(self) -> tuple[list[str], MarginResult]:
+        return self.right.margins()
+
+    def auctions(self) -> dict[str, AuctionRecord]:
+        return self.right.auctions()
+
+    def close(self) -> None:
+        self.left.close()
+        self.right.close()
+
+
+def _figures(backend: Backend) -> dict[str, Any]:
+    """Every account's (margin equity, mark-to-market equity, IM, MM) as the engine attests them."""
+    addresses, result = backend.margins()
+    out: dict[str, Any] = {}
+    for i, a in enumerate(addresses):
+        m = result.account(i)
+        f = attested_figures(m.margin_equity, m.mtm_equity, m.im, m.mm)
+        out[_short(a)] = (f.margin_equity, f.mtm_equity, f.im, f.mm)
+    return out

@@ -113,9 +113,17 @@ class Metrics:
         self.refused += 1
         self.refusals[error] = self.refusals.get(error, 0) + 1
 
-    def on_bid(self, state: ProtocolState, record: LiquidationRecord, *, price: int, fee: int, worth: int,
-               notional: int, fund_cash: int) -> int:  # fmt: skip
-        """A bid that moved positions; returns the fund's cash after it (draws taken)."""
+    @staticmethod
+    def cash_base(state: ProtocolState) -> tuple[int, int]:
+        """(positive cash, loss pending on it) over every account: what ``rules.socialise`` spreads over."""
+        positive = sum(max(a.cash, 0) for a in state.accounts.values())
+        pending = sum(rules.pending_charge(a.cash, a.loss_snapshot, state.loss_index) for a in state.accounts.values())
+        return positive, pending
+
+    def on_bid(self, record: LiquidationRecord, *, price: int, fee: int, worth: int, notional: int, fund_cash: int,
+               cash_base: tuple[int, int], loss_index: int) -> int:  # fmt: skip
+        """A bid that moved positions; returns the fund's cash after it (draws taken). ``cash_base`` and
+        ``loss_index`` are those before the bid's round (:meth:`cash_base`)."""
         self._step_liquidations += 1
         self.liquidations.append(record)
         self.liquidation_fees += fee
@@ -127,9 +135,7 @@ class Metrics:
             return fund_cash + fee
         owed = -price
         draw, left = rules.fund_draw(fund_cash, owed)
-        positive = sum(max(a.cash, 0) for a in state.accounts.values())
-        pending = sum(rules.pending_charge(a.cash, a.loss_snapshot, state.loss_index) for a in state.accounts.values())
-        social = rules.socialise(left, positive, pending, state.loss_index)[0] if left else 0
+        social = rules.socialise(left, cash_base[0], cash_base[1], loss_index)[0] if left else 0
         self.bad_debt += owed
         self.fund_draws += draw
         self.socialised += social

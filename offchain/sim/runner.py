@@ -49,6 +49,7 @@ from offchain.sim.backend import (
     Settle,
     StartAuction,
     Trade,
+    Withdraw,
     round_time,
     schedule,
     sim_account,
@@ -73,7 +74,7 @@ def default_folder(scenario: Scenario, backend: str) -> Path:
 def initial_listings(scenario: Scenario) -> list[ListInstrument]:
     """The instruments listed at deployment (step 0), in order: one perpetual per underlying, then the
     option series the agents write or buy at the first prices (sorted). Both backends list exactly
-    these before step 0 (the chain at deployment); the runner lists later series as intents."""
+    these in step 0's first round, before the deposits; later series are listed as they are needed."""
     path = scenario.market_path()
     prices = tuple(price_to_tick(float(p)) for p in path.prices[0])
     start = int(path.times[0])
@@ -87,25 +88,28 @@ def initial_listings(scenario: Scenario) -> list[ListInstrument]:
     return perps + [ListInstrument(*k) for k in sorted(keys)]
 
 
-def make_backend(name: str, scenario: Scenario) -> Backend:
-    """The backend called ``name`` (``twin``: :class:`offchain.sim.twin.TwinBackend`; ``chain``:
-    :class:`offchain.sim.chain_backend.ChainBackend`) for ``scenario``, deployed with its
-    :func:`initial_listings`.
+def make_backend(name: str, scenario: Scenario, seed: int | None = None) -> Backend:
+    """The backend called ``name`` for ``scenario`` (run with ``seed``, default ``run.seed``):
+    ``twin``, :class:`offchain.sim.twin.TwinBackend`; ``chain``,
+    :class:`offchain.sim.chain_backend.ChainBackend` (a fresh Anvil). Both start with nothing listed:
+    the runner lists the perpetuals and the first series as step 0's first round
+    (:func:`initial_listings`), the same intents on both.
 
     Raises
     ------
     InputError
         An unknown name (field ``backend``).
     """
-    listings = initial_listings(scenario)
+    if seed is not None:
+        scenario = dataclasses.replace(scenario, run=dataclasses.replace(scenario.run, seed=seed))
     if name == "twin":
         from offchain.sim.twin import TwinBackend
 
-        return TwinBackend(scenario, listings)
+        return TwinBackend(scenario)
     if name == "chain":
         from offchain.sim.chain_backend import ChainBackend  # type: ignore[import-not-found,unused-ignore]
 
-        return ChainBackend(scenario, listings)  # type: ignore[no-any-return,unused-ignore]
+        return ChainBackend(scenario, seed=scenario.run.seed)  # type: ignore[no-any-return,unused-ignore]
     raise InputError("backend", f"must be 'twin' or 'chain', got {name!r}")
 
 
@@ -254,6 +258,12 @@ class _Loop:
             wants, sends = p.decide(view)
             orders += wants
             intents += sends
+        # an account in an auction knows it is frozen: it sends no order and no withdrawal
+        accounts = view.state.accounts
+        frozen = {a for a, acct in accounts.items() if acct.frozen}
+        if frozen:
+            orders = [o for o in orders if o.account not in frozen]
+            intents = [i for i in intents if not (isinstance(i, Withdraw) and i.account in frozen)]
         fills: list[tuple[Trade, ag.Order]] = []
         if self.makers:
             fills = self.makers[0].fill(view, orders) if len(self.makers) == 1 else self._fill_many(view, orders)
@@ -282,6 +292,14 @@ class _Loop:
         before = view.state
         lp = before.liquidation
         fund_cash = self.metrics.fund_cash(before)
+        # what the bids' records need from the state before them (the backend's state moves on)
+        index = before.prices.prices
+        notional = {b.account: sum(abs(rules.value(rules.moved_size(pos.size, b.fraction),
+                                                   index[before.instruments[i].underlying]))
+                                   for i, pos in before.accounts[b.account].positions.items())
+                    for b in bids if isinstance(b, Bid)}  # fmt: skip
+        cash = self.metrics.cash_base(before) if any(a.state.insolvent for a in auctions.values()) else (0, 0)
+        loss_index = before.loss_index
         r0 = r
         r, outcomes = self.apply(step_start, r, bids)
         rounds = {id(b): r0 + n for n, batch in enumerate(schedule(bids)) for b in batch}
@@ -293,19 +311,16 @@ class _Loop:
             at = round_time(step_start, rounds[id(b)])
             price, fee = rules.bid_price(rec.state, b.fraction, at, auction_params(lp))
             worth = rules.mul_div_floor_signed(rec.state.mtm_equity, b.fraction, WAD)
-            notional = sum(abs(rules.value(rules.moved_size(pos.size, b.fraction),
-                                           before.prices.prices[before.instruments[i].underlying]))
-                           for i, pos in before.accounts[b.account].positions.items())  # fmt: skip
             depth = self.depth.get(b.account, 0)
             for k in self.keepers:
                 if b.keeper in k.accounts:
                     k.depth[b.keeper] = max(k.depth.get(b.keeper, 0), depth)
             disc = "0" if worth == 0 else str(round((worth - price) / abs(worth), 6))
             record = LiquidationRecord(step, at, b.account, b.keeper, fraction(b.fraction), money(price), money(fee),
-                                       "0", "0", money(notional), disc, depth)  # fmt: skip
+                                       "0", "0", money(notional[b.account]), disc, depth)  # fmt: skip
             drawn0, social0 = self.metrics.fund_draws, self.metrics.socialised
-            fund_cash = self.metrics.on_bid(before, record, price=price, fee=fee, worth=worth, notional=notional,
-                                            fund_cash=fund_cash)  # fmt: skip
+            fund_cash = self.metrics.on_bid(record, price=price, fee=fee, worth=worth, notional=notional[b.account],
+                                            fund_cash=fund_cash, cash_base=cash, loss_index=loss_index)  # fmt: skip
             self.metrics.liquidations[-1] = dataclasses.replace(
                 record, fund_draw_usd=money(self.metrics.fund_draws - drawn0),
                 socialised_usd=money(self.metrics.socialised - social0))  # fmt: skip

@@ -252,3 +252,12 @@ def test_every_kind_builds_from_the_scenario_options(kind: str) -> None:
     assert len(p.accounts) == 2 and (p.sizes > 0).all()
     assert p.initial_deposits([60_000.0, 3_000.0], ag.TOKEN_DECIMALS, {0: "WBTC", 1: "WETH"})[0].amount > 0
     _ = WAD
+
+
+def test_market_makers_requote_every_n_steps() -> None:
+    mm = population("market_maker", count=1, requote_every_steps=3)
+    assert isinstance(mm, ag.MarketMakers)
+    first = mm.quote(view_of(market_state(), step=3), 1, True)
+    moved = market_state((61_000 * E18, 3_000 * E18))
+    assert mm.quote(view_of(moved, step=5), 1, True) == first  # the step-3 quote stands
+    assert mm.quote(view_of(moved, step=6), 1, True) > first  # re-quoted at the new index
