@@ -13,10 +13,9 @@ account at a time (``MarginEngine.account``, no batch) against the batch kernel
 printed.
 
 ``--chain`` (the chain half): the same scenario over ``--chain-steps`` steps on
-``offchain.sim.chain_backend.ChainBackend`` (the chainsim helper's; skipped with a message while it
-does not exist) and on the twin, giving ``chain_tx_per_s`` (intents applied per second on Anvil)
-and ``twin_chain_ratio`` (chain seconds / twin seconds on that scenario). Without ``--chain`` both
-are null.
+``offchain.sim.chain_backend.ChainBackend`` and on the twin, giving ``chain_tx_per_s``
+(transactions mined per second of the whole chain run, set-up, price rounds and roots included) and
+``twin_chain_ratio`` (chain seconds / twin seconds on that scenario). Without ``--chain`` both are null.
 
 The last line is JSON: accounts, steps, twin_seconds, twin_grid_seconds, chain_tx_per_s,
 twin_chain_ratio (and the reference figures).
@@ -145,10 +144,12 @@ def main() -> None:
             cb.close()
             twin_small, _, tb = timed(sc, "twin")
             tb.close()
-            chain_tx_per_s = chain_intents / chain_s
+            stats = cb.inner.stats  # type: ignore[attr-defined]
+            chain_tx_per_s = stats.transactions / chain_s
             ratio = chain_s / twin_small
-            print(f"chain: {chain_intents} intents in {chain_s:.1f} s = {chain_tx_per_s:.0f} tx/s; "
-                  f"twin {twin_small:.1f} s on the same {args.chain_steps} steps: {ratio:.0f}x")  # fmt: skip
+            print(f"chain: {stats.transactions} transactions ({chain_intents} intents, {stats.blocks} blocks) in "
+                  f"{chain_s:.1f} s of the whole run = {chain_tx_per_s:.0f} tx/s; twin {twin_small:.1f} s on the "
+                  f"same {args.chain_steps} steps: {ratio:.0f}x")  # fmt: skip
     print(json.dumps({"accounts": args.accounts, "steps": args.steps, "twin_seconds": round(twin_s, 2),
                       "twin_grid_seconds": round(grid_s, 2), "chain_tx_per_s": chain_tx_per_s,
                       "twin_chain_ratio": ratio, "reference_batch_ms": round(batch * 1e3, 3),
