@@ -31,7 +31,7 @@ from offchain.chain.merkle import StatusRoot, StatusTree
 from offchain.chain.units import Kind
 from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
 from offchain.engine.follower import ChainFollower, HeadProbe
-from offchain.engine.liquidation import BidRequest, fetch_auction, root_unusable, start_candidates
+from offchain.engine.liquidation import AuctionView, BidRequest, fetch_auction, root_unusable, start_candidates
 from offchain.engine.signer import RiskSigner, SignerRefused, SignJob
 from offchain.errors import ChainError, ConfigError, ContractRevertError, InputError, PmsimError
 
@@ -227,19 +227,8 @@ class Engine:
             state = self.state()
             req = make(state)
             issued, expiry = self._window(state)
-            if isinstance(req, TradeRequest):
-                att = self.core.attest_trade(state, req, issued, expiry)
-                reducing = att.action_hash == trade_action(req.account, req.instrument, req.size_delta, req.price,
-                                                           req.fee, True)  # the fill lowers the portfolio IM
-                field = "size"
-            elif isinstance(req, BidRequest):
-                auction = fetch_auction(self.protocol, req.account, state.block)
-                att = self.core.attest_bid(state, req, auction, issued, expiry)
-                reducing, field = False, "fraction"
-            else:
-                att = self.core.attest_withdraw(state, req, issued, expiry)
-                reducing, field = False, "amount"
-            _require_margin(att, reducing, field)
+            auction = fetch_auction(self.protocol, req.account, state.block) if isinstance(req, BidRequest) else None
+            att = checked_attestation(self.core, state, req, issued, expiry, auction)
         except PmsimError:
             self.metrics.attestation_errors.inc()
             raise
@@ -401,6 +390,36 @@ class Engine:
             raise InputError("round", "no round posted by this engine yet")
         return {"round": latest.round, "block": latest.block, "root": _root_json(latest.root),
                 "tree": latest.tree.dump()}  # fmt: skip
+
+
+def checked_attestation(core: EngineCore, state: ProtocolState, req: Request, issued: int, expiry: int,
+                        auction: AuctionView | None = None) -> Attestation:  # fmt: skip
+    """The engine's attestation of ``req`` on ``state``, refused as the contract would refuse it.
+
+    The one home of "attest, then check the contract's margin test" that the engine service, the
+    simulator's twin and its chain backend all serve: a trade needs maintenance margin when it lowers
+    the portfolio IM (the attestation's reduce flag, F-7) and initial margin otherwise; a bid (on
+    ``auction``, required for a :class:`BidRequest`) and a withdrawal need initial margin.
+
+    Raises
+    ------
+    InsufficientMarginError
+        The account would fail the contract's margin test (field ``size``, ``fraction`` or ``amount``).
+    """
+    if isinstance(req, TradeRequest):
+        att = core.attest_trade(state, req, issued, expiry)
+        reducing = att.action_hash == trade_action(req.account, req.instrument, req.size_delta, req.price,
+                                                   req.fee, True)  # the fill lowers the portfolio IM
+        _require_margin(att, reducing, "size")
+    elif isinstance(req, BidRequest):
+        if auction is None:
+            raise ValueError("a bid attestation needs the auction")
+        att = core.attest_bid(state, req, auction, issued, expiry)
+        _require_margin(att, False, "fraction")
+    else:
+        att = core.attest_withdraw(state, req, issued, expiry)
+        _require_margin(att, False, "amount")
+    return att
 
 
 def _require_margin(att: Attestation, reducing: bool, field: str) -> None:

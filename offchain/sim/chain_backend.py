@@ -56,7 +56,7 @@ from web3 import Web3
 from web3.contract import Contract
 
 from offchain import rules
-from offchain.chain.actions import STATUS, trade_action
+from offchain.chain.actions import STATUS
 from offchain.chain.anvil import DEFAULT_KEYS, Anvil, start_anvil
 from offchain.chain.client import Protocol, _abi_type
 from offchain.chain.deploy import DeployConfig, deploy_protocol
@@ -67,7 +67,7 @@ from offchain.chain.merkle import StatusRoot, StatusTree
 from offchain.chain.units import TICK, Kind
 from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
 from offchain.engine.liquidation import BidRequest, fetch_auction
-from offchain.engine.service import Engine, RoundResult, SignedAttestation, _require_margin
+from offchain.engine.service import Engine, RoundResult, SignedAttestation, checked_attestation
 from offchain.engine.signer import LocalSigner, SignJob
 from offchain.errors import ChainError, InputError, PmsimError
 from offchain.risk.engine import MarginResult
@@ -493,19 +493,9 @@ class ChainBackend:
     def _attest(self, state: ProtocolState, req: TradeRequest | WithdrawRequest | BidRequest) -> SignedAttestation:
         """The engine's attestation of ``req`` on ``state`` with its quorum of signatures: what
         ``Engine._attest`` serves, on the round's snapshot (raises the engine's refusal)."""
-        core = self.engine.core
         issued, expiry = self.engine._window(state)
-        if isinstance(req, TradeRequest):
-            att = core.attest_trade(state, req, issued, expiry)
-            reducing = att.action_hash == trade_action(req.account, req.instrument, req.size_delta, req.price,
-                                                       req.fee, True)  # fmt: skip
-            _require_margin(att, reducing, "size")
-        elif isinstance(req, BidRequest):
-            att = core.attest_bid(state, req, fetch_auction(self.p, req.account, state.block), issued, expiry)
-            _require_margin(att, False, "fraction")
-        else:
-            att = core.attest_withdraw(state, req, issued, expiry)
-            _require_margin(att, False, "amount")
+        auction = fetch_auction(self.p, req.account, state.block) if isinstance(req, BidRequest) else None
+        att = checked_attestation(self.engine.core, state, req, issued, expiry, auction)
         return SignedAttestation(att, self.engine._collect(SignJob(state.block, att, req), state), state.block)
 
     # ------------------------------------------------------------------ transactions

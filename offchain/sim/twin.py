@@ -34,7 +34,6 @@ from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 
 from offchain import rules
-from offchain.chain.actions import trade_action
 from offchain.chain.anvil import DEFAULT_KEYS
 from offchain.chain.client import Deployment, TokenInfo
 from offchain.chain.deploy import UNDERLYINGS, DeployConfig, FeedConfig
@@ -46,7 +45,7 @@ from offchain.chain.params import CollateralParams, ExchangeBands, params_hash
 from offchain.chain.units import TICK, Kind
 from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
 from offchain.engine.liquidation import BidRequest
-from offchain.engine.service import _require_margin
+from offchain.engine.service import checked_attestation
 from offchain.errors import ContractRevertError, InputError, PmsimError
 from offchain.risk.engine import MarginResult
 from offchain.risk.fixed_point import attested_figures
@@ -319,12 +318,7 @@ class TwinBackend:
                     req = TradeRequest(
                         account, intent.instrument, delta, intent.price, rules.fee(delta, intent.price, rate)
                     )
-                    att = self.core.attest_trade(s, req, issued, expiry)
-                    reducing = att.action_hash == trade_action(
-                        account, intent.instrument, delta, intent.price, req.fee, True
-                    )
-                    _require_margin(att, reducing, "size")
-                    atts.append(att)
+                    atts.append(checked_attestation(self.core, s, req, issued, expiry))
                 return tuple(atts)
             if isinstance(intent, Withdraw):
                 acct = s.accounts.get(intent.account)
@@ -332,16 +326,12 @@ class TwinBackend:
                     return None
                 issued, expiry = self._window()
                 req_w = WithdrawRequest(intent.account, self.token_address(intent.token), intent.amount)
-                att = self.core.attest_withdraw(s, req_w, issued, expiry)
-                _require_margin(att, False, "amount")
-                return att
+                return checked_attestation(self.core, s, req_w, issued, expiry)
             if isinstance(intent, Bid):
                 auction = self.ledger.auction(intent.account)
                 req_b = BidRequest(intent.keeper, intent.account, auction.version, intent.fraction, intent.worst_price)
                 issued, expiry = self._window()
-                att = self.core.attest_bid(s, req_b, auction, issued, expiry)
-                _require_margin(att, False, "fraction")
-                return att
+                return checked_attestation(self.core, s, req_b, issued, expiry, auction)
         except ContractRevertError as exc:
             return Outcome(intent, False, exc.error_name, str(exc))
         except PmsimError as exc:
