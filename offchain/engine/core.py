@@ -89,6 +89,7 @@ class EngineCore:
         self._quote = by_symbol[config.quote].address
         self._engines: OrderedDict[tuple[int, str, int, bytes], MarginEngine] = OrderedDict()
         self._build_lock = threading.Lock()
+        self._last_built: MarginEngine | None = None  # what a new block's market may reuse (MarginEngine's previous)
         self._account_states: OrderedDict[tuple[int, str, int, bytes], dict[int, _Cached]] = OrderedDict()
 
     # ------------------------------------------------------------------ market
@@ -126,7 +127,9 @@ class EngineCore:
             settlements={(u, e): p / E18 for (u, e), p in state.settlements.items()},
             as_of=state.prices.timestamp,  # historical scenarios: only returns known at the round's time
         )
-        return MarginEngine(self.config, table, market)
+        engine = MarginEngine(self.config, table, market, previous=self._last_built)
+        self._last_built = engine
+        return engine
 
     # ------------------------------------------------------------------ accounts
     def account_state(self, state: ProtocolState, acct: ChainAccount) -> AccountState:

@@ -53,7 +53,7 @@ from offchain.risk.kernel import margin_all, margin_one
 from offchain.risk.market import MarketState
 from offchain.risk.pricing import Valuation, instrument_greeks, scenario_pnl, value_instruments
 from offchain.risk.rules import position_rules
-from offchain.risk.scenarios import ScenarioBlock, build_grid, build_tail, describe
+from offchain.risk.scenarios import ScenarioBlock, build_grid, build_tail, describe, tail_key
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,6 +162,8 @@ class MarginEngine:
         instruments: InstrumentTable,
         market: MarketState,
         tail_method: TailMethod | None = None,
+        *,
+        previous: MarginEngine | None = None,
     ) -> None:
         n_under = len(config.underlyings)
         if market.spot.size != n_under:
@@ -173,9 +175,17 @@ class MarginEngine:
         self.instruments = instruments
         self.market = market
         self.valuation: Valuation = value_instruments(instruments, market, config)
-        self.grid: ScenarioBlock = build_grid(config)
-        self.tail: ScenarioBlock | None = build_tail(config, market, tail_method or config.es.method)
-        self.pnl = _finite_readonly("scenario P&L", self._price_scenarios(), instruments)
+        method = tail_method or config.es.method
+        self._tail_key = tail_key(config, market, method)
+        self.grid: ScenarioBlock
+        self.tail: ScenarioBlock | None
+        if previous is not None and previous.config is config and previous._tail_key == self._tail_key:
+            self.grid, self.tail = previous.grid, previous.tail
+        else:
+            self.grid = build_grid(config)
+            self.tail = build_tail(config, market, method)
+            previous = None
+        self.pnl = _finite_readonly("scenario P&L", self._price_scenarios(previous), instruments)
         self._unit = _finite_readonly("position rules", self._unit_matrix(), instruments)
         n_tail = self.tail.size if self.tail is not None else 0
         self._ti, self._tf = _tail_parameters(n_tail, config)
@@ -191,14 +201,27 @@ class MarginEngine:
         return (self.pnl, self.instruments.underlying, len(self.config.underlyings), self._unit, self.grid.weight,
                 self._ti, self._tf)  # fmt: skip
 
-    def _price_scenarios(self) -> Float64Array:
+    def _price_scenarios(self, previous: MarginEngine | None = None) -> Float64Array:
+        """The instrument × scenario P&L matrix; with ``previous`` (an engine of the same configuration
+        and scenario blocks), its rows of perpetuals are taken as they are when the instruments and the
+        index prices are the same: a perpetual's row depends only on those (``S (m - 1)``), so a new
+        block of the same price round (time moved on) reprices its dated instruments only."""
         blocks = [self.grid] + ([self.tail] if self.tail is not None else [])
         pnl = np.empty((len(self.instruments), sum(b.size for b in blocks)))
+        only = None
+        if previous is not None and self.instruments.same_as(previous.instruments) and np.array_equal(
+            self.market.spot, previous.market.spot
+        ):
+            keep = self.instruments.kind == Kind.PERP
+            pnl[keep] = previous.pnl[keep]
+            only = ~keep
         start = 0
         for block in blocks:
-            pnl[:, start : start + block.size] = scenario_pnl(
-                self.instruments, self.valuation, self.market, self.config, block
-            )
+            part = scenario_pnl(self.instruments, self.valuation, self.market, self.config, block, only=only)
+            if only is None:
+                pnl[:, start : start + block.size] = part
+            else:
+                pnl[only, start : start + block.size] = part[only]
             start += block.size
         return pnl
 

@@ -43,14 +43,28 @@ def _exact(value: float, field: str) -> Fraction:
     return Fraction(value)
 
 
+def _ratio(value: float, field: str) -> tuple[int, int]:
+    """``value`` as the exact ratio ``n / d`` of integers (``d`` a power of two for a float)."""
+    if isinstance(value, float) and math.isfinite(value):  # the hot path (numpy's float64 too)
+        return value.as_integer_ratio()
+    ratio = _exact(value, field)  # ints, and the errors
+    return ratio.numerator, ratio.denominator
+
+
 def to_quote_units_down(usd: float) -> int:
-    """``floor(usd × 1e6)`` exactly: equities, balances (rounded against the account)."""
-    return math.floor(_exact(usd, "usd") * QUOTE_SCALE)
+    """``floor(usd × 1e6)`` exactly: equities, balances (rounded against the account).
+
+    Exact on the float's binary value: ``usd = n / d`` exactly (``float.as_integer_ratio``), and
+    ``(n · 10^6) // d`` is the floor in integer arithmetic.
+    """
+    n, d = _ratio(usd, "usd")
+    return (n * QUOTE_SCALE) // d
 
 
 def to_quote_units_up(usd: float) -> int:
     """``ceil(usd × 1e6)`` exactly: margin requirements (rounded against the account)."""
-    return math.ceil(_exact(usd, "usd") * QUOTE_SCALE)
+    n, d = _ratio(usd, "usd")
+    return -((-n * QUOTE_SCALE) // d)
 
 
 def from_quote_units(units: int) -> float:

@@ -82,6 +82,13 @@ class InstrumentTable:
         self._check_rows()
         object.__setattr__(self, "_order", order)
 
+    def same_as(self, other: InstrumentTable) -> bool:
+        """The same instruments in the same rows (every column equal)."""
+        return self is other or all(
+            np.array_equal(getattr(self, name), getattr(other, name))
+            for name in ("instrument_id", "kind", "underlying", "strike", "expiry")
+        )
+
     def _check_rows(self) -> None:
         def fail(name: str, bad: BoolArray, message: str) -> None:
             if bad.any():

@@ -110,18 +110,24 @@ def scenario_pnl(
     market: MarketState,
     config: RiskConfig,
     block: ScenarioBlock,
+    only: BoolArray | None = None,
 ) -> Float64Array:
     """P&L per unit of each instrument in each scenario, shape (instruments, scenarios).
 
-    Rows are C-contiguous (instrument-major), the layout the margin kernel reads.
+    Rows are C-contiguous (instrument-major), the layout the margin kernel reads. With ``only``,
+    just those rows are priced (the others are left zero); every row is computed elementwise, so
+    a row is the same whichever other rows are priced with it.
     """
     out = np.zeros((len(instruments), block.size))
     linear = ~instruments.is_option & ~valuation.expired
+    live_option = valuation.live_option
+    if only is not None:
+        linear, live_option = linear & only, live_option & only
     rows = np.flatnonzero(linear)
     mult = block.spot_mult[instruments.underlying[rows]]
     out[rows] = valuation.spot[rows, None] * (mult - 1.0)
     for u in range(len(market.vol)):
-        rows = np.flatnonzero(valuation.live_option & (instruments.underlying == u))
+        rows = np.flatnonzero(live_option & (instruments.underlying == u))
         step = max(1, _CHUNK_ELEMENTS // max(block.size, 1))
         for lo in range(0, rows.size, step):
             chunk = rows[lo : lo + step]

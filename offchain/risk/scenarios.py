@@ -279,6 +279,23 @@ def historical_scenarios(config: RiskConfig, as_of: int | None) -> HistoricalRet
     return scenarios
 
 
+def tail_key(config: RiskConfig, market: MarketState, method: str) -> tuple[object, ...]:
+    """What :func:`build_tail` of ``config`` reads from ``market`` for ``method``: two markets with
+    the same key (and the same configuration) get the same tail block.
+
+    Historical: the number of returns known at ``market.as_of`` (daily returns: the same for every
+    price round of a day). Monte Carlo: the price round (the seed) and the at-the-money implied
+    volatilities at the horizon. None: nothing.
+    """
+    if method == "historical":
+        known = len(config.history.dates) if market.as_of is None else config.history.count_as_of(market.as_of)
+        return (method, known)
+    if method == "monte_carlo":
+        h = config.es.horizon_days / DAYS_PER_YEAR
+        return (method, market.round_id, tuple(float(s.implied_vol(0.0, h)) for s in market.vol))
+    return (method,)
+
+
 def build_tail(config: RiskConfig, market: MarketState, method: str) -> ScenarioBlock | None:
     """Tail-risk scenarios for ``method`` (historical, monte_carlo) or None for ``none``.
 

@@ -214,6 +214,12 @@ class Backend(TypingProtocol):
         """Every account's margin figures now: ``EngineCore.compute_all(self.state())``."""
         ...
 
+    def root_margins(self) -> tuple[list[str], MarginResult]:
+        """The figures the step's status root was built from (``EngineCore.compute_all`` of the price
+        block's state: what its leaves say, unrounded), or :meth:`margins` when the step posted no root.
+        What the agents decide a step on."""
+        ...
+
     def auctions(self) -> dict[str, AuctionRecord]:
         """Every account with an active liquidation auction (``Liquidator.auctionOf``)."""
         ...

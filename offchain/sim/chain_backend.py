@@ -259,6 +259,7 @@ class ChainBackend:
         self._price_signers: list[Signer] = list(price)
         self._price_quorum: int | None = None
         self._margins: tuple[str, tuple[list[str], MarginResult]] | None = None
+        self._root_margins: tuple[list[str], MarginResult] | None = None
         self._order_signers: dict[str, Signer] = {}
         self._exchange_domain = self.p.domain("Exchange")
         self._abi_cache: dict[tuple[str, str], tuple[bytes, list[str], list[str]]] = {}
@@ -320,8 +321,12 @@ class ChainBackend:
         state, engine = self._state, self.engine
         txs: list[_Tx] = []
         result = None
-        leaves = [] if state.prices.round == 0 or not rules.feed_fresh(state.feed_fresh_until, state.timestamp) \
-            else engine.core.status_leaves(state)  # fmt: skip
+        self._root_margins = None
+        leaves = []
+        if state.prices.round and rules.feed_fresh(state.feed_fresh_until, state.timestamp) and state.accounts:
+            # EngineCore.status_leaves, keeping the figures for root_margins()
+            self._root_margins = addresses, figures = engine.core.compute_all(state)
+            leaves = [engine.core._leaf(state, a, figures.account(i)) for i, a in enumerate(addresses)]
         if leaves:
             tree = StatusTree.build(leaves)
             number = (state.root.round if state.root is not None else 0) + 1
@@ -391,6 +396,10 @@ class ChainBackend:
         if self._margins is None or self._margins[0] != key:
             self._margins = (key, self.engine.core.compute_all(self._state))
         return self._margins[1]
+
+    def root_margins(self) -> tuple[list[str], MarginResult]:
+        """The figures of the step's status root (see ``Backend.root_margins``)."""
+        return self._root_margins if self._root_margins is not None else self.margins()
 
     def auctions(self) -> dict[str, AuctionRecord]:
         """``Liquidator.auctionOf`` of every account the indexer shows frozen (in auction)."""

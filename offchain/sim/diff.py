@@ -220,7 +220,8 @@ class Lockstep:
                               {k: (v.version, v.emergency, v.state) for k, v in b.items()},
                               self.left.name, self.right.name)  # fmt: skip
         if d is None and margins and self.check_margins and right.state.prices.round:
-            d = diff_mappings("margins", _figures(self.left), _figures(self.right), self.left.name, self.right.name)
+            d = diff_mappings("root margins", _figures(self.left.root_margins()), _figures(self.right.root_margins()),
+                              self.left.name, self.right.name)  # fmt: skip
         if d is not None:
             raise DivergenceError(where, d)
         self.checks += 1
@@ -249,6 +250,9 @@ class Lockstep:
     def margins(self) -> tuple[list[str], MarginResult]:
         return self.right.margins()
 
+    def root_margins(self) -> tuple[list[str], MarginResult]:
+        return self.right.root_margins()
+
     def auctions(self) -> dict[str, AuctionRecord]:
         return self.right.auctions()
 
@@ -257,9 +261,9 @@ class Lockstep:
         self.right.close()
 
 
-def _figures(backend: Backend) -> dict[str, Any]:
+def _figures(margins: tuple[list[str], MarginResult]) -> dict[str, Any]:
     """Every account's (margin equity, mark-to-market equity, IM, MM) as the engine attests them."""
-    addresses, result = backend.margins()
+    addresses, result = margins
     out: dict[str, Any] = {}
     for i, a in enumerate(addresses):
         m = result.account(i)

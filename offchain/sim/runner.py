@@ -227,7 +227,7 @@ class _Loop:
         backend.begin_step(step, step_start, prices)
         self.history[step] = [ag.usd(p) for p in prices]
         # at step 0 nothing is listed or held yet: the figures are read after the setup rounds
-        addresses, margins = backend.margins() if step else ([], _no_margins())
+        addresses, margins = backend.root_margins() if step else ([], _no_margins())
         r = 0
         view = self.view(step, step_start, round_time(step_start, 0), addresses, margins)
         listings: list[Intent] = []

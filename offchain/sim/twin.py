@@ -48,7 +48,7 @@ from offchain.engine.liquidation import BidRequest
 from offchain.engine.service import checked_attestation
 from offchain.errors import ContractRevertError, InputError, PmsimError
 from offchain.risk.engine import MarginResult
-from offchain.risk.fixed_point import attested_figures
+from offchain.risk.fixed_point import quote_units_down, quote_units_up, to_quote_units_down, to_quote_units_up
 from offchain.sim.backend import (
     AuctionRecord,
     Bid,
@@ -139,21 +139,33 @@ def twin_genesis(scenario: Scenario, *, deployer_key: str = DEFAULT_KEYS[0], ris
 
 
 class LazyLeaves(Mapping[str, StatusLeaf]):
-    """A round's leaves by account, each built (``EngineCore._leaf``) when first read: a root's leaves
-    are read one by one (``Liquidator.start``), all of them only to hash the tree."""
+    """A round's leaves by account, each built when first read: a root's leaves are read one by one
+    (``Liquidator.start``, the keepers), all of them only to hash the tree.
+
+    The figures are ``EngineCore._leaf``'s (``attested_figures``: equities rounded down, margins up),
+    converted for every account at once with the vectorised :func:`~offchain.risk.fixed_point.quote_units_down`
+    and :func:`~offchain.risk.fixed_point.quote_units_up` (tested equal to the scalar conversions).
+    """
 
     def __init__(self, figures: dict[str, tuple[int, int, int]], result: MarginResult) -> None:
-        self._figures, self._result = figures, result
+        self._figures = figures
+        try:
+            self._units = (quote_units_down(result.margin_equity).tolist(),
+                           quote_units_down(result.mtm_equity).tolist(),
+                           quote_units_up(result.im).tolist(), quote_units_up(result.mm).tolist())  # fmt: skip
+        except InputError:  # a figure beyond int64 quote units: the exact scalar conversions
+            self._units = ([to_quote_units_down(x) for x in result.margin_equity.tolist()],
+                           [to_quote_units_down(x) for x in result.mtm_equity.tolist()],
+                           [to_quote_units_up(x) for x in result.im.tolist()],
+                           [to_quote_units_up(x) for x in result.mm.tolist()])  # fmt: skip
         self._built: dict[str, StatusLeaf] = {}
 
     def __getitem__(self, account: str) -> StatusLeaf:
         leaf = self._built.get(account)
         if leaf is None:
             i, nonce, credit = self._figures[account]
-            m = self._result.account(i)
-            f = attested_figures(m.margin_equity, m.mtm_equity, m.im, m.mm)
-            leaf = self._built[account] = StatusLeaf(account, nonce, f.margin_equity, f.mtm_equity, f.im, f.mm,
-                                                     credit)  # fmt: skip
+            me, mtm, im, mm = (column[i] for column in self._units)
+            leaf = self._built[account] = StatusLeaf(account, nonce, me, mtm, im, mm, credit)
         return leaf
 
     def __iter__(self) -> Iterator[str]:
@@ -200,6 +212,7 @@ class TwinBackend:
         self.lifetime = lifetime
         self.merkle_roots = merkle_roots
         self._margins = IncrementalMargins(self.core)
+        self._root_margins: tuple[list[str], MarginResult] | None = None
         self.last_bids: dict[str, object] = {}
         for k, spec in enumerate(listings):
             with_timestamp(self.ledger.state, k + 1, t0 + k)
@@ -245,9 +258,11 @@ class TwinBackend:
     def _post_root(self, when: int) -> None:
         """``Engine.run_round``: the root of the engine's figures on the state now, posted at ``when``."""
         s = self.ledger.state
+        self._root_margins = None
         if s.prices.round == 0 or not rules.feed_fresh(s.feed_fresh_until, s.timestamp) or not s.accounts:
             self._mine(when)
             return
+        self._root_margins = self.margins()
         leaves = self.status_leaves()
         issued, expiry = self._window()
         root = StatusTree.build(list(leaves.values())).root if self.merkle_roots else b"\x00" * 32
@@ -376,6 +391,9 @@ class TwinBackend:
     def margins(self) -> tuple[list[str], MarginResult]:
         dirty, funding = self.ledger.take_dirty()
         return self._margins.compute(self.ledger.state, dirty, funding)
+
+    def root_margins(self) -> tuple[list[str], MarginResult]:
+        return self._root_margins if self._root_margins is not None else self.margins()
 
     def auctions(self) -> dict[str, AuctionRecord]:
         return {a: AuctionRecord(a, v.version, v.emergency, v.rules_state()) for a, v in self.ledger.auctions.items()}

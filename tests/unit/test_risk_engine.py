@@ -247,8 +247,8 @@ def test_a_nan_never_reaches_a_margin_figure(
 
     real = engine_module.scenario_pnl
 
-    def corrupted(*args: object) -> np.ndarray:
-        out = real(*args)  # type: ignore[arg-type]
+    def corrupted(*args: object, **kwargs: object) -> np.ndarray:
+        out = real(*args, **kwargs)  # type: ignore[arg-type]
         out[3, 5] = np.nan  # a valuation bug
         return out
 
@@ -319,3 +319,41 @@ def test_margin_result_json_ready(config: RiskConfig, listing: InstrumentTable) 
     margin = MarginEngine(config, listing, make_market()).compute(book).account(1)
     json.dumps(dataclasses.asdict(margin), allow_nan=False)
     assert isinstance(margin.worst_scenario, int) and isinstance(margin.im, float)
+
+
+# ----------------------------------------------------------------------------- a new block's market
+
+
+@pytest.mark.parametrize("method", ["historical", "monte_carlo", "none"])
+def test_an_engine_built_on_the_previous_one_is_bit_identical_to_a_fresh_one(config: RiskConfig, method: str) -> None:
+    """``MarginEngine(previous=…)`` reuses the tail block and the perpetuals' P&L rows only when they
+    cannot differ: the same figures, bit for bit, as an engine built from nothing, for a block one
+    second later (dated instruments repriced), a later price round of the same day, new prices, a new
+    listing and an as-of date with one more historical return."""
+    cfg = with_es(config, method=method) if method != "historical" else config
+    if method == "monte_carlo":
+        cfg = dataclasses.replace(cfg, monte_carlo=dataclasses.replace(cfg.monte_carlo, paths=300))
+    instruments = listing_with_expired()
+    base = make_market(settlements=SETTLEMENTS)
+    first = MarginEngine(cfg, instruments, base)
+    book = random_book(np.random.default_rng(5), instruments, accounts=6, positions=10)
+    later = dataclasses.replace(base, now=base.now + 1)
+    moved = base.with_spot(0, float(base.spot[0]) * 1.01)
+    next_day = dataclasses.replace(base, now=base.now + DAY, as_of=base.now + DAY, round_id=base.round_id + 1)
+    relisted = InstrumentTable(instruments.instrument_id[:-3], instruments.kind[:-3], instruments.underlying[:-3],
+                               instruments.strike[:-3], instruments.expiry[:-3])  # fmt: skip
+    for table, market in ((instruments, later), (instruments, moved), (instruments, next_day), (relisted, later)):
+        reused = MarginEngine(cfg, table, market, previous=first)
+        fresh = MarginEngine(cfg, table, market)
+        np.testing.assert_array_equal(reused.pnl, fresh.pnl)
+        np.testing.assert_array_equal(reused._unit, fresh._unit)
+        if table is instruments:
+            a, b = reused.compute(book), fresh.compute(book)
+            for name in fields_of(a):
+                np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    # the same block one second later: the scenario blocks are the previous engine's own, perps not repriced
+    again = MarginEngine(cfg, instruments, later, previous=first)
+    assert again.grid is first.grid and again.tail is first.tail
+    perp = instruments.kind == Kind.PERP
+    assert perp.any() and np.array_equal(again.pnl[perp], first.pnl[perp])
+    assert not np.array_equal(again.pnl[~perp], first.pnl[~perp])  # the options were repriced at the new time
