@@ -27,6 +27,8 @@ __all__ = [
     "StatusTree",
     "hash_pair",
     "layout",
+    "leaf_hashes",
+    "merkle_root",
     "sign_status_root",
     "verify",
 ]
@@ -147,7 +149,37 @@ def _parse_int(v: Any) -> int:
         raise InputError("values", f"{v!r} is not an integer") from exc
 
 
+def leaf_hashes(accounts: Sequence[str], nonces: Sequence[int], margin_equity: Sequence[int],
+                mtm_equity: Sequence[int], initial_margin: Sequence[int], maintenance_margin: Sequence[int],
+                credit_checkpoint: Sequence[int]) -> list[bytes]:  # fmt: skip
+    """``[StatusLeaf(*row).hash() for row in zip(columns)]`` without building the leaves: the same
+    seven-word encoding and range checks (columns of Python ints), for a whole round at once."""
+    checks = ((nonces, 0, _U64, "risk_nonce"), (margin_equity, -_I256, _I256, "margin_equity"),
+              (mtm_equity, -_I256, _I256, "mtm_equity"), (initial_margin, 0, _U256, "initial_margin"),
+              (maintenance_margin, 0, _U256, "maintenance_margin"),
+              (credit_checkpoint, 0, _U256, "credit_checkpoint"))  # fmt: skip
+    for column, low, high, name in checks:
+        if len(column) != len(accounts):
+            raise InputError(name, f"{len(column)} values for {len(accounts)} accounts")
+        if column and not (low <= min(column) and max(column) < high):
+            bad = next(v for v in column if not low <= v < high)
+            raise InputError(name, f"{bad} is out of range")
+    k = _keccak
+    return [k(k(b"".join((_address_word(a), n.to_bytes(32, "big"), e.to_bytes(32, "big", signed=True),
+                          m.to_bytes(32, "big", signed=True), i.to_bytes(32, "big"), mm.to_bytes(32, "big"),
+                          c.to_bytes(32, "big")))))
+            for a, n, e, m, i, mm, c in zip(accounts, nonces, margin_equity, mtm_equity, initial_margin,
+                                              maintenance_margin, credit_checkpoint, strict=True)]  # fmt: skip
+
+
 # ---------------------------------------------------------------------- tree
+def merkle_root(hashes: Sequence[bytes]) -> bytes:
+    """The root :meth:`StatusTree.build` gives for leaves with these hashes (``StatusTree.root``)."""
+    if not hashes:
+        raise InputError("leaves", "a status tree needs at least one leaf")
+    return _make_tree(sorted(hashes))[0]
+
+
 def hash_pair(a: bytes, b: bytes) -> bytes:
     """An internal node: keccak256 of the two children in ascending byte order (OZ ``_hashPair``)."""
     return _keccak(a + b) if a < b else _keccak(b + a)

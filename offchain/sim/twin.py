@@ -40,7 +40,7 @@ from offchain.chain.deploy import UNDERLYINGS, DeployConfig, FeedConfig
 from offchain.chain.devnet import dev_signers
 from offchain.chain.eip712 import Attestation
 from offchain.chain.indexer import CollateralState, ProtocolState
-from offchain.chain.merkle import StatusLeaf, StatusTree
+from offchain.chain.merkle import StatusLeaf, leaf_hashes, merkle_root
 from offchain.chain.params import CollateralParams, ExchangeBands, params_hash
 from offchain.chain.units import TICK, Kind
 from offchain.engine.core import EngineCore, TradeRequest, WithdrawRequest
@@ -168,6 +168,14 @@ class LazyLeaves(Mapping[str, StatusLeaf]):
             leaf = self._built[account] = StatusLeaf(account, nonce, me, mtm, im, mm, credit)
         return leaf
 
+    def merkle_root(self) -> bytes:
+        """``StatusTree.build(list(self.values())).root``, hashed from the columns (no leaf objects)."""
+        accounts = list(self._figures)
+        rows = [self._figures[a] for a in accounts]
+        me, mtm, im, mm = ([column[i] for i, _, _ in rows] for column in self._units)
+        hashes = leaf_hashes(accounts, [n for _, n, _ in rows], me, mtm, im, mm, [c for _, _, c in rows])
+        return merkle_root(hashes)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._figures)
 
@@ -265,11 +273,11 @@ class TwinBackend:
         self._root_margins = self.margins()
         leaves = self.status_leaves()
         issued, expiry = self._window()
-        root = StatusTree.build(list(leaves.values())).root if self.merkle_roots else b"\x00" * 32
+        root = leaves.merkle_root() if self.merkle_roots else b"\x00" * 32
         self._mine(when)
         self.ledger.post_root(leaves, root, s.prices.round, issued, expiry, when)
 
-    def status_leaves(self) -> Mapping[str, StatusLeaf]:
+    def status_leaves(self) -> LazyLeaves:
         """Every account's status leaf now (``EngineCore.status_leaves``), built when first read."""
         addresses, result = self.margins()
         s = self.ledger.state

@@ -19,6 +19,8 @@ from offchain.chain.merkle import (
     StatusRoot,
     StatusTree,
     layout,
+    leaf_hashes,
+    merkle_root,
     verify,
 )
 from offchain.chain.params import OnchainParams
@@ -79,6 +81,32 @@ def test_out_of_range_fields_are_refused() -> None:
         with pytest.raises(InputError) as info:
             replace(leaf, **{field: bad}).hash()
         assert info.value.field == field
+
+
+def columns(leaves: list[StatusLeaf]) -> list[list]:
+    return [list(c) for c in zip(*(leaf.as_tuple() for leaf in leaves), strict=True)]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 64, 257])
+def test_column_hashes_and_root_equal_the_tree(n: int) -> None:
+    """The twin's path (leaf hashes from columns, the root alone) gives the tree's own hashes and root."""
+    leaves = random_leaves(n, seed=n)
+    assert leaf_hashes(*columns(leaves)) == [leaf.hash() for leaf in leaves]
+    assert merkle_root(leaf_hashes(*columns(leaves))) == StatusTree.build(leaves).root
+
+
+def test_column_hashes_refuse_what_the_leaf_refuses() -> None:
+    leaves = random_leaves(3, seed=9)
+    for field, bad in ((1, 2**64), (2, -I256 - 1), (3, I256), (4, -1), (5, 2**256), (6, -5)):
+        cols = columns(leaves)
+        cols[field][1] = bad
+        name = list(StatusLeaf.__dataclass_fields__)[field]
+        with pytest.raises(InputError):
+            replace(leaves[1], **{name: bad}).encode()
+        with pytest.raises(InputError):
+            leaf_hashes(*cols)
+    with pytest.raises(InputError):
+        merkle_root([])
 
 
 def test_single_leaf_tree_has_the_leaf_as_root_and_an_empty_proof() -> None:

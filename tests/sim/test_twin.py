@@ -15,6 +15,7 @@ from offchain.chain.client import connect
 from offchain.chain.deploy import DeployConfig, InstrumentSpec, deploy_protocol, list_instruments
 from offchain.chain.devnet import dev_signers
 from offchain.chain.indexer import Indexer, ProtocolState
+from offchain.chain.merkle import StatusTree
 from offchain.chain.units import Kind
 from offchain.protocol import WAD
 from offchain.sim.backend import (
@@ -246,6 +247,7 @@ def test_incremental_margins_equal_compute_all() -> None:
         px = [int(x * 1000) * 10**15 for x in prices]
         run.next(*px)
         _check_margins(tw)
+        _check_root(tw)
         intents: list[Any] = []
         for _ in range(6):
             i = int(rng.integers(0, len(ACCTS) - 1))
@@ -264,6 +266,17 @@ def _check_margins(tw: TwinBackend) -> None:
     assert a1 == a2
     for f in fields(r1):
         assert np.array_equal(getattr(r1, f.name), getattr(r2, f.name)), f.name
+
+
+def _check_root(tw: TwinBackend) -> None:
+    """The posted root (hashed from the leaves' columns) is the status tree's root of the engine's
+    leaves (``EngineCore.status_leaves``), and the root's figures are ``compute_all``'s on that state."""
+    s = tw.state()
+    leaves = tw.core.status_leaves(s)
+    assert s.root is not None and s.root.root == StatusTree.build(leaves).root
+    assert list(tw.status_leaves().values()) == leaves
+    addresses, result = tw.root_margins()
+    assert addresses == sorted(s.accounts) and np.array_equal(result.im, tw.core.compute_all(s)[1].im)
 
 
 def test_refusal_names() -> None:
