@@ -173,16 +173,24 @@ class EngineCore:
         return out
 
     def _account_state(self, state: ProtocolState, acct: ChainAccount) -> AccountState:
+        """The risk input of ``acct``: what ``AccountState.from_ids`` gives, built through
+        ``AccountState.derived`` (rows sorted here, sizes checked finite and zeros dropped there): the
+        rows come from the instrument table, one per listed id, and the balances are the chain's integers
+        (finite, collateral >= 0), so the constructor's other checks cannot fail."""
         engine = self.engine(state)
         ids = sorted(acct.positions)
-        rows = engine.instruments.index_of(ids) if ids else np.zeros(0, dtype=np.int64)
-        sizes = [acct.positions[i].size / E18 for i in ids]
         cost = sum(acct.positions[i].cost_basis for i in ids)
         owed = sum(_funding_owed(state, i, acct) for i in ids)
-        collateral = [acct.collateral.get(addr, 0) / 10**dec if addr != self._quote else 0.0
-                      for addr, dec in self._columns]  # fmt: skip
-        return AccountState.from_ids(rows, sizes, cash=acct.effective_cash(state.loss_index) / E6, cost_basis=cost / E6,
-                                     funding_owed=owed / E6, collateral=collateral)  # fmt: skip
+        collateral = np.array([acct.collateral.get(addr, 0) / 10**dec if addr != self._quote else 0.0
+                               for addr, dec in self._columns])  # fmt: skip
+        collateral.setflags(write=False)
+        rows = engine.instruments.index_of(ids) if ids else np.zeros(0, dtype=np.int64)
+        sizes = np.array([acct.positions[i].size / E18 for i in ids])
+        if rows.size > 1:
+            order = np.argsort(rows, kind="stable")
+            rows, sizes = rows[order], sizes[order]
+        return AccountState.derived(np.array(rows, dtype=np.int64), sizes, acct.effective_cash(state.loss_index) / E6,
+                                    cost / E6, owed / E6, collateral)  # fmt: skip
 
     def book(self, state: ProtocolState, accounts: Sequence[str] | None = None) -> tuple[list[str], AccountBook]:
         """The indexed ``accounts`` (default: every one, sorted by address) as one book."""

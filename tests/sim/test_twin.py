@@ -18,6 +18,7 @@ from offchain.chain.indexer import Indexer, ProtocolState
 from offchain.chain.merkle import StatusTree
 from offchain.chain.units import Kind
 from offchain.protocol import WAD
+from offchain.risk.accounts import AccountState
 from offchain.sim.backend import (
     Bid,
     Deposit,
@@ -240,6 +241,8 @@ def test_incremental_margins_equal_compute_all() -> None:
     bit for bit, at the root and after the rounds."""
     run = funded()
     tw = run.tw
+    assert not tw.merkle_roots  # by default the twin posts the zero hash (nothing in it reads the root)
+    tw.merkle_roots = True
     rng = np.random.default_rng(11)
     prices = np.array([60_000.0, 3_000.0])
     for _ in range(12):
@@ -266,6 +269,17 @@ def _check_margins(tw: TwinBackend) -> None:
     assert a1 == a2
     for f in fields(r1):
         assert np.array_equal(getattr(r1, f.name), getattr(r2, f.name)), f.name
+    s = tw.state()
+    engine = tw.core.engine(s)
+    for a in a1:  # the engine's fast risk input is what the validating constructor builds
+        acct, got = s.accounts[a], tw.core._account_state(s, s.accounts[a])
+        ids = sorted(acct.positions)
+        want = AccountState.from_ids(engine.instruments.index_of(ids) if ids else np.zeros(0, dtype=np.int64),
+                                     [acct.positions[i].size / 1e18 for i in ids], cash=got.cash,
+                                     cost_basis=got.cost_basis, funding_owed=got.funding_owed,
+                                     collateral=got.collateral)  # fmt: skip
+        assert got.rows.tolist() == want.rows.tolist() and got.sizes.tolist() == want.sizes.tolist()
+        assert got.cash == acct.effective_cash(s.loss_index) / 1e6
 
 
 def _check_root(tw: TwinBackend) -> None:
