@@ -91,6 +91,15 @@ def timed(scenario: Scenario, name: str) -> tuple[float, int, Backend]:
     return time.perf_counter() - began, backend.intents, backend  # type: ignore[return-value]
 
 
+def work(backend: Backend, steps: int) -> str:
+    """What a twin step did on average: rounds, attestations, markets built, kernel rows."""
+    twin = getattr(backend, "inner", backend)
+    st, core, margins = twin.stats, twin.core, twin._margins.stats
+    return (f"  per step: {st['rounds'] / steps:.1f} rounds, {st['attestations'] / steps:.1f} attestations, "
+            f"{core.markets_built / steps:.1f} markets built, {margins['kernel_full'] / steps:.1f} full kernel "
+            f"passes + {margins['kernel_rows'] / steps:.1f} rows")  # fmt: skip
+
+
 def reference(backend: Backend) -> tuple[float, float]:
     """(batch seconds, one-account-at-a-time seconds) of every account's margin on the final state."""
     from offchain.engine.core import EngineCore
@@ -122,11 +131,13 @@ def main() -> None:
     twin_s, intents, backend = timed(bench_scenario(args.accounts, args.steps), "twin")
     print(f"twin, default rule: {args.accounts} accounts x {args.steps} steps in {twin_s:.1f} s "
           f"({intents} intents, target <= 120 s)")  # fmt: skip
+    print(work(backend, args.steps))
     batch, single = reference(backend)
     backend.close()
     print(f"reference (final state): batch margins {batch * 1e3:.1f} ms, one account at a time "
           f"{single * 1e3:.1f} ms: {single / batch:.1f}x")  # fmt: skip
     grid_s, _, b2 = timed(bench_scenario(args.accounts, args.steps, grid_only=True), "twin")
+    print(work(b2, args.steps))
     b2.close()
     print(f"twin, grid-only rule: {grid_s:.1f} s (target <= 30 s)")
 

@@ -90,6 +90,7 @@ class EngineCore:
         self._engines: OrderedDict[tuple[int, str, int, bytes], MarginEngine] = OrderedDict()
         self._build_lock = threading.Lock()
         self._last_built: MarginEngine | None = None  # what a new block's market may reuse (MarginEngine's previous)
+        self.markets_built = 0  # markets (MarginEngine) built so far
         self._account_states: OrderedDict[tuple[int, str, int, bytes], dict[int, _Cached]] = OrderedDict()
 
     # ------------------------------------------------------------------ market
@@ -129,6 +130,7 @@ class EngineCore:
         )
         engine = MarginEngine(self.config, table, market, previous=self._last_built)
         self._last_built = engine
+        self.markets_built += 1
         return engine
 
     # ------------------------------------------------------------------ accounts

@@ -228,6 +228,9 @@ class TwinBackend:
             with_timestamp(self.ledger.state, k + 1, t0 + k)
             self.ledger.list_instrument(spec.kind, spec.underlying, spec.expiry, spec.strike, t0 + k)
         self._closed = False
+        #: what the twin did: blocks (price, root and round blocks), rounds and attestations computed
+        #: (accepted or refused); ``core.markets_built`` and ``_margins.stats`` have the engine's side
+        self.stats = {"blocks": 0, "rounds": 0, "attestations": 0}
 
     # ------------------------------------------------------------------ roles
     @property
@@ -248,6 +251,7 @@ class TwinBackend:
         if when < self.ledger.state.timestamp:
             raise PmsimError(f"time runs forward: block at {when} after one at {self.ledger.state.timestamp}")
         with_timestamp(self.ledger.state, self.ledger.state.block + 1, when)
+        self.stats["blocks"] += 1
 
     def _window(self) -> tuple[int, int]:
         """``Engine._window``: issued at the indexed block's time, valid min(lifetime, attestationMaxAge).
@@ -298,6 +302,7 @@ class TwinBackend:
             if twice:
                 raise InputError("intents", f"account {sorted(twice)[0]} appears twice in one round (use schedule())")
             seen.update(accounts_of(intent))
+        self.stats["rounds"] += 1
         proofs: list[object] = [self._attest(i) for i in intents]
         self._mine(when)
         out = []
@@ -347,6 +352,7 @@ class TwinBackend:
                     req = TradeRequest(
                         account, intent.instrument, delta, intent.price, rules.fee(delta, intent.price, rate)
                     )
+                    self.stats["attestations"] += 1
                     atts.append(checked_attestation(self.core, s, req, issued, expiry))
                 return tuple(atts)
             if isinstance(intent, Withdraw):
@@ -355,11 +361,13 @@ class TwinBackend:
                     return None
                 issued, expiry = self._window()
                 req_w = WithdrawRequest(intent.account, self.token_address(intent.token), intent.amount)
+                self.stats["attestations"] += 1
                 return checked_attestation(self.core, s, req_w, issued, expiry)
             if isinstance(intent, Bid):
                 auction = self.ledger.auction(intent.account)
                 req_b = BidRequest(intent.keeper, intent.account, auction.version, intent.fraction, intent.worst_price)
                 issued, expiry = self._window()
+                self.stats["attestations"] += 1
                 return checked_attestation(self.core, s, req_b, issued, expiry, auction)
         except ContractRevertError as exc:
             return Outcome(intent, False, exc.error_name, str(exc))
