@@ -341,13 +341,12 @@ class MarginEngine:
         for t, amount in enumerate(state.collateral.tolist()):
             coll = coll + amount * float(prices[t])
             coll_haircut = coll_haircut + amount * float(haircut_prices[t])
-        result = AccountMargin(**_figures(raw, worst, state.cash, coll, coll_haircut, state.cost_basis,
-                                          state.funding_owed, self.config, max))  # fmt: skip
-        for f in fields(result):
-            value = getattr(result, f.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise PricingError(f"{f.name}[0]: non-finite margin figure")
-        return result
+        values = _figures(raw, worst, state.cash, coll, coll_haircut, state.cost_basis, state.funding_owed,
+                          self.config, max)  # fmt: skip
+        for name, value in values.items():  # every figure but the int worst_scenario is a float here
+            if not math.isfinite(value):
+                raise PricingError(f"{name}[0]: non-finite margin figure")
+        return AccountMargin(**values)
 
     def _result(
         self,
