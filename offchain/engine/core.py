@@ -89,7 +89,9 @@ class EngineCore:
         self._quote = by_symbol[config.quote].address
         self._engines: OrderedDict[tuple[int, str, int, bytes], MarginEngine] = OrderedDict()
         self._build_lock = threading.Lock()
-        self._last_built: MarginEngine | None = None  # what a new block's market may reuse (MarginEngine's previous)
+        # the last market built and its listing: what a new block's market may reuse (MarginEngine's previous,
+        # and its instrument table when the listing is the same); one attribute, so read and set at once
+        self._last_built: tuple[MarginEngine, tuple[tuple[int, int, int, int, int], ...]] | None = None
         self.markets_built = 0  # markets (MarginEngine) built so far
         self._account_states: OrderedDict[tuple[int, str, int, bytes], dict[int, _Cached]] = OrderedDict()
 
@@ -113,13 +115,18 @@ class EngineCore:
             raise PmsimError("no price round posted yet: the engine cannot value anything")
         ids = sorted(state.instruments)
         ins = [state.instruments[i] for i in ids]
-        table = InstrumentTable(
-            instrument_id=np.array(ids, dtype=np.int64),
-            kind=np.array([int(i.kind) for i in ins], dtype=np.int64),
-            underlying=np.array([i.underlying for i in ins], dtype=np.int64),
-            strike=np.array([i.strike / E18 for i in ins]),
-            expiry=np.array([i.expiry for i in ins], dtype=np.int64),
-        )
+        listing = tuple((i, int(x.kind), x.underlying, x.strike, x.expiry) for i, x in zip(ids, ins, strict=True))
+        last = self._last_built
+        if last is not None and last[1] == listing:
+            table = last[0].instruments  # the same listing: the validated table as it is
+        else:
+            table = InstrumentTable(
+                instrument_id=np.array(ids, dtype=np.int64),
+                kind=np.array([int(i.kind) for i in ins], dtype=np.int64),
+                underlying=np.array([i.underlying for i in ins], dtype=np.int64),
+                strike=np.array([i.strike / E18 for i in ins]),
+                expiry=np.array([i.expiry for i in ins], dtype=np.int64),
+            )
         market = MarketState(
             spot=np.array([p / E18 for p in state.prices.prices]),
             now=state.timestamp,
@@ -128,8 +135,8 @@ class EngineCore:
             settlements={(u, e): p / E18 for (u, e), p in state.settlements.items()},
             as_of=state.prices.timestamp,  # historical scenarios: only returns known at the round's time
         )
-        engine = MarginEngine(self.config, table, market, previous=self._last_built)
-        self._last_built = engine
+        engine = MarginEngine(self.config, table, market, previous=last[0] if last is not None else None)
+        self._last_built = (engine, listing)
         self.markets_built += 1
         return engine
 
