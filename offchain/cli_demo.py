@@ -93,9 +93,9 @@ def progress_display(name: str, total: int, first: str) -> Iterator[Callable[[st
     yield step
 
 
-def _time(timestamp: int) -> str:
-    """Chain time to the second, UTC (a step's blocks are seconds apart)."""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+def _time(timestamp: int, short: bool = False) -> str:
+    """Chain time to the second, UTC (a step's blocks are seconds apart); ``short``: without the year."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%b %d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%S")
 
 
 def _name(result: DemoResult, address: str) -> str:
@@ -104,8 +104,8 @@ def _name(result: DemoResult, address: str) -> str:
 
 
 #: The Liquidator's reasons for ending an auction, short.
-SHORT_END = {"back above the buffer margin": "ended: above buffer", "emptied": "ended: emptied",
-             "healthy on a newer result": "ended: healthy"}  # fmt: skip
+SHORT_END = {"back above the buffer margin": "above buffer", "emptied": "emptied",
+             "healthy on a newer result": "healthy"}  # fmt: skip
 
 
 def _liquidations(result: DemoResult) -> None:
@@ -123,18 +123,19 @@ def _liquidations(result: DemoResult) -> None:
                        fmt_usd(money(a.mtm_equity), unit=False), fmt_usd(money(a.equity), unit=False),
                        fmt_usd(money(a.maintenance_margin), unit=False))  # fmt: skip
     console.print(starts)
-    table = Table(title="liquidation bids (Liquidator Bid events; money in USD; price: what the keeper paid for the "
-                        "fraction, negative when the fund paid it; d(t): the share of its value paid)")  # fmt: skip
-    text = ("chain time (UTC)", "account", "keeper", "auction")
+    table = Table(title="liquidation bids (Liquidator Bid events; money in USD; price: what the keeper paid, "
+                        "negative when the fund paid it; d(t): the share of the value paid)")  # fmt: skip
+    text = ("chain time (UTC)", "account", "keeper", "auction ended")
     for col in ("chain time (UTC)", "account", "keeper", "fraction", "price", "d(t)", "fee", "fund draw",
-                "socialised", "auction"):  # fmt: skip
+                "socialised", "auction ended"):  # fmt: skip
         table.add_column(col, justify="left" if col in text else "right")
     for b, t in zip(chain.bids, chain.bid_times, strict=True):
-        table.add_row(_time(t), _name(result, b.account), _name(result, b.bidder), fmt_pct(fraction(b.fraction)),
+        table.add_row(_time(t, short=True), _name(result, b.account), _name(result, b.bidder),
+                      fmt_pct(fraction(b.fraction)),
                       fmt_usd(money(b.price), unit=False), fmt_pct(fraction(b.discount)) if b.price >= 0 else "-",
                       fmt_usd(money(b.fee), unit=False), fmt_usd(money(b.fund_draw), unit=False),
                       fmt_usd(money(b.socialised), unit=False),
-                      SHORT_END.get(b.ended, b.ended) if b.ended else "goes on")  # fmt: skip
+                      SHORT_END.get(b.ended, b.ended) if b.ended else "no: goes on")  # fmt: skip
     console.print(table)
 
 

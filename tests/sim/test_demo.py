@@ -1,6 +1,6 @@
 """The main job (``pmsim demo``): the shipped scenario ``demo`` run on the chain backend (a real Anvil,
 the real contracts, the engine's real signatures) through the simulator's runner. Reproducible from
-its seed; the 2020-03-12 replay pushes the leveraged dip buyers below maintenance margin and the
+its seed; the 2020-03-12 replay pushes the dip buyers below maintenance margin and the
 keeper agents liquidate them; what the chain's events say equals the runner's record; value is
 conserved; gas is read per transaction of each kind from the receipts."""
 
@@ -65,7 +65,7 @@ def test_the_demo_liquidates_on_chain_agrees_with_its_record_conserves_value_and
     assert chain.auctions and all(x.equity < x.maintenance_margin for x in chain.auctions)  # started on a breach
     assert {b.account for b in chain.bids} <= {x.account for x in chain.auctions}
     names = a.names
-    assert all(names[x.account].startswith("leveraged dip buyers") for x in chain.auctions)
+    assert all(names[x.account].startswith("dip buyers") for x in chain.auctions)
     assert all(names[b.bidder].startswith("keepers") for b in chain.bids)
     assert any(x.insolvent for x in chain.auctions) and any(not x.insolvent for x in chain.auctions)
     assert all(b.fee > 0 for b in chain.bids if b.price > 0)
@@ -116,7 +116,7 @@ def test_the_demo_liquidates_on_chain_agrees_with_its_record_conserves_value_and
     assert "gas per transaction" in text and OPERATIONS["Liquidator.bid"] in text
     assert re.search(r"bad debt [\d,]+\.\d\d USD = insurance fund draws [\d,]+\.\d\d USD \+ socialised loss", text)
     assert re.search(r"USDC held by the vault \d{1,3}(,\d{3})+\.\d\d USD", text) and "BROKEN" not in text
-    assert "agree on all" in text and "leveraged dip buyers #" in text
+    assert "agree on all" in text and "dip buyers #" in text
     assert not re.search(r"(?<![\w/.-])\d{7,}", text)  # thousands separators everywhere: no raw quote units
     assert not re.search(r"\d\.\d*9{6,}\d*|\d\.\d*0{6,}[1-9]", text)  # no binary float noise
     report = out / "report.html"
