@@ -140,3 +140,14 @@ def test_the_conservation_check_sees_a_vault_that_does_not_add_up() -> None:
         p.send(p.tokens["WBTC"].functions.mint(vault, 1), ROOT_ROLE_KEYS["deployer"])
         wbtc = conservation(p, backend.engine.refresh()).collateral["WBTC"]
         assert wbtc[0] == wbtc[1] + 1
+
+
+def test_pmsim_demo_names_the_option_at_fault(tmp_path: Path) -> None:
+    """Bad input: a one-line error naming the option, exit status 2, nothing run."""
+    afile = tmp_path / "a-file"
+    afile.write_text("")
+    for args, field in ((["--seed", "-1"], "seed"), (["--out", str(afile)], "out")):
+        done = subprocess.run([sys.executable, "-m", "offchain.cli", "demo", *args], cwd=ROOT, capture_output=True,
+                              env={**os.environ, "COLUMNS": "300"}, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 2 and done.stderr.startswith(f"error: {field}: "), done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
