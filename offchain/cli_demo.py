@@ -1,4 +1,5 @@
-"""``pmsim demo``: the devnet run end to end, as tables and a JSON report."""
+"""``pmsim demo``: the shipped scenario ``demo`` run on the chain backend, as tables, a run folder and
+its report."""
 
 from __future__ import annotations
 
@@ -6,65 +7,66 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from offchain.errors import InputError, PmsimError
+
+if TYPE_CHECKING:
+    from offchain.sim.demo import DemoResult
+
 console = Console(width=None if sys.stdout.isatty() else 140)
-SHORT_END = {"back above the buffer margin": "ended: above buffer", "emptied": "ended: emptied",
-             "healthy on a newer result": "ended: healthy"}  # fmt: skip
 
 
 def demo(
-    seed: Annotated[int, typer.Option(help="seed of the synthetic market before the crash")] = 7,
-    report: Annotated[Path | None, typer.Option(help="where to write the JSON report")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of the agents' accounts and draws (default: the "
+                                                  "scenario's, 7)")] = None,
+    out: Annotated[Path | None, typer.Option(help="run folder to write (default: runs/demo-seedSEED-chain)")] = None,
 ) -> None:
-    """Deploy to a fresh Anvil, trade under engine attestations, replay the 2020-03-12 crash with a root
-    every hour, liquidate with the keeper what falls below maintenance margin, and report (liquidations, insurance fund,
-    bad debt, socialised loss)."""
-    from offchain.sim.demo import STEPS, run_demo, write_report
+    """Run the shipped scenario ``demo`` (scenarios/demo.toml) on the chain backend: deploy to a fresh
+    Anvil, fund, trade under the engine's attestations, replay the 2020-03-12 crash with a status root
+    every hour, liquidate with the keepers what falls below maintenance margin, and report
+    (liquidations, insurance fund, bad debt, socialised loss, gas per transaction, conservation).
+    Exits 1 if conservation or the loss waterfall is broken, or the chain disagrees with the record."""
+    from offchain.cli_sim import find_scenario, summary_table, with_seed
+    from offchain.sim.demo import CHECK_STEPS, SETUP_STEPS, run_demo
+    from offchain.sim.report import write_report
+    from offchain.sim.runner import default_folder
+    from offchain.sim.scenario import load_scenario
 
-    with progress_display("demo", STEPS, "starting Anvil, compiling and deploying") as step:
-        run = run_demo(seed, progress=step)
-    report_doc = run.report()
-    show(report_doc)
-    path = write_report(run, report or Path(f"reports/demo-seed{seed}.json"))
-    console.print(f"report: {path}")
-    c, losses = report_doc["conservation"], report_doc["losses"]
-    if not c["holds"] or not losses["bad_debt_equals_draws_plus_socialised"]:
+    try:
+        sc = with_seed(load_scenario(find_scenario("demo")), seed)
+        folder = out or default_folder(sc, "chain")
+        if folder.exists() and not folder.is_dir():
+            raise InputError("out", f"{folder} exists and is not a folder")
+        title = f"demo, chain backend, seed {sc.run.seed}"
+        total = SETUP_STEPS + sc.run.steps + CHECK_STEPS
+        with progress_display("demo", total, f"{title}: compiling the contracts (cached after the first run)") as step:
+            result = run_demo(sc, folder, progress=lambda label: step(f"{title}: {label}"))
+    except PmsimError as exc:
+        from offchain.cli import fail
+
+        raise fail(str(exc)) from None
+    console.print(summary_table(result.record))
+    show(result)
+    console.print(f"run folder: {folder}", highlight=False)
+    console.print(f"report: {write_report(folder)}", highlight=False)
+    if not result.ok:
         raise typer.Exit(1)
 
 
-def show(report_doc: dict[str, Any]) -> None:
-    """Print the demo's report (``DemoRun.report()``, or its JSON file read back): every figure labelled,
-    money in USD."""
-    from offchain.sim.report import fmt_usd
-
-    _phases(report_doc)
-    _rounds(report_doc)
-    _liquidations(report_doc)
-    _fund(report_doc)
-    _gas(report_doc)
-    c, losses = report_doc["conservation"], report_doc["losses"]
-    dust = c["rounding_dust_units"]
-    books = "Σ cash − Σ cost basis − Σ unsettled funding"
-    verdict = "holds" if c["holds"] else "BROKEN"
-    if dust == 0:
-        console.print(f"conservation (I-1): USDC held by the vault {fmt_usd(c['vault_usdc_usd'])} = {books}, to the "
-                      f"quote unit: {verdict}", highlight=False)  # fmt: skip
-    else:
-        console.print(f"conservation (I-1b): USDC held by the vault {fmt_usd(c['vault_usdc_usd'])}; {books} is "
-                      f"{dust:,} quote unit(s) ({fmt_usd(c['rounding_dust_usd'], 6)}) less, loss-charge rounding dust "
-                      f"the vault keeps: {verdict}", highlight=False)  # fmt: skip
-    waterfall = "holds" if losses["bad_debt_equals_draws_plus_socialised"] else "BROKEN"
-    console.print(f"bad debt {fmt_usd(losses['bad_debt_usd'])} = insurance fund draws "
-                  f"{fmt_usd(losses['fund_draws_usd'])} + socialised loss {fmt_usd(losses['socialised_usd'])} + "
-                  f"unrecovered {fmt_usd(losses['unrecovered_usd'])}: {waterfall}", highlight=False)  # fmt: skip
-    console.print(f"why: {losses['explanation']}")
+def show(result: DemoResult) -> None:
+    """Print what the chain says beyond the summary: the auctions and bids, the loss waterfall, gas per
+    transaction of each kind and conservation; every figure labelled, money in USD."""
+    _liquidations(result)
+    _gas(result)
+    _checks(result)
 
 
 @contextmanager
@@ -91,82 +93,98 @@ def progress_display(name: str, total: int, first: str) -> Iterator[Callable[[st
     yield step
 
 
-def _gas(doc: dict[str, Any]) -> None:
-    """Gas per transaction of each kind mined in this run (the README's gas table measures the same)."""
-    table = Table(title="gas per transaction (this run; mean over the transactions of each kind)")
-    for col in ("transaction", "count", "gas per transaction", "range", "total gas"):
-        table.add_column(col, justify="left" if col == "transaction" else "right")
-    from offchain.sim.demo import GAS_OPERATIONS
-
-    order = list(GAS_OPERATIONS)
-    for _op, row in sorted(doc["gas"].items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order),
-                                                                kv[0])):  # fmt: skip
-        spread = f"{row['min']:,} – {row['max']:,}" if row["min"] != row["max"] else "-"
-        table.add_row(row["operation"], f"{row['transactions']:,}", f"{row['gas_per_transaction']:,}", spread,
-                      f"{row['total']:,}")  # fmt: skip
-    console.print(table)
+def _time(timestamp: int, short: bool = False) -> str:
+    """Chain time to the second, UTC (a step's blocks are seconds apart); ``short``: without the year."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%b %d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%S")
 
 
-def _phases(doc: dict[str, Any]) -> None:
-    roles = doc["roles"]
-    for phase in doc["phases"]:
-        spot = ", ".join(f"{x:,.0f}" for x in phase["spot"])
-        table = Table(title=f"{phase['label']} (BTC, ETH = {spot} USD)")
-        for col in ("account", "role", "cash USD", "positions", "margin equity", "IM", "MM", "standard", "status"):
-            table.add_column(col, justify="left" if col in ("account", "role", "status") else "right")
-        for name, row in phase["accounts"].items():
-            table.add_row(name, roles[name], f"{row['cash_usd']:,.2f}", str(row["positions"]),
-                          f"{row['margin_equity']:,.2f}", f"{row['im']:,.2f}", f"{row['mm']:,.2f}",
-                          f"{row['standard_margin']:,.2f}", row["status"])  # fmt: skip
-        console.print(table)
+def _name(result: DemoResult, address: str) -> str:
+    """The agent's population and number (its address is in the run folder's liquidations.json)."""
+    return result.names.get(address) or address
 
 
-def _rounds(doc: dict[str, Any]) -> None:
-    """Rounds worth a line: the first, the last, and every one with an account below MM."""
-    rounds = doc["rounds"]
-    shown = [r for i, r in enumerate(rounds) if i in (0, len(rounds) - 1) or r["below_mm"]]
-    table = Table(title=f"engine rounds (status roots posted on chain: {len(rounds)}, one per hourly step; "
-                        "those with an account below MM shown)")  # fmt: skip
-    for col in ("round", "when", "price round", "BTC USD", "ETH USD", "accounts", "below MM"):
-        table.add_column(col)
-    for r in shown:
-        table.add_row(str(r["round"]), r["label"], str(r["price_round"]), f"{r['spot'][0]:,.0f}",
-                      f"{r['spot'][1]:,.0f}", str(r["accounts"]), ", ".join(r["below_mm"]) or "-")  # fmt: skip
-    console.print(table)
+#: The Liquidator's reasons for ending an auction, short.
+SHORT_END = {"back above the buffer margin": "above buffer", "emptied": "emptied",
+             "healthy on a newer result": "healthy"}  # fmt: skip
 
 
-def _liquidations(doc: dict[str, Any]) -> None:
-    starts = Table(title="auctions started by the keeper (erin, `pmsim keeper` in-process; verified root leaves)")
-    for col in ("when", "chain time", "account", "kind", "mark-to-market USD", "margin equity USD", "MM USD"):
-        starts.add_column(col, justify="right" if "USD" in col else "left")
-    for a in doc["auctions"]:
-        kind = "insolvent" if a["insolvent"] else "solvent"
-        starts.add_row(a["label"], a["chain_time"], a["account"], kind, f"{a['mtm_equity_usd']:,.2f}",
-                       f"{a['margin_equity_usd']:,.2f}", f"{a['mm_usd']:,.2f}")  # fmt: skip
+def _liquidations(result: DemoResult) -> None:
+    """The Liquidator's auctions and bids (its events), accounts named by their population."""
+    from offchain.sim.metrics import fraction, money
+    from offchain.sim.report import fmt_pct, fmt_usd
+
+    chain = result.chain
+    assert chain is not None
+    starts = Table(title="auctions started by the keepers (Liquidator AuctionStarted events; money in USD)")
+    for col in ("chain time (UTC)", "account", "kind", "mark-to-market", "margin equity", "MM"):
+        starts.add_column(col, justify="right" if col in ("mark-to-market", "margin equity", "MM") else "left")
+    for a in chain.auctions:
+        starts.add_row(_time(a.time), _name(result, a.account), "insolvent" if a.insolvent else "solvent",
+                       fmt_usd(money(a.mtm_equity), unit=False), fmt_usd(money(a.equity), unit=False),
+                       fmt_usd(money(a.maintenance_margin), unit=False))  # fmt: skip
     console.print(starts)
-    table = Table(title="liquidations (Liquidator Bid events; the keeper's profit after fee, modelled unwind and gas; "
-                        "breach = the root that showed it; chain time: day of 2026-01, UTC)")  # fmt: skip
-    for col in ("chain time", "account", "fraction", "price USD", "discount", "fee USD", "fund draw USD",
-                "socialised USD", "keeper profit USD", "breach→bid", "auction"):  # fmt: skip
-        table.add_column(col, justify="left" if col in ("chain time", "account", "auction") else "right")
-    for r in doc["liquidations"]:
-        discount = f"{r['discount']:.4%}" if r["price_usd"] >= 0 else "-"  # an insolvent auction: the fund pays
-        when = r["chain_time"][8:16].replace("T", " ")
-        table.add_row(when, r["account"], f"{r['fraction']:.4%}", f"{r['price_usd']:,.2f}", discount,
-                      f"{r['fee_usd']:,.2f}", f"{r['fund_draw_usd']:,.2f}", f"{r['socialised_usd']:,.2f}",
-                      f"{r['keeper_profit_usd']:,.2f}", f"{r['breach_to_bid_s']} s, {r['breach_to_bid_blocks']} blk",
-                      SHORT_END.get(r["ended"], r["ended"]) or "goes on")  # fmt: skip
+    table = Table(title="liquidation bids (Liquidator Bid events; money in USD; price: what the keeper paid, "
+                        "negative when the fund paid it; d(t): the share of the value paid)")  # fmt: skip
+    text = ("chain time (UTC)", "account", "keeper", "auction ended")
+    for col in ("chain time (UTC)", "account", "keeper", "fraction", "price", "d(t)", "fee", "fund draw",
+                "socialised", "auction ended"):  # fmt: skip
+        table.add_column(col, justify="left" if col in text else "right")
+    for b, t in zip(chain.bids, chain.bid_times, strict=True):
+        table.add_row(_time(t, short=True), _name(result, b.account), _name(result, b.bidder),
+                      fmt_pct(fraction(b.fraction)),
+                      fmt_usd(money(b.price), unit=False), fmt_pct(fraction(b.discount)) if b.price >= 0 else "-",
+                      fmt_usd(money(b.fee), unit=False), fmt_usd(money(b.fund_draw), unit=False),
+                      fmt_usd(money(b.socialised), unit=False),
+                      SHORT_END.get(b.ended, b.ended) if b.ended else "no: goes on")  # fmt: skip
     console.print(table)
 
 
-def _fund(doc: dict[str, Any]) -> None:
-    """The insurance fund's balance whenever it changed (and at the start and the end)."""
-    points = doc["insurance_fund"]
-    shown = [p for i, p in enumerate(points)
-             if i in (0, len(points) - 1) or p["balance_usd"] != points[i - 1]["balance_usd"]]  # fmt: skip
-    table = Table(title="insurance fund balance over time (changes only)")
-    for col in ("chain time", "after", "balance USD"):
-        table.add_column(col, justify="right" if "USD" in col else "left")
-    for p in shown:
-        table.add_row(p["chain_time"], p["label"], f"{p['balance_usd']:,.2f}")
+def _gas(result: DemoResult) -> None:
+    """Gas per transaction of each kind mined by the simulator (read from the blocks' receipts)."""
+    table = Table(title="gas per transaction of each kind (this run's receipts; mean over the successful ones)")
+    for col in ("transaction", "call", "count", "gas per transaction", "range", "total gas", "reverted"):
+        table.add_column(col, justify="left" if col in ("transaction", "call") else "right")
+    for g in result.gas:
+        spread = f"{g.min:,} – {g.max:,}" if g.min != g.max else "-"
+        table.add_row(g.operation, g.call, f"{g.transactions:,}", f"{g.gas_per_transaction:,}", spread,
+                      f"{g.total:,}", f"{g.reverted:,}")  # fmt: skip
     console.print(table)
+
+
+def _checks(result: DemoResult) -> None:
+    """The loss waterfall, the record against the chain, conservation: each with its verdict."""
+    from offchain.sim.metrics import money
+    from offchain.sim.report import fmt_usd
+
+    chain, c = result.chain, result.conservation
+    assert chain is not None and c is not None
+    summary = result.record.summary
+    verdict = "holds" if chain.waterfall_holds else "BROKEN"
+    console.print(f"insurance fund: {fmt_usd(summary.get('fund_start_usd', 0))} at the start, "
+                  f"{fmt_usd(summary.get('fund_end_usd', 0))} at the end (liquidation fees "
+                  f"{fmt_usd(money(chain.fees))} in)", highlight=False)  # fmt: skip
+    console.print(f"bad debt {fmt_usd(money(chain.bad_debt))} = insurance fund draws {fmt_usd(money(chain.fund_draws))}"
+                  f" + socialised loss {fmt_usd(money(chain.socialised))} + unrecovered "
+                  f"{fmt_usd(money(chain.unrecovered))}: {verdict}", highlight=False)  # fmt: skip
+    if chain.mismatches:
+        console.print(f"the runner's record and the Liquidator's events DIFFER: {'; '.join(chain.mismatches[:5])}",
+                      highlight=False)  # fmt: skip
+    else:
+        console.print(f"the runner's record and the Liquidator's events agree on all {len(chain.bids):,} bids "
+                      "(account, keeper, time, fraction, price, fee, fund draw, socialised loss)",
+                      highlight=False)  # fmt: skip
+    books = "Σ cash − Σ cost basis − Σ unsettled funding"
+    held = fmt_usd(money(c.vault_usdc))
+    if c.dust == 0:
+        console.print(f"conservation (I-1): USDC held by the vault {held} = {books}, to the quote unit: "
+                      f"{'holds' if c.holds else 'BROKEN'}", highlight=False)  # fmt: skip
+    else:
+        rule = (f"at most one quote unit per account ({c.accounts:,}) once a loss is socialised, I-1b" if
+                c.loss_socialised else "none allowed while no loss is socialised")  # fmt: skip
+        console.print(f"conservation (I-1): USDC held by the vault {held}; {books} is {c.dust:,} quote unit(s) "
+                      f"({fmt_usd(money(c.dust), 6)}) less, loss-charge rounding dust the vault keeps ({rule}): "
+                      f"{'holds' if c.holds else 'BROKEN'}", highlight=False)  # fmt: skip
+    for sym, (vault, accounts) in c.collateral.items():
+        ok = "holds" if vault == accounts else "BROKEN"
+        console.print(f"conservation ({sym}): held by the vault = Σ accounts' {sym} balances, to the token unit: "
+                      f"{ok}", highlight=False)  # fmt: skip

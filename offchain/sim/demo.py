@@ -1,451 +1,365 @@
-"""The devnet run end to end: deploy, fund, trade under engine attestations, crash, liquidate, report.
+r"""``pmsim demo``: the shipped scenario ``scenarios/demo.toml`` run on the chain backend, and the
+checks only a chain can give.
 
-The engine posts a status root after every hourly price step (as a live engine would, well inside the
-protocol's one-hour emergency delay). During the replay of the 2020-03-12 crash the liquidation keeper
-(:class:`offchain.keeper.bot.Keeper`, the code ``pmsim keeper`` runs, in this process, with the funded
-devnet account ``erin``) reads each published round, verifies it against the on-chain root, starts an
-auction for every account below maintenance margin and bids when its profit rule says so; when its
-plan is a later second within the hour, the chain is moved to that second. The report shows each
-liquidation with the keeper's profit and the time from the breach (the root that showed it) to the
-bid, in chain seconds and blocks, the insurance fund's balance over time, bad debt and socialised loss.
+The run itself is :func:`offchain.sim.runner.run` on a
+:class:`~offchain.sim.chain_backend.ChainBackend`, exactly what ``pmsim sim run demo --backend chain``
+does (deploy, fund, trade under the engine's attestations, the 2020-03-12 replay with a status root
+every step, the keeper agents' auctions and bids, the run folder). After the last step, before the
+chain stops, :func:`run_demo` reads from the chain what the runner's record cannot show:
 
-Deterministic: a fixed genesis time, one second per block (``anvil_setBlockTimestampInterval``),
-warps to each price step, and a seeded market before the crash; the same seed gives the same
-report, byte for byte. Money in the report is in USD: every float a figure of at most six decimals
-(quote units / 1e6, exact) with no binary noise, the conservation check's balances as exact decimal
-strings; fractions and discounts rounded to six decimals beside their exact WAD integers. Gas is per
-transaction of each kind (the meaning of the README's gas table), with the count, range and total.
+* **gas per transaction of each kind** (:func:`gas_by_kind`): every transaction the simulator mined
+  (the blocks from ``run.start`` on; the deployment's are left out), from the blocks' receipts,
+  grouped by the function called (``Exchange.trade``, ``Liquidator.bid``, ...), with the count,
+  mean, range and total;
+* **the liquidations as the Liquidator recorded them** (:func:`chain_liquidations`): its
+  ``AuctionStarted`` and ``Bid`` events, compared with the runner's record bid for bid (account,
+  fraction, price, fee, fund draw, socialised loss);
+* **conservation** (:func:`conservation`, invariant I-1): the Vault's USDC against the books, and each
+  collateral token's balance against the accounts' balances.
+
+It writes them beside the run folder's files as ``demo.json``. Deterministic: the same seed gives
+the same run folder and the same ``demo.json``, byte for byte (``run.json``'s ``wall_seconds`` aside).
+
+Notes
+-----
+Conservation (I-1), over every account :math:`a` (the insurance fund's and the fee collector's too)
+and every position :math:`(a, i)`:
+
+.. math:: \mathrm{USDC.balanceOf(Vault)} = \sum_a c_a - \sum_{a,i} b_{a,i}
+          - \sum_{a,i\,\mathrm{perp}} \mathrm{funding}(s_{a,i}, F_i, f_{a,i}) + d,
+
+with :math:`c_a` the cash net of the socialised loss not yet charged (``Vault.cashOf``),
+:math:`b` the cost basis, the funding a position owes since its snapshot
+(``rules.funding_payment``), and :math:`d` the dust: :math:`d = 0` exactly while no loss was
+socialised (loss index 0); once one was, each account's pending loss charge rounds in the Vault's
+favour, so :math:`0 \le d \le` the number of accounts (I-1b). For each collateral token,
+``balanceOf(Vault)`` equals the sum of the accounts' balances exactly.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eth_account import Account
-from eth_typing import HexStr
-from hexbytes import HexBytes
-from web3.logs import DISCARD
+from eth_utils import function_signature_to_4byte_selector
 
 from offchain import rules
-from offchain.chain.anvil import DEFAULT_KEYS, start_anvil
-from offchain.chain.client import Protocol, connect
-from offchain.chain.devnet import Devnet, bootstrap
-from offchain.chain.eip712 import Order, Signer, sign_order
-from offchain.chain.units import SIZE_SCALE, TICK, Kind, value
-from offchain.engine.service import Engine, build_engine
-from offchain.engine.signer import LocalSigner
-from offchain.feeds.service import PriceService
-from offchain.feeds.sources import PriceStep, scaled_steps
-from offchain.keeper.attest import EngineAttestor
-from offchain.keeper.bot import Keeper
-from offchain.keeper.config import FeeConfig, KeeperConfig, ProfitConfig
+from offchain.chain.build import compile_contracts
+from offchain.chain.client import Protocol, _abi_type
+from offchain.chain.indexer import ProtocolState
 from offchain.keeper.receipts import BidOutcome
-from offchain.protocol import WAD
-from offchain.risk.fixed_point import from_price_e18
+from offchain.protocol import Kind
+from offchain.sim.chain_backend import ChainBackend
+from offchain.sim.metrics import fraction, money
+from offchain.sim.record import RunRecord
+from offchain.sim.runner import default_folder
+from offchain.sim.runner import run as run_scenario
+from offchain.sim.scenario import Scenario
 
-GENESIS = 1_767_225_600  # 2026-01-01T00:00:00Z
-USDC = 10**6
-U = SIZE_SCALE
-ROLES = {"alice": "option writer", "bob": "option buyer", "carol": "leveraged perp long", "dave": "market maker",
-         "erin": "liquidator (pmsim keeper)"}  # fmt: skip
-FUNDING = {"alice": 150_000, "bob": 60_000, "carol": 40_000, "dave": 400_000, "erin": 1_000_000}
-CRASH_START, CRASH_HOURS = 7 * 24, 36  # 2020-03-12 00:00 UTC, through 2020-03-13 12:00 UTC
-DRIFT_HOURS = 6
-SETUP_STEPS = 3  # Anvil started, protocol compiled and deployed, engine started
-STEPS = SETUP_STEPS + 1 + DRIFT_HOURS + 4 + 1 + CRASH_HOURS + 1 + 1  # + fund, drift, trades, snapshot, crash, ...
 Progress = Callable[[str], None]
-#: What each gas figure is: one whole transaction of that kind (the README's gas table measures the same).
-GAS_OPERATIONS = {
-    "mint": "test USDC mint (faucet)",
-    "approve": "USDC approve",
-    "deposit": "deposit of USDC",
-    "trade_2_attestations": "trade with its two attestations, both sides opening a position",
-    "post_root": "status root post",
-    "liquidation_start": "liquidation start with a root proof",
-    "liquidation_bid": "liquidation bid",
-    "liquidation_cancel": "keeper cancel (replacement transaction)",
+#: Progress labels before the first step (compile, deploy) and after the last (the chain's checks).
+SETUP_STEPS, CHECK_STEPS = 2, 1
+#: What each kind of transaction is, by the function called (``Contract.function``); a token's
+#: ``mint`` and ``approve`` are named by its symbol. A call not listed keeps its ``Contract.function``.
+OPERATIONS = {
+    "PriceFeed.post": "price round (quorum-signed prices)",
+    "Instruments.fixSettlement": "settlement price fix",
+    "RiskOracle.postRoot": "status root post",
+    "Instruments.list": "instrument listing",
+    "mint": "test token mint ({token} faucet)",
+    "approve": "{token} approve of the Vault",
+    "Vault.deposit": "deposit",
+    "Vault.withdraw": "withdrawal",
+    "Exchange.trade": "trade with its two attestations",
+    "Liquidator.start": "liquidation start with a root proof",
+    "Liquidator.bid": "liquidation bid with its attestation",
+    "Settler.settleExpired": "expiry settlement (one series, a batch of holders)",
 }
 
 
-@dataclass
-class Actor:
-    name: str
-    key: str
+@dataclass(frozen=True)
+class GasRow:
+    """Gas of one kind of transaction over the run (mean rounded half up)."""
+
+    call: str  # the function called, "Exchange.trade" or "USDC.mint"
+    operation: str  # what it is, in words
+    transactions: int  # mined and successful
+    reverted: int  # mined and reverted (not in the figures)
+    gas_per_transaction: int
+    min: int
+    max: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Conservation:
+    """Invariant I-1 at the end of the run (quote units; see the module notes)."""
+
+    vault_usdc: int  # USDC.balanceOf(Vault)
+    books: int  # Σ cash − Σ cost basis − Σ unsettled funding
+    dust: int  # vault_usdc − books
+    accounts: int
+    loss_socialised: bool  # the loss index moved: dust in [0, accounts] allowed (I-1b)
+    collateral: dict[str, tuple[int, int]]  # symbol -> (balanceOf(Vault), Σ accounts' balances), token units
 
     @property
-    def address(self) -> str:
-        return str(Account.from_key(self.key).address)
+    def holds(self) -> bool:
+        quote = 0 <= self.dust <= self.accounts if self.loss_socialised else self.dust == 0
+        return quote and all(held == owed for held, owed in self.collateral.values())
+
+
+@dataclass(frozen=True)
+class ChainAuction:
+    """A ``Liquidator.AuctionStarted`` event (quote units)."""
+
+    account: str
+    time: int
+    insolvent: bool
+    mtm_equity: int
+    equity: int
+    maintenance_margin: int
+
+
+@dataclass(frozen=True)
+class ChainLiquidations:
+    """The Liquidator's events over the run, and whether the runner's record says the same."""
+
+    auctions: list[ChainAuction]
+    bids: list[BidOutcome]
+    bid_times: list[int]  # block time of each bid
+    mismatches: list[str]  # "bid 3: fee_usd record 7.06 != chain 7.07"; empty when they agree
+
+    @property
+    def bad_debt(self) -> int:
+        return sum(b.bad_debt for b in self.bids)
+
+    @property
+    def fund_draws(self) -> int:
+        return sum(b.fund_draw for b in self.bids)
+
+    @property
+    def socialised(self) -> int:
+        return sum(b.socialised for b in self.bids)
+
+    @property
+    def unrecovered(self) -> int:
+        return sum(b.unrecovered for b in self.bids)
+
+    @property
+    def fees(self) -> int:
+        return sum(b.fee for b in self.bids)
+
+    @property
+    def waterfall_holds(self) -> bool:
+        """Bad debt (what the fund paid insolvent auctions' bidders) = fund draws + socialised + unrecovered."""
+        paid = sum(-b.price for b in self.bids if b.price < 0)
+        return paid == self.fund_draws + self.socialised + self.unrecovered
 
 
 @dataclass
-class DemoRun:
-    """What the run did and saw; ``report()`` is the deterministic document."""
+class DemoResult:
+    """One demo run: the runner's record and folder, and the chain's own figures."""
 
-    seed: int
-    phases: list[dict[str, Any]] = field(default_factory=list)
-    trades: list[dict[str, Any]] = field(default_factory=list)
-    rounds: list[dict[str, Any]] = field(default_factory=list)
-    gas: dict[str, list[int]] = field(default_factory=dict)
-    conservation: dict[str, Any] = field(default_factory=dict)
-    auctions: list[dict[str, Any]] = field(default_factory=list)
-    liquidations: list[dict[str, Any]] = field(default_factory=list)
-    fund: list[dict[str, Any]] = field(default_factory=list)
-    losses: dict[str, Any] = field(default_factory=dict)
+    record: RunRecord
+    folder: Path
+    gas: list[GasRow] = field(default_factory=list)
+    conservation: Conservation | None = None
+    chain: ChainLiquidations | None = None
+    names: dict[str, str] = field(default_factory=dict)  # account -> "leveraged dip buyers #2"
 
-    def report(self) -> dict[str, Any]:
-        doc = {"seed": self.seed, "roles": ROLES, "trades": self.trades, "rounds": self.rounds,
-               "phases": self.phases, "gas": gas_table(self.gas), "conservation": self.conservation,
-               "auctions": self.auctions, "liquidations": self.liquidations, "insurance_fund": self.fund,
-               "losses": self.losses}  # fmt: skip
-        clean: dict[str, Any] = _no_noise(doc)
-        return clean
+    @property
+    def ok(self) -> bool:
+        """Conservation holds, the loss waterfall holds, and the chain's liquidations are the record's."""
+        return (self.conservation is not None and self.conservation.holds and self.chain is not None
+                and self.chain.waterfall_holds and not self.chain.mismatches)  # fmt: skip
+
+    def document(self) -> dict[str, Any]:
+        """``demo.json``: money as exact decimal strings of quote units, gas in gas units."""
+        assert self.conservation is not None and self.chain is not None
+        c, ch = self.conservation, self.chain
+        return {
+            "gas": [asdict(g) for g in self.gas],
+            "conservation": {
+                "vault_usdc_usd": money(c.vault_usdc), "books_usd": money(c.books), "dust_units": c.dust,
+                "accounts": c.accounts, "loss_socialised": c.loss_socialised, "holds": c.holds,
+                "collateral": {s: {"vault_balance": h, "accounts_total": o} for s, (h, o) in c.collateral.items()},
+            },
+            "liquidations": {
+                "auctions": [{"account": a.account, "name": self.names.get(a.account, ""), "time": a.time,
+                              "insolvent": a.insolvent, "mtm_equity_usd": money(a.mtm_equity),
+                              "margin_equity_usd": money(a.equity), "mm_usd": money(a.maintenance_margin)}
+                             for a in ch.auctions],
+                "bids": len(ch.bids), "bad_debt_usd": money(ch.bad_debt), "fund_draws_usd": money(ch.fund_draws),
+                "socialised_usd": money(ch.socialised), "unrecovered_usd": money(ch.unrecovered),
+                "fees_usd": money(ch.fees), "waterfall_holds": ch.waterfall_holds,
+                "record_matches_chain": not ch.mismatches, "mismatches": ch.mismatches,
+            },
+        }  # fmt: skip
 
 
-def gas_table(gas: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
-    """Per kind of transaction: what it is, how many were mined, the gas of one (mean, rounded half
-    up, and the range) and the total, in the order of :data:`GAS_OPERATIONS`."""
-    order = [k for k in GAS_OPERATIONS if k in gas] + sorted(k for k in gas if k not in GAS_OPERATIONS)
-    out = {}
-    for op in order:
-        g = gas[op]
-        out[op] = {"operation": GAS_OPERATIONS.get(op, op), "transactions": len(g),
-                   "gas_per_transaction": (2 * sum(g) + len(g)) // (2 * len(g)), "min": min(g), "max": max(g),
-                   "total": sum(g)}  # fmt: skip
+def run_demo(scenario: Scenario, folder: Path | None = None, progress: Progress | None = None) -> DemoResult:
+    """Run ``scenario`` on a fresh chain through the simulator's runner, write its run folder and
+    ``demo.json``, and check the chain (module notes).
+
+    ``progress`` is called with a label after each of ``SETUP_STEPS + run.steps + CHECK_STEPS``
+    steps: the contracts compiled (cached in ``build/`` after the first time), the protocol deployed,
+    every simulated step, the chain's checks.
+    """
+    say = progress or (lambda _label: None)
+    folder = folder or default_folder(scenario, "chain")
+    compile_contracts()
+    say("compiled the contracts")
+    with ChainBackend(scenario) as backend:
+        say(f"deployed the protocol on a fresh Anvil ({len(backend.tokens)} tokens, the engine and its signers)")
+
+        def step(done: int, steps: int) -> None:
+            say(f"step {done:,} of {steps:,}")
+
+        record = run_scenario(scenario, backend, progress=step, folder=folder)
+        result = DemoResult(record, folder, names=account_names(scenario))
+        result.gas, bid_hashes = gas_by_kind(backend, scenario.run.start)
+        result.chain = chain_liquidations(backend.p, record, bid_hashes)
+        result.conservation = conservation(backend.p, backend.state())
+    (folder / "demo.json").write_text(json.dumps(result.document(), indent=2) + "\n")
+    say("read gas, liquidations and conservation from the chain")
+    return result
+
+
+def account_names(scenario: Scenario) -> dict[str, str]:
+    """Each agent account's name: its population's and its number in it (``"keeper #1"``)."""
+    from offchain.sim.runner import populations
+
+    return {a: f"{p.pop.name} #{j + 1}" for p in populations(scenario, scenario.run.seed)
+            for j, a in enumerate(p.accounts)}  # fmt: skip
+
+
+def _selectors(p: Protocol) -> dict[tuple[str, bytes], str]:
+    """``(address, selector) -> "Contract.function"`` over the deployment's contracts and tokens (the
+    RiskOracle is a module of the Vault, at its address: ``postRoot`` is named the oracle's, the rest
+    the Vault's)."""
+    out: dict[tuple[str, bytes], str] = {}
+    named = [(name, c) for name, c in p.c.items() if name != "RiskOracle"] + list(p.tokens.items())
+    for name, c in named:
+        abi: list[dict[str, Any]] = [dict(i) for i in c.abi]
+        for item in abi:
+            if item.get("type") != "function":
+                continue
+            types = ",".join(_abi_type(i) for i in item.get("inputs", []))
+            key = (str(c.address).lower(), function_signature_to_4byte_selector(f"{item['name']}({types})"))
+            out.setdefault(key, f"{'RiskOracle' if item['name'] == 'postRoot' else name}.{item['name']}")
     return out
 
 
-def _no_noise(x: Any) -> Any:
-    """Every float rounded to six decimals (the report's figures have no more): its JSON is the short
-    decimal, never a binary neighbour such as ``2779.5769999999998``."""
-    if isinstance(x, float):
-        return float(f"{x:.6f}")
-    if isinstance(x, dict):
-        return {k: _no_noise(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_no_noise(v) for v in x]
-    return x
+def _operation(call: str) -> str:
+    contract, fn = call.split(".", 1)
+    if fn in ("mint", "approve") and call not in OPERATIONS:
+        return OPERATIONS[fn].format(token=contract)
+    return OPERATIONS.get(call, call)
 
 
-def usd_text(units: int) -> str:
-    """Quote units as an exact USD decimal string: ``2779577000`` -> ``"2779.577000"``."""
-    sign, q = ("-" if units < 0 else ""), abs(units)
-    return f"{sign}{q // USDC}.{q % USDC:06d}"
+def gas_by_kind(backend: ChainBackend, since: int) -> tuple[list[GasRow], list[str]]:
+    """Gas of every transaction mined in blocks at or after ``since`` (the simulator's; the
+    deployment's blocks come before), grouped by the function called, in the order of
+    :data:`OPERATIONS`; and the hashes of the successful ``Liquidator.bid`` transactions, in order.
 
-
-class Demo:
-    """Drives one run; see :func:`run_demo`."""
-
-    def __init__(self, dev: Devnet, engine: Engine, seed: int, progress: Progress | None = None,
-                 workdir: Path | None = None) -> None:  # fmt: skip
-        self.dev, self.engine, self.seed = dev, engine, seed
-        self.p: Protocol = dev.protocol
-        self.actors = {n: Actor(n, DEFAULT_KEYS[i + 1]) for i, n in enumerate(ROLES)}
-        self.prices = PriceService(self.p, dev.price_signers, dev.deployer)
-        self.keeper = demo_keeper(self.p, self.actors["erin"].key, engine, workdir or engine.state_dir)
-        self._hour_start = 0
-        self.run = DemoRun(seed)
-        self._nonce = 0
-        self._progress = progress or (lambda _label: None)
-        self._names = {a.address: n for n, a in self.actors.items()}
-
-    # ------------------------------------------------------------------ steps
-    def fund(self) -> None:
-        usdc = self.p.tokens["USDC"]
-        for name, amount in FUNDING.items():
-            a = self.actors[name]
-            self._gas("mint", self.p.send(usdc.functions.mint(a.address, amount * USDC), self.dev.deployer))
-            self._gas("approve", self.p.send(usdc.functions.approve(self.p.vault.address, 2**256 - 1), a.key))
-            fn = self.p.vault.functions.deposit(usdc.address, amount * USDC, a.address)
-            self._gas("deposit", self.p.send(fn, a.key))
-        self._progress("funded the accounts")
-
-    def drift(self, hours: int) -> None:
-        """A seeded synthetic market for ``hours`` before the crash, a status root after every hour."""
-        spot = self._spot()
-        steps = list(scaled_steps("gbm", spot, self.seed, hours))[1:]
-        for i, step in enumerate(steps):
-            self.prices.run([PriceStep(3600, step.prices)], warp=True)
-            self.round(f"drift +{i + 1}h")
-            self._progress(f"synthetic market, hour {i + 1} of {hours}")
-
-    def trade(self, maker: str, taker: str, instrument: str, maker_buys: bool, units: float) -> None:
-        """A fill at the engine's model mark, each side attested by the engine."""
-        ins = self.dev.instruments[instrument]
-        state = self.engine.refresh()
-        model = self.engine.core.engine(state)
-        mark = model.valuation.mark[model.instruments.index_of([ins])[0]]
-        price = max(TICK, round(float(mark) * 1000) * TICK)
-        size = round(units * 1000) * (U // 1000)
-        m, t = self.actors[maker], self.actors[taker]
-        m_order = self._order(m, ins, maker_buys, size, price, maker=True)
-        t_order = self._order(t, ins, not maker_buys, size, price, maker=False)
-        m_att = self.engine.attest_trade(m.address, ins, size if maker_buys else -size, price, "maker")
-        t_att = self.engine.attest_trade(t.address, ins, -size if maker_buys else size, price, "taker")
-        fn = self.p.exchange.functions.trade(m_order, t_order, size, m_att.proof(), t_att.proof())
-        receipt = self.p.send(fn, self.dev.deployer)
-        self._gas("trade_2_attestations", receipt)
-        self.run.trades.append({"maker": maker, "taker": taker, "instrument": instrument,
-                                "side": "buy" if maker_buys else "sell", "size": units,
-                                "price": from_price_e18(price), "notional_usd": value(size, price) / USDC})  # fmt: skip
-        self._progress(f"{maker} and {taker} traded {instrument}")
-
-    def _order(self, actor: Actor, ins: int, buy: bool, size: int, price: int, *, maker: bool) -> tuple[Any, bytes]:
-        self._nonce += 1
-        o = Order.own(actor.address, ins, buy, size, price, self._nonce, self.p.now() + 3600, maker=maker)
-        return o.as_tuple(), sign_order(self.p.domain("Exchange"), o, Signer(actor.key))
-
-    def round(self, label: str) -> None:
-        result = self.engine.run_round()
-        if result is None:
-            return
-        self._gas("post_root", self.p.w3.eth.get_transaction_receipt(HexStr(result.tx)))
-        below = [leaf.account for leaf in result.tree.leaves if leaf.margin_equity < leaf.maintenance_margin]
-        self.run.rounds.append({"round": result.round, "label": label, "price_round": result.root.price_round,
-                                "spot": list(self._spot()), "accounts": len(result.tree.leaves),
-                                "below_mm": sorted(self._name(a) for a in below)})  # fmt: skip
-        self.run.fund.append({"label": label, "chain_time": _iso(self.p.now()), "balance_usd": self._fund_usd()})
-
-    def crash(self, every: int = 1) -> None:
-        """Replay the March 2020 crash's hourly moves from today's prices: a round after every ``every``
-        hours, then the keeper starts and bids on what the posted root shows below MM."""
-        steps = list(scaled_steps("replay:2020-03", self._spot(), 0, CRASH_START + CRASH_HOURS))
-        window = steps[CRASH_START : CRASH_START + CRASH_HOURS + 1]
-        base = window[0]
-        rel = [PriceStep(s.offset - base.offset, tuple(x * sp / b for x, sp, b in
-                         zip(s.prices, self._spot(), base.prices, strict=True))) for s in window[1:]]  # fmt: skip
-        for i, chunk in enumerate(_chunks(rel, every)):
-            self.prices.run(_shift(chunk, 0), warp=True)
-            self._hour_start = self.p.now()
-            label = f"crash +{(i + 1) * every}h"
-            self.round(label)
-            self.liquidate(label)
-            self._progress(f"2020-03-12 replay, hour {(i + 1) * every} of {CRASH_HOURS}")
-
-    def liquidate(self, label: str) -> None:
-        """The keeper's turn: steps until it has nothing in flight and nothing due before the next hour
-        (a bid it plans for a later second of this hour is made then: the chain is moved to it)."""
-        k = self.keeper
-        n_out, n_bids = len(k.record.outcomes), len(k.record.bids)
-        keeper_turn(k, self._hour_start + 3600)
-        for o in k.record.outcomes[n_out:]:
-            if o.receipt is None or o.status != "mined":
+    Read from the chain: each block with its transactions (``eth_getBlockByNumber``) and their
+    receipts (``eth_getBlockReceipts``).
+    """
+    rpc, names = backend.rpc, _selectors(backend.p)
+    gas: dict[str, list[int]] = {}
+    reverted: dict[str, int] = {}
+    bids: list[str] = []
+    number = int(rpc("eth_blockNumber"), 16)
+    blocks = []
+    while number > 0:  # newest first, down to the first block of the run
+        block = rpc("eth_getBlockByNumber", hex(number), True)
+        if int(block["timestamp"], 16) < since:
+            break
+        blocks.append(block)
+        number -= 1
+    for block in reversed(blocks):
+        if not block["transactions"]:
+            continue
+        receipts = {r["transactionHash"]: r for r in rpc("eth_getBlockReceipts", block["number"])}
+        for tx in block["transactions"]:
+            data = bytes.fromhex(tx["input"].removeprefix("0x"))
+            call = names.get(((tx.get("to") or "").lower(), data[:4]), f"{tx.get('to')}.{data[:4].hex()}")
+            r = receipts[tx["hash"]]
+            if int(r["status"], 16) != 1:
+                reverted[call] = reverted.get(call, 0) + 1
                 continue
-            self._gas(f"liquidation_{o.pending.kind}", o.receipt)
-            if o.pending.kind != "start":
-                continue
-            [ev] = [dict(e["args"]) for e in
-                    self.p.liquidator.events.AuctionStarted().process_receipt(o.receipt, errors=DISCARD)]  # fmt: skip
-            self.run.auctions.append({
-                "label": label, "chain_time": _iso(self._block_time(o.receipt)),
-                "account": self._name(o.pending.account),
-                "insolvent": bool(ev["insolvent"]), "mtm_equity_usd": ev["mtmEquity"] / USDC,
-                "margin_equity_usd": ev["equity"] / USDC, "mm_usd": ev["maintenanceMargin"] / USDC,
-            })  # fmt: skip
-        for b in k.record.bids[n_bids:]:
-            receipt = self.p.w3.eth.get_transaction_receipt(HexStr(b["tx"]))
-            self._record_bid(label, BidOutcome.from_receipt(self.p, receipt), b)
+            gas.setdefault(call, []).append(int(r["gasUsed"], 16))
+            if call == "Liquidator.bid":
+                bids.append(tx["hash"])
+    order = list(OPERATIONS)
 
-    def _record_bid(self, label: str, o: BidOutcome, mined: dict[str, Any]) -> None:
-        self.run.liquidations.append({
-            "label": label, "chain_time": _iso(int(self.p.w3.eth.get_block(o.block)["timestamp"])),
-            "account": self._name(o.account), "bidder": self._name(o.bidder),
-            "fraction": round(o.fraction / WAD, 6), "fraction_wad": str(o.fraction),
-            "price_usd": o.price / USDC, "discount": round(o.discount / WAD, 6), "discount_wad": str(o.discount),
-            "fee_usd": o.fee / USDC, "fund_draw_usd": o.fund_draw / USDC, "socialised_usd": o.socialised / USDC,
-            "unrecovered_usd": o.unrecovered / USDC, "ended": o.ended or "",
-            "keeper_profit_usd": mined["profit"] / USDC, "keeper_unwind_usd": mined["unwind"] / USDC,
-            "keeper_gas_usd": mined["gas"] / USDC, "breach_to_bid_s": mined["breach_to_bid_s"],
-            "breach_to_bid_blocks": mined["breach_to_bid_blocks"],
-        })  # fmt: skip
-        self.run.fund.append({"label": f"{label}, after a bid on {self._name(o.account)}",
-                              "chain_time": _iso(int(self.p.w3.eth.get_block(o.block)["timestamp"])),
-                              "balance_usd": self._fund_usd()})  # fmt: skip
+    def rank(call: str) -> tuple[int, str]:
+        fn = call.split(".", 1)[1] if "." in call else call
+        key = call if call in OPERATIONS else fn
+        return (order.index(key) if key in order else len(order), call)
 
-    def snapshot(self, label: str) -> None:
-        state = self.engine.refresh()
-        addresses, result = self.engine.core.compute_all(state)
-        rows = {}
-        for name, actor in self.actors.items():
-            i = addresses.index(actor.address)
-            m = result.account(i)
-            acct = state.accounts[actor.address]
-            rows[name] = {"cash_usd": acct.cash / USDC, "positions": len(acct.positions),
-                          "margin_equity": round(m.margin_equity, 2), "im": round(m.im, 2), "mm": round(m.mm, 2),
-                          "standard_margin": round(m.standard_margin, 2),
-                          "status": "below MM" if m.margin_equity < m.mm else
-                          "below IM" if m.margin_equity < m.im else "ok"}  # fmt: skip
-        self.run.phases.append({"label": label, "spot": list(self._spot()), "chain_time": state.timestamp,
-                                "accounts": rows})  # fmt: skip
-        self._progress(f"margin snapshot {label}")
-
-    def check_conservation(self) -> None:
-        """I-1: the vault's USDC equals Σ cash − Σ cost basis − Σ funding not yet settled, over every
-        account, cash net of the socialised loss not yet charged (``Vault.cashOf``): exactly while no
-        loss was socialised, else up to the loss charges' rounding dust (one unit per account at most,
-        in the vault's favour, I-1b). I-22: bad debt = fund draws + socialised loss (+ unrecovered,
-        never silent)."""
-        state = self.engine.refresh()
-        held = int(self.p.tokens["USDC"].functions.balanceOf(self.p.vault.address).call())
-        books = 0
-        for a in state.accounts.values():
-            books += a.effective_cash(state.loss_index)
-            for iid, pos in a.positions.items():
-                books -= pos.cost_basis
-                ins = state.instruments[iid]
-                if ins.kind == Kind.PERP:
-                    books -= rules.funding_payment(pos.size, ins.cumulative_funding, pos.funding_snapshot)
-        dust = held - books
-        holds = dust == 0 if state.loss_index == 0 else 0 <= dust <= len(state.accounts)
-        self.run.conservation = {"vault_usdc_usd": usd_text(held), "books_usd": usd_text(books), "holds": holds,
-                                 "rounding_dust_usd": usd_text(dust), "rounding_dust_units": dust,
-                                 "accounts": len(state.accounts)}  # fmt: skip
-        liq = self.run.liquidations
-        bad_debt = sum(-_units(r["price_usd"]) for r in liq if r["price_usd"] < 0)
-        draws = sum(_units(r["fund_draw_usd"]) for r in liq)
-        social = sum(_units(r["socialised_usd"]) for r in liq)
-        lost = sum(_units(r["unrecovered_usd"]) for r in liq)
-        self.run.losses = {
-            "bad_debt_usd": bad_debt / USDC, "fund_draws_usd": draws / USDC, "socialised_usd": social / USDC,
-            "unrecovered_usd": lost / USDC, "fees_to_fund_usd": sum(_units(r["fee_usd"]) for r in liq) / USDC,
-            "bad_debt_equals_draws_plus_socialised": bad_debt == draws + social + lost,
-            "loss_index": str(state.loss_index), "explanation": self._explain(bad_debt, draws, social),
-        }  # fmt: skip
-        self._progress("checked conservation")
-
-    def _explain(self, bad_debt: int, draws: int, social: int) -> str:
-        """Why bad debt and socialised loss are what they are, with the figures that decide it."""
-        if not self.run.liquidations:
-            return "no account fell below its maintenance margin: nothing was liquidated"
-        if bad_debt == 0:
-            return ("every auction was solvent: with a status root after every hourly step the keeper caught each "
-                    "account below its maintenance margin before its mark-to-market equity went negative, so the "
-                    "insurance fund paid nothing and no loss was socialised")  # fmt: skip
-        spots = [r["spot"][0] for r in self.run.rounds]
-        drops = [(b / a - 1, r["label"]) for a, b, r in zip(spots, spots[1:], self.run.rounds[1:], strict=False)]
-        worst, when = min(drops)
-        bad = [a for a in self.run.auctions if a["insolvent"]]
-        who = ", ".join(f"{a['account']} at {a['label']} (mark-to-market {a['mtm_equity_usd']:,.2f} USD)" for a in bad)
-        text = (f"{len(bad)} auction(s) started insolvent: {who}. The replay moves in hourly steps and BTC fell "
-                f"{-worst:.1%} in the single hour to {when}, more than the maintenance margin left on a leveraged "
-                "long that earlier partial liquidations had restored only to its buffer margin (MM plus 15 % of its "
-                "distance); between two observations no bidder can act. ")  # fmt: skip
-        if social == 0:
-            return text + f"The insurance fund covered the whole deficit ({draws / USDC:,.2f} USD)."
-        return text + (f"The insurance fund, fed so far only by its 25 % share of trading fees and by liquidation "
-                       f"fees, paid {draws / USDC:,.2f} USD; the remaining {social / USDC:,.2f} USD was socialised "
-                       "over positive quote balances through the loss index (attestations bind to it).")  # fmt: skip
-
-    # ------------------------------------------------------------------ helpers
-    def _spot(self) -> tuple[float, ...]:
-        latest = int(self.p.feed.functions.latestRound().call()[0])
-        n = len(self.p.deployment.underlyings)
-        return tuple(from_price_e18(int(self.p.feed.functions.priceAt(latest, i).call())) for i in range(n))
-
-    def _gas(self, op: str, receipt: Any) -> None:
-        self.run.gas.setdefault(op, []).append(int(receipt["gasUsed"]))
-
-    def _name(self, address: str) -> str:
-        return self._names.get(address, address)
-
-    def _fund_usd(self) -> float:
-        return int(self.p.vault.functions.cashOf(self.p.fund.address).call()) / USDC
-
-    def _block_time(self, receipt: Any) -> int:
-        return int(self.p.w3.eth.get_block(receipt["blockNumber"])["timestamp"])
+    rows = []
+    for call in sorted(set(gas) | set(reverted), key=rank):
+        g = gas.get(call, [])
+        mean = (2 * sum(g) + len(g)) // (2 * len(g)) if g else 0
+        rows.append(GasRow(call, _operation(call), len(g), reverted.get(call, 0), mean, min(g, default=0),
+                           max(g, default=0), sum(g)))  # fmt: skip
+    return rows, bids
 
 
-def _iso(timestamp: int) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def chain_liquidations(p: Protocol, record: RunRecord, bid_hashes: list[str]) -> ChainLiquidations:
+    """The Liquidator's ``AuctionStarted`` and ``Bid`` events of the run, and every difference between
+    the bids and the runner's :attr:`RunRecord.liquidations` (in order: account, keeper, fraction,
+    price, fee, fund draw, socialised loss)."""
+    w3 = p.w3
+    bids = [BidOutcome.from_receipt(p, w3.eth.get_transaction_receipt(h)) for h in bid_hashes]  # type: ignore[arg-type]
+    started = p.liquidator.events.AuctionStarted().get_logs(from_block=0, to_block="latest")
+    auctions = []
+    for ev in started:
+        a = ev["args"]
+        when = int(w3.eth.get_block(ev["blockNumber"])["timestamp"])
+        auctions.append(ChainAuction(str(a["account"]), when, bool(a["insolvent"]), int(a["mtmEquity"]),
+                                     int(a["equity"]), int(a["maintenanceMargin"])))  # fmt: skip
+    bid_times = [int(w3.eth.get_block(b.block)["timestamp"]) for b in bids]
+    mismatches = []
+    if len(bids) != len(record.liquidations):
+        mismatches.append(f"bids: record {len(record.liquidations)} != chain {len(bids)}")
+    for n, (rec, b) in enumerate(zip(record.liquidations, bids, strict=False)):
+        pairs = [("account", rec.account, b.account), ("keeper", rec.keeper, b.bidder),
+                 ("fraction", rec.fraction, fraction(b.fraction)), ("price_usd", rec.price_usd, money(b.price)),
+                 ("fee_usd", rec.fee_usd, money(b.fee)), ("fund_draw_usd", rec.fund_draw_usd, money(b.fund_draw)),
+                 ("socialised_usd", rec.socialised_usd, money(b.socialised))]  # fmt: skip
+        mismatches += [f"bid {n}: {k} record {x} != chain {y}" for k, x, y in pairs if x != y]
+        mismatches += [f"bid {n}: time record {rec.time} != chain {t}"
+                   for n, (rec, t) in enumerate(zip(record.liquidations, bid_times, strict=False)) if rec.time != t]
+    return ChainLiquidations(auctions, bids, bid_times, mismatches)
 
 
-def _units(usd: float) -> int:
-    """Back to quote units (the report's USD figures are exact quote units / 1e6)."""
-    return round(usd * USDC)
+def books(state: ProtocolState) -> int:
+    """Σ cash (net of socialised loss not yet charged) − Σ cost basis − Σ funding owed since each
+    perpetual position's snapshot, over every account (quote units)."""
+    total = 0
+    for a in state.accounts.values():
+        total += a.effective_cash(state.loss_index)
+        for iid, pos in a.positions.items():
+            total -= pos.cost_basis
+            ins = state.instruments[iid]
+            if ins.kind == Kind.PERP:
+                total -= rules.funding_payment(pos.size, ins.cumulative_funding, pos.funding_snapshot)
+    return total
 
 
-def _shift(steps: list[PriceStep], base: int) -> list[PriceStep]:
-    first = steps[0].offset if steps else 0
-    return [PriceStep(s.offset - first + base + 3600, s.prices) for s in steps]
-
-
-def _chunks(items: list[PriceStep], n: int) -> Iterator[list[PriceStep]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
-
-
-def run_demo(seed: int, workdir: Path | None = None, progress: Progress | None = None) -> DemoRun:
-    """Run the whole scenario on a fresh Anvil and return what happened; ``progress`` is called with a
-    label after each of the :data:`STEPS` steps (the first :data:`SETUP_STEPS` are the set-up's)."""
-    say = progress or (lambda _label: None)
-    with start_anvil(timestamp=GENESIS) as node, tempfile.TemporaryDirectory() as tmp:
-        say("started Anvil")
-        w3 = connect(node.url)
-        w3.provider.make_request("anvil_setBlockTimestampInterval", [1])  # type: ignore[arg-type]
-        dev = bootstrap(w3, DEFAULT_KEYS[0], rpc_url=node.url)
-        say("compiled and deployed the protocol")
-        signers = [LocalSigner(s._key.to_bytes(), dev.protocol.domain("RiskOracle")) for s in dev.risk_signers]
-        engine = build_engine(dev.protocol, signers, DEFAULT_KEYS[0], workdir or Path(tmp))
-        say("started the risk engine")
-        demo = Demo(dev, engine, seed, progress, Path(tmp))
-        demo.fund()
-        demo.drift(DRIFT_HOURS)
-        demo.trade("alice", "bob", "BTC-C60K", False, 4.0)  # Alice writes calls to Bob
-        demo.trade("dave", "bob", "BTC-P50K", False, 2.0)  # Bob buys puts from the market maker
-        demo.trade("dave", "carol", "BTC-PERP", False, 3.0)  # Carol goes long 3 BTC on 40k
-        demo.trade("dave", "alice", "ETH-PERP", True, 20.0)  # Alice shorts ETH against the maker
-        demo.round("after trading")
-        demo.snapshot("before the crash")
-        demo.crash()
-        demo.snapshot("after the crash")
-        demo.check_conservation()
-        return demo.run
-
-
-def keeper_turn(k: Keeper, until: int, passes: int = 64) -> None:
-    """Step ``k`` on a devnet until it has nothing in flight and no bid due before chain time
-    ``until − 60``. Blocks are mined one per step (automine off meanwhile), so that what the keeper
-    sends in one step lands together in the next block, a second later, as on a chain with one-second
-    blocks; a bid it plans for a later second is made then (the chain is moved to it)."""
-    w3 = k.p.w3
-
-    def rpc(method: str, *params: Any) -> None:
-        w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
-
-    rpc("evm_setAutomine", False)
-    try:
-        for _ in range(passes):  # bounded: each pass sends, settles or moves time forward
-            k.step()
-            if k.tx.pending:
-                rpc("evm_mine")
-                for pending in list(k.tx.pending.values()):
-                    w3.eth.wait_for_transaction_receipt(HexBytes(pending.tx_hash), timeout=120)
-                continue
-            due = [p.at for a, p in k.record.plans.items() if p is not None and a in k.watch and p.at > k.now]
-            if not due or min(due) >= until - 60:
-                break
-            rpc("evm_setNextBlockTimestamp", max(k.now + 1, min(due) - k.cfg.profit.landing_s))
-            rpc("evm_mine")  # sent then, a bid lands at its planned second
-    finally:
-        rpc("evm_setAutomine", True)
-
-
-def demo_keeper(p: Protocol, key: str, engine: Engine, workdir: Path) -> Keeper:
-    """The keeper as ``pmsim keeper`` runs it, reading the engine's published rounds from disk and asking
-    it for bid attestations in this process; a fixed wall clock (an automining chain never leaves a
-    transaction waiting, so nothing is replaced) keeps the run deterministic."""
-    cfg = KeeperConfig(rpc_url=p.deployment.rpc_url, engine_url=None, rounds_dir=engine.state_dir / "rounds",
-                       state_file=workdir / "keeper" / "pending.json", health_port=None,
-                       fees=FeeConfig(replace_after_s=3600.0), profit=ProfitConfig(landing_s=1)).validate()  # fmt: skip
-    return Keeper(p, key, cfg, EngineAttestor(engine), clock=lambda: 0.0)
-
-
-def write_report(run: DemoRun, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(run.report(), indent=2, sort_keys=True))
-    return path
+def conservation(p: Protocol, state: ProtocolState) -> Conservation:
+    """I-1 on the chain now: the Vault's token balances (``balanceOf``) against the indexer's ``state``
+    of the same block (module notes)."""
+    vault = p.vault.address
+    held = {sym: int(t.functions.balanceOf(vault).call(block_identifier=state.block))
+            for sym, t in p.tokens.items()}  # fmt: skip
+    owed = {sym: sum(a.collateral.get(str(t.address), 0) for a in state.accounts.values())
+            for sym, t in p.tokens.items() if sym != "USDC"}  # fmt: skip
+    quote = books(state)
+    return Conservation(held["USDC"], quote, held["USDC"] - quote, len(state.accounts), state.loss_index != 0,
+                        {s: (held[s], owed[s]) for s in owed})  # fmt: skip

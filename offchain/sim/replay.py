@@ -5,7 +5,7 @@ leverage against a market maker, every fill attested by the engine (so each open
 margin). Then the vendored hourly closes (``data/market/*_1h_2020-03.csv``, rescaled to the devnet's
 spot like ``pmsim prices --source replay:2020-03``) move the feed one hour at a time; after every step
 the engine posts a status root and the keeper (:class:`offchain.keeper.bot.Keeper`, in this process)
-starts and bids on what the root shows below maintenance margin (:func:`offchain.sim.demo.keeper_turn`).
+starts and bids on what the root shows below maintenance margin (:func:`keeper_turn`).
 
 Each account ends in one of four states, with the figures that decide it:
 
@@ -26,11 +26,13 @@ import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from eth_account import Account
 from eth_utils import keccak
+from hexbytes import HexBytes
 from web3.logs import DISCARD
 
 from offchain.chain.anvil import DEFAULT_KEYS, start_anvil
@@ -44,12 +46,16 @@ from offchain.engine.signer import LocalSigner
 from offchain.errors import InputError
 from offchain.feeds.service import PriceService
 from offchain.feeds.sources import PriceStep, scaled_steps
-from offchain.sim.demo import GENESIS, USDC, _iso, demo_keeper, keeper_turn
+from offchain.keeper.attest import EngineAttestor
+from offchain.keeper.bot import Keeper
+from offchain.keeper.config import FeeConfig, KeeperConfig, ProfitConfig
 
 CRASH_START = 7 * 24  # hourly step of 2020-03-12 00:00 UTC in the vendored file (starts 2020-03-05)
 SHORT = (CRASH_START, 12)  # 2020-03-12 00:00 -> 12:00: a gradual slide, then BTC -13.7 % in one hour
 FULL = (CRASH_START, 36)  # through 2020-03-13 12:00: adds -16.5 % and -12 % hours
 UNDERLYINGS = ("BTC", "ETH")
+GENESIS = 1_767_225_600  # 2026-01-01T00:00:00Z
+USDC = 10**6
 
 
 @dataclass(frozen=True)
@@ -161,7 +167,7 @@ class Replay:
             p.w3.provider.make_request("anvil_setBalance", [str(Account.from_key(k).address), hex(10**21)])  # type: ignore[arg-type]
         self.names = {str(Account.from_key(k).address): n for n, k in self.keys.items()}
         run.accounts = {n: str(Account.from_key(k).address) for n, k in self.keys.items()}
-        self.keeper = demo_keeper(p, self.keeper_key, engine, workdir)
+        self.keeper = devnet_keeper(p, self.keeper_key, engine, workdir)
         self._nonce = 0
 
     def fund(self, key: str, usd: int) -> None:
@@ -280,6 +286,50 @@ def run_replay(full: bool = False, traders: tuple[Trader, ...] | None = None, wi
         r.engine.run_round()
         r.hours()
     return run
+
+
+def keeper_turn(k: Keeper, until: int, passes: int = 64) -> None:
+    """Step ``k`` on a devnet until it has nothing in flight and no bid due before chain time
+    ``until − 60``. Blocks are mined one per step (automine off meanwhile), so that what the keeper
+    sends in one step lands together in the next block, a second later, as on a chain with one-second
+    blocks; a bid it plans for a later second is made then (the chain is moved to it)."""
+    w3 = k.p.w3
+
+    def rpc(method: str, *params: Any) -> None:
+        w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
+
+    rpc("evm_setAutomine", False)
+    try:
+        for _ in range(passes):  # bounded: each pass sends, settles or moves time forward
+            k.step()
+            if k.tx.pending:
+                rpc("evm_mine")
+                for pending in list(k.tx.pending.values()):
+                    w3.eth.wait_for_transaction_receipt(HexBytes(pending.tx_hash), timeout=120)
+                continue
+            due = [p.at for a, p in k.record.plans.items() if p is not None and a in k.watch and p.at > k.now]
+            if not due or min(due) >= until - 60:
+                break
+            rpc("evm_setNextBlockTimestamp", max(k.now + 1, min(due) - k.cfg.profit.landing_s))
+            rpc("evm_mine")  # sent then, a bid lands at its planned second
+    finally:
+        rpc("evm_setAutomine", True)
+
+
+def devnet_keeper(p: Protocol, key: str, engine: Engine, workdir: Path) -> Keeper:
+    """The keeper as ``pmsim keeper`` runs it (:class:`offchain.keeper.bot.Keeper`), reading the engine's
+    published rounds from disk and asking it for bid attestations in this process; a fixed wall clock
+    (an automining chain never leaves a transaction waiting, so nothing is replaced) keeps the run
+    deterministic."""
+    cfg = KeeperConfig(rpc_url=p.deployment.rpc_url, engine_url=None, rounds_dir=engine.state_dir / "rounds",
+                       state_file=workdir / "keeper" / "pending.json", health_port=None,
+                       fees=FeeConfig(replace_after_s=3600.0), profit=ProfitConfig(landing_s=1)).validate()  # fmt: skip
+    return Keeper(p, key, cfg, EngineAttestor(engine), clock=lambda: 0.0)
+
+
+def _iso(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
 
 
 def write_report(run: ReplayRun, path: Path) -> Path:

@@ -27,7 +27,7 @@ from offchain.sim.scenario import (
 )
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
-SHIPPED = ("calm", "replay-2020-03-12", "replay-2021-05-19", "crash-broken-correlation", "vol-regime-shift")
+SHIPPED = ("calm", "replay-2020-03-12", "replay-2021-05-19", "crash-broken-correlation", "vol-regime-shift", "demo")
 
 MINIMAL: dict[str, Any] = {
     "run": {"seed": 3, "steps": 24},
