@@ -106,28 +106,33 @@ def horizon(a: rules.AuctionState, ap: rules.AuctionParams) -> int:
 
 
 def earliest_profitable(a: rules.AuctionState, now: int, ap: rules.AuctionParams, gas: int, p: ProfitConfig,
-                        u: UnwindConfig) -> BidPlan | None:  # fmt: skip
-    """The first chain time ≥ ``now`` at which :func:`best_bid` is profitable, with its plan; None if
-    it never is before the auction's price stops improving.
+                        u: UnwindConfig, min_profit: int = 0) -> BidPlan | None:  # fmt: skip
+    """The first chain time ≥ ``now`` at which :func:`best_bid` is profitable and earns at least
+    ``min_profit`` (quote units, after gas), with its plan; None if it never does before the auction's
+    price stops improving.
 
     Notes
     -----
     The bidder's price is non-increasing in time (the discount ``d(t)`` falls; an insolvent auction's
-    payment to the bidder grows) and ``f_max`` is non-decreasing, so profitability is monotone in
-    ``t``: a binary search over whole seconds finds the first profitable second.
+    payment to the bidder grows) and ``f_max`` is non-decreasing, so profitability and the best profit
+    are monotone in ``t``: a binary search over whole seconds finds the first second that pays.
     """
+
+    def pays(plan: BidPlan | None) -> bool:
+        return plan is not None and plan.profitable and plan.profit >= min_profit
+
     plan = best_bid(a, now, ap, gas, p, u)
-    if plan is not None and plan.profitable:
+    if pays(plan):
         return plan
     hi = max(now, horizon(a, ap))
     last = best_bid(a, hi, ap, gas, p, u)
-    if last is None or not last.profitable:
+    if not pays(last):
         return None
-    lo = now  # not profitable at lo, profitable at hi
+    lo = now  # does not pay at lo, pays at hi
     while hi - lo > 1:
         mid = (lo + hi) // 2
         trial = best_bid(a, mid, ap, gas, p, u)
-        if trial is not None and trial.profitable:
+        if pays(trial):
             hi, last = mid, trial
         else:
             lo = mid

@@ -46,7 +46,7 @@ from offchain._typing import Float64Array
 from offchain.chain.indexer import AccountState, ProtocolState
 from offchain.engine.liquidation import auction_params
 from offchain.keeper.config import ProfitConfig, UnwindConfig
-from offchain.keeper.strategy import best_bid, gas_cost_quote
+from offchain.keeper.strategy import best_bid, earliest_profitable, gas_cost_quote
 from offchain.models._fast import price_unchecked
 from offchain.models.black76 import black76_greeks
 from offchain.protocol import LOT, PRICE_SCALE, QUOTE_SCALE, SIZE_SCALE, TICK, WAD, Kind
@@ -585,22 +585,54 @@ class Keepers(Population):
             return []
         ap = auction_params(lp)
         out: list[Bid] = []
-        mine = set(self.accounts)
-        for n, a in enumerate(sorted(x for x in auctions if x not in mine)):
-            rec = auctions[a]
+        for n, (a, rec) in enumerate(self._theirs(auctions)):
             j = n % len(self.accounts)
-            positions = max(1, len(view.account(a).positions))
-            gas = GAS["bid"] + GAS["bid_per_position"] * (positions - 1)
-            gas_usd = self.gas_usd(gas, view)
-            exposure = (abs(rec.state.mtm_equity) + rec.state.maintenance_margin) / QUOTE_SCALE
-            cap = 1.0 if exposure <= 0 else min(1.0, self.liquidity / exposure)
-            profit = ProfitConfig(max_fraction=cap)
-            plan = best_bid(rec.state, when, ap, round(gas_usd * QUOTE_SCALE), profit, UnwindConfig())
+            gas_usd, profit = self._costs(view, a, rec)
+            plan = best_bid(self._snapshot(view, rec, when), when, ap, round(gas_usd * QUOTE_SCALE), profit,
+                            UnwindConfig())  # fmt: skip
             if plan is None or not plan.profitable or plan.profit < self.min_profit * QUOTE_SCALE:
                 continue
             if self._pay(j, gas_usd):
                 out.append(Bid(self.accounts[j], a, plan.fraction, plan.price))
         return out
+
+    def next_bid_time(self, view: StepView, auctions: dict[str, AuctionRecord], now: int) -> int | None:
+        """The first second ≥ ``now`` at which a bid of these keepers pays in one of ``auctions``
+        (:func:`offchain.keeper.strategy.earliest_profitable` with the keepers' costs and minimum
+        profit), or None: a keeper watches every block and bids as soon as the auction pays it, not
+        only at the step's own rounds. The gas budget is checked when the bid is made (:meth:`bids`)."""
+        lp = view.state.liquidation
+        if lp is None:
+            return None
+        ap = auction_params(lp)
+        first: int | None = None
+        for a, rec in self._theirs(auctions):
+            gas_usd, profit = self._costs(view, a, rec)
+            plan = earliest_profitable(self._snapshot(view, rec, now), now, ap, round(gas_usd * QUOTE_SCALE), profit,
+                                       UnwindConfig(), math.ceil(self.min_profit * QUOTE_SCALE))  # fmt: skip
+            if plan is not None and (first is None or plan.at < first):
+                first = plan.at
+        return first
+
+    @staticmethod
+    def _snapshot(view: StepView, rec: AuctionRecord, now: int) -> rules.AuctionState:
+        """The auction as a bid at ``now`` prices it: deposits made since the snapshot credited
+        (``rules.credited_auction``, ``Liquidator._credited``)."""
+        return rules.credited_auction(rec.state, view.account(rec.account).deposit_credit - rec.credit, now)
+
+    def _theirs(self, auctions: dict[str, AuctionRecord]) -> list[tuple[str, AuctionRecord]]:
+        """The auctions of other accounts than the keepers' own, by address."""
+        mine = set(self.accounts)
+        return [(a, auctions[a]) for a in sorted(auctions) if a not in mine]
+
+    def _costs(self, view: StepView, account: str, rec: AuctionRecord) -> tuple[float, ProfitConfig]:
+        """A bid's gas in USD (the README gas table, per position moved) and the profit rule, whose
+        largest fraction is what the unwind liquidity can carry."""
+        positions = max(1, len(view.account(account).positions))
+        gas_usd = self.gas_usd(GAS["bid"] + GAS["bid_per_position"] * (positions - 1), view)
+        exposure = (abs(rec.state.mtm_equity) + rec.state.maintenance_margin) / QUOTE_SCALE
+        cap = 1.0 if exposure <= 0 else min(1.0, self.liquidity / exposure)
+        return gas_usd, ProfitConfig(max_fraction=cap)
 
 
 def _eth_price(view: StepView) -> int:

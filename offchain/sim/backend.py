@@ -179,6 +179,7 @@ class AuctionRecord:
     version: int
     emergency: bool
     state: rules.AuctionState
+    credit: int = 0  # the account's deposit credit at the snapshot (a bid credits deposits made since)
 
 
 def sim_account(seed: int, index: int) -> tuple[str, str]:

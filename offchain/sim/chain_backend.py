@@ -409,7 +409,7 @@ class ChainBackend:
                 continue
             view = fetch_auction(self.p, account, self._state.block)
             if view.active:
-                out[account] = AuctionRecord(account, view.version, view.emergency, view.rules_state())
+                out[account] = AuctionRecord(account, view.version, view.emergency, view.rules_state(), view.credit)
         return out
 
     def close(self) -> None:

@@ -13,7 +13,8 @@ series, and then, at every step ``k`` of the market path:
    every fill moves the impacted market by the square-root law, a keeper's unwind of what it
    bought in a liquidation as a *liquidation* impact (the cascades' source);
 4. the keepers bid in the active auctions (next rounds), then every expired option series is
-   settled for its holders;
+   settled for its holders, then the keepers bid again, later in the step, at the first second a bid
+   pays in an auction still open (as a keeper watching every block would), before the next price round;
 5. the metrics read the state after the step (:mod:`offchain.sim.metrics`).
 
 The record goes into a run folder (:func:`offchain.sim.record.write_run`), by default
@@ -41,6 +42,7 @@ from offchain.risk.engine import MarginResult
 from offchain.risk.fixed_point import attested_figures
 from offchain.sim import agents as ag
 from offchain.sim.backend import (
+    AuctionRecord,
     Backend,
     Bid,
     Intent,
@@ -61,6 +63,7 @@ from offchain.sim.scenario import AgentPopulation, Scenario, resolve
 
 Progress = Callable[[int, int], None]
 SETTLE_BATCH = 32  # accounts per Settle intent
+LATE_BID_ROUNDS = 16  # rounds of keeper bids after a step's own rounds (Runner.late_bids), at most
 #: The market maker added when a scenario has none, so that every order has a counterparty.
 HOUSE_MAKER = AgentPopulation("market_maker", "house market maker", 1, 2_000_000.0, (250_000.0, 250_000.0), (),
                               {"spread_bps": 10.0, "inventory_limit": 1e7, "requote_every_steps": 1})  # fmt: skip
@@ -172,17 +175,28 @@ class _Loop:
 
     # ------------------------------------------------------------------ helpers
     def apply(self, step_start: int, r: int, intents: list[Intent]) -> tuple[int, list[Outcome]]:
-        outcomes: list[Outcome] = []
+        """``intents`` in rounds from round ``r`` (at :func:`round_time`); the next round and the outcomes."""
+        first = round_time(step_start, r)
+        after, timed = self.apply_from(step_start, first, intents)
+        return r + after - first, [o for _, o in timed]
+
+    def apply_from(self, step_start: int, first: int, intents: list[Intent]) -> tuple[int, list[tuple[int, Outcome]]]:
+        """``intents`` in rounds at seconds ``first``, ``first + 1``, …, all before the next step's price
+        round; the next free second and every outcome with its round's time."""
+        end = step_start + self.sc.run.step_seconds
+        out: list[tuple[int, Outcome]] = []
+        at = first
         for batch in schedule(intents):
-            if r + 2 >= self.sc.run.step_seconds:
-                raise InputError("run.step_seconds", f"a step of {self.sc.run.step_seconds} s cannot hold {r + 1} "
+            if at >= end:
+                rounds = at - step_start - 1
+                raise InputError("run.step_seconds", f"a step of {self.sc.run.step_seconds} s cannot hold {rounds} "
                                  "rounds of intents: use longer steps or fewer agents")  # fmt: skip
-            outcomes.extend(self.backend.apply(round_time(step_start, r), batch))
-            r += 1
-        for o in outcomes:
+            out.extend((at, o) for o in self.backend.apply(at, batch))
+            at += 1
+        for _, o in out:
             if not o.ok:
                 self.metrics.on_refusal(o.error)
-        return r, outcomes
+        return at, out
 
     def view(self, step: int, step_start: int, when: int, addresses: list[str],
              margins: MarginResult) -> ag.StepView:  # fmt: skip
@@ -246,6 +260,8 @@ class _Loop:
         if step > 0:
             r = self.trade(step, step_start, r, addresses, margins)
         r = self.settle(step_start, r)
+        if step > 0:
+            self.late_bids(step, step_start, r, addresses, margins)
         if step == 0:
             addresses, margins = backend.margins()
         self.metrics.end_step(backend.state(), addresses, margins)
@@ -289,10 +305,41 @@ class _Loop:
             bids += k.bids(view, auctions, when)
         if not bids:
             return r
-        before = view.state
+        return r + self.bid(step, step_start, when, bids, auctions, view.state) - when
+
+    def late_bids(self, step: int, step_start: int, r: int, addresses: list[str], margins: MarginResult) -> None:
+        """The keepers' bids later in the step: at the first second a bid pays in an auction nobody bid
+        in yet (:meth:`offchain.sim.agents.Keepers.next_bid_time`), as a keeper watching every block
+        would, while it lands before the next price round; at most :data:`LATE_BID_ROUNDS` a step."""
+        if not self.keepers:
+            return
+        now, end = round_time(step_start, r), step_start + self.sc.run.step_seconds
+        for _ in range(LATE_BID_ROUNDS):
+            auctions = self.backend.auctions()
+            if not auctions:
+                return
+            view = self.view(step, step_start, now, addresses, margins)
+            times = [t for k in self.keepers if (t := k.next_bid_time(view, auctions, now)) is not None]
+            if not times or min(times) >= end:
+                return
+            at = min(times)
+            view = self.view(step, step_start, at, addresses, margins)
+            bids: list[Intent] = [b for k in self.keepers for b in k.bids(view, auctions, at)]
+            if not bids or at + len(schedule(bids)) > end:
+                return
+            if at - 1 > now:
+                # the chain went on producing blocks meanwhile: the engine attests the bids on the block
+                # just before theirs (an attestation of an older block would have expired)
+                self.backend.apply(at - 1, [])
+            now = self.bid(step, step_start, at, bids, auctions, self.backend.state())
+
+    def bid(self, step: int, step_start: int, first: int, bids: list[Intent], auctions: dict[str, AuctionRecord],
+            before: ProtocolState) -> int:  # fmt: skip
+        """Apply ``bids`` in rounds from second ``first`` and record each liquidation that moved positions
+        (its price, fee and discount at its round's time, the fund draw and socialised loss it caused);
+        returns the next free second. ``before`` is the state before them (the backend's moves on)."""
         lp = before.liquidation
         fund_cash = self.metrics.fund_cash(before)
-        # what the bids' records need from the state before them (the backend's state moves on)
         index = before.prices.prices
         notional = {b.account: sum(abs(rules.value(rules.moved_size(pos.size, b.fraction),
                                                    index[before.instruments[i].underlying]))
@@ -300,15 +347,12 @@ class _Loop:
                     for b in bids if isinstance(b, Bid)}  # fmt: skip
         cash = self.metrics.cash_base(before) if any(a.state.insolvent for a in auctions.values()) else (0, 0)
         loss_index = before.loss_index
-        r0 = r
-        r, outcomes = self.apply(step_start, r, bids)
-        rounds = {id(b): r0 + n for n, batch in enumerate(schedule(bids)) for b in batch}
-        for out in outcomes:
+        after, outcomes = self.apply_from(step_start, first, bids)
+        for at, out in outcomes:
             if not (out.ok and isinstance(out.intent, Bid)) or lp is None:
                 continue
             b = out.intent
             rec = auctions[b.account]
-            at = round_time(step_start, rounds[id(b)])
             price, fee = rules.bid_price(rec.state, b.fraction, at, auction_params(lp))
             worth = rules.mul_div_floor_signed(rec.state.mtm_equity, b.fraction, WAD)
             depth = self.depth.get(b.account, 0)
@@ -324,7 +368,7 @@ class _Loop:
             self.metrics.liquidations[-1] = dataclasses.replace(
                 record, fund_draw_usd=money(self.metrics.fund_draws - drawn0),
                 socialised_usd=money(self.metrics.socialised - social0))  # fmt: skip
-        return r
+        return after
 
     def _fill_many(self, view: ag.StepView, orders: list[ag.Order]) -> list[tuple[Trade, ag.Order]]:
         out: list[tuple[Trade, ag.Order]] = []

@@ -418,7 +418,8 @@ class TwinBackend:
         return self._root_margins if self._root_margins is not None else self.margins()
 
     def auctions(self) -> dict[str, AuctionRecord]:
-        return {a: AuctionRecord(a, v.version, v.emergency, v.rules_state()) for a, v in self.ledger.auctions.items()}
+        return {a: AuctionRecord(a, v.version, v.emergency, v.rules_state(), v.credit)
+                for a, v in self.ledger.auctions.items()}  # fmt: skip
 
     def close(self) -> None:
         self._closed = True

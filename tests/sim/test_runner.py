@@ -156,3 +156,37 @@ def test_slow_keepers_leave_bad_debt_that_the_fund_and_the_holders_of_cash_pay(t
     assert sum(Decimal(x.fund_draw_usd) for x in liqs) == d["fund_draws_usd"]
     assert sum(Decimal(x.socialised_usd) for x in liqs) == d["socialised_usd"]
     assert all(Decimal(x.notional_usd) > 0 for x in liqs)
+
+
+def test_keepers_bid_at_the_first_second_an_auction_pays_them_within_the_step(tmp_path: Path) -> None:
+    """An auction that does not pay a keeper at the step's own rounds is bid later in the same step, at
+    the first second its bid pays (a keeper watches every block), one second after an empty block (the
+    chain goes on producing blocks; the engine attests the bid on the latest one), and before the next
+    price round."""
+    from offchain.sim.backend import Bid
+
+    s = scenario_from_mapping(CRASH)
+    backend = make_backend("twin", s)
+    applied: list[tuple[int, list[Any]]] = []
+    inner = backend.apply
+
+    def apply(when: int, intents: Any) -> Any:
+        applied.append((when, list(intents)))
+        return inner(when, intents)
+
+    backend.apply = apply  # type: ignore[method-assign]
+    try:
+        rec = run(s, backend, folder=tmp_path / "late")
+    finally:
+        backend.close()
+    step_s = s.run.step_seconds
+    bid_times = {when for when, intents in applied if any(isinstance(i, Bid) for i in intents)}
+    late = sorted(t for t in bid_times if (t - s.run.start) % step_s > 120)  # past the step's own rounds
+    assert late, "no keeper bid later than the step's first rounds"
+    empty = {when for when, intents in applied if not intents}
+    for t in late:
+        assert t - 1 in empty  # the block the bid's attestation is computed on
+        assert t - 1 not in {w for w, i in applied if i and not all(isinstance(x, Bid) for x in i)}  # nothing else
+    times = [r.time for r in rec.liquidations]
+    assert set(times) <= bid_times and any(t in late for t in times)
+    check_metrics(tmp_path / "late")

@@ -80,11 +80,13 @@ def test_key_from_env_or_file_and_never_echoed(tmp_path: Path, monkeypatch: pyte
 
 
 # ---------------------------------------------------------------------- bid timing
-def _scan(a: rules.AuctionState, now: int, gas: int, p: ProfitConfig, u: UnwindConfig) -> int | None:
-    """Plain reference: the first second at which the best bid is profitable, tried one by one."""
+def _scan(a: rules.AuctionState, now: int, gas: int, p: ProfitConfig, u: UnwindConfig,
+          min_profit: int = 0) -> int | None:  # fmt: skip
+    """Plain reference: the first second at which the best bid is profitable (and earns ``min_profit``),
+    tried one by one."""
     for t in range(now, strategy.horizon(a, PARAMS) + 1):
         plan = strategy.best_bid(a, t, PARAMS, gas, p, u)
-        if plan is not None and plan.profitable:
+        if plan is not None and plan.profitable and plan.profit >= min_profit:
             return t
     return None
 
@@ -101,6 +103,10 @@ def test_earliest_profitable_time_equals_a_second_by_second_scan(seed: int) -> N
     start = 1_000 + int(rng.integers(0, 600))
     plan = strategy.earliest_profitable(a, start, PARAMS, gas, p, u)
     assert (plan.at if plan else None) == _scan(a, start, gas, p, u)
+    floor = int(rng.integers(1, 400)) * USDC  # a keeper's minimum profit: a later second, never an earlier one
+    richer = strategy.earliest_profitable(a, start, PARAMS, gas, p, u, min_profit=floor)
+    assert (richer.at if richer else None) == _scan(a, start, gas, p, u, floor)
+    assert richer is None or (plan is not None and richer.at >= plan.at and richer.profit >= floor)
     if plan is not None:
         assert plan.profitable and plan.profit >= p.gas_multiple * gas - gas
         assert plan.profit >= p.min_profit_ratio * (abs(plan.price) + plan.fee)
