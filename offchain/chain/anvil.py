@@ -50,7 +50,8 @@ class Anvil:
     process: subprocess.Popen[str]
     url: str
     port: int
-    log: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)  # its output up to the "Listening on" line
+    sink: subprocess.Popen[bytes] | None = None  # the process discarding the rest (see _drain)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -60,6 +61,12 @@ class Anvil:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.sink is not None:
+            try:
+                self.sink.wait(timeout=5)  # it ends at the end of Anvil's output
+            except subprocess.TimeoutExpired:
+                self.sink.kill()
+                self.sink.wait()
 
     def __enter__(self) -> Anvil:
         return self
@@ -105,14 +112,26 @@ def start_anvil(
         m = _LISTEN.search(line)
         if m:
             host, port_s = m.group(1), int(m.group(2))
-            _drain(proc)
-            return Anvil(process=proc, url=f"http://{host}:{port_s}", port=port_s, log=log)
+            return Anvil(process=proc, url=f"http://{host}:{port_s}", port=port_s, log=log, sink=_drain(proc))
     proc.kill()
     raise ChainError("anvil did not start listening in time")
 
 
-def _drain(proc: subprocess.Popen[str]) -> None:
-    """Keep reading anvil's output in the background so its pipe never fills."""
+def _drain(proc: subprocess.Popen[str]) -> subprocess.Popen[bytes] | None:
+    """Keep reading anvil's output so its pipe never fills, and discard it.
+
+    A separate ``cat`` process reads it, so no thread of this process wakes on each line Anvil logs
+    (a line per request and per transaction): such a thread took the interpreter lock from the
+    thread sending the requests after nearly every request. A thread does it when there is no
+    ``cat``. Returns the ``cat`` process, if any.
+    """
+    assert proc.stdout is not None
+    cat = shutil.which("cat")
+    if cat is not None:
+        sink = subprocess.Popen([cat], stdin=proc.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc.stdout.close()  # the pipe's read end now belongs to cat alone
+        return sink
+
     import threading
 
     def pump() -> None:
@@ -121,6 +140,7 @@ def _drain(proc: subprocess.Popen[str]) -> None:
             pass
 
     threading.Thread(target=pump, daemon=True).start()
+    return None
 
 
 def spawn_anvil_detached(log_path: Path, *, port: int = 8545, chain_id: int = 31337,
