@@ -55,14 +55,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import coincurve
-import requests
 import rlp  # type: ignore[import-untyped]
 from eth_abi import decode, encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import function_signature_to_4byte_selector, keccak
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 from web3.contract import Contract
+from web3.types import RPCEndpoint, RPCResponse
 
 from offchain import rules
 from offchain.chain.actions import STATUS
@@ -140,10 +140,17 @@ class _Rpc:
         self._id = 0
 
     def _post(self, what: str, payload: Any) -> Any:
-        """POST ``payload`` as JSON and decode the answer. A kept-alive connection the node closed
+        """POST ``payload`` as JSON and decode the answer (see :meth:`post_bytes`)."""
+        data = self.post_bytes(what, json.dumps(payload).encode())
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise ChainError(f"{what}: the node's answer is not JSON ({exc})") from exc
+
+    def post_bytes(self, what: str, body: bytes) -> bytes:
+        """POST a JSON-RPC request body; the answer's body. A kept-alive connection the node closed
         meanwhile is reopened once (the request never reached the node); any other failure is a
-        :class:`ChainError`."""
-        body = json.dumps(payload).encode()
+        :class:`ChainError` (``what`` names the request)."""
         for attempt in range(2):
             reused = self._conn is not None
             conn = self._conn or self._connect()
@@ -159,10 +166,7 @@ class _Rpc:
                 raise ChainError(f"{what}: the node did not answer ({exc})") from exc
             if response.status != 200:
                 raise ChainError(f"{what}: the node answered HTTP {response.status}: {data[:200]!r}")
-            try:
-                return json.loads(data)
-            except ValueError as exc:
-                raise ChainError(f"{what}: the node's answer is not JSON ({exc})") from exc
+            return data
         raise AssertionError("unreachable")
 
     def _connect(self) -> http.client.HTTPConnection:
@@ -221,6 +225,25 @@ class _Rpc:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class _Provider(HTTPProvider):
+    """web3's HTTP provider over the backend's keep-alive connection (:class:`_Rpc`), so that web3's
+    own requests (the deployment, the indexer's head check, view calls) skip ``requests`` too.
+    Requests and answers are encoded and decoded by web3 as usual; a transport failure is a
+    ``ConnectionError`` (which the indexer retries, as it does web3's own)."""
+
+    def __init__(self, rpc: _Rpc) -> None:
+        super().__init__(rpc.url, request_kwargs={"timeout": rpc.timeout})
+        self._rpc = rpc
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        body = self.encode_rpc_request(method, params)
+        try:
+            raw = self._rpc.post_bytes(str(method), body)
+        except ChainError as exc:
+            raise ConnectionError(str(exc)) from exc
+        return self.decode_rpc_response(raw)
 
 
 @dataclass
@@ -328,9 +351,7 @@ class ChainBackend:
     def _setup(self, accounts: int | None, risk_n: int, risk_q: int, price_n: int, price_q: int) -> None:
         assert self.node is not None
         self.rpc = _Rpc(self.node.url)
-        session = requests.Session()
-        session.trust_env = False
-        self.w3 = Web3(Web3.HTTPProvider(self.node.url, request_kwargs={"timeout": 120}, session=session))
+        self.w3 = Web3(_Provider(self.rpc))
         self.rpc("anvil_setBlockTimestampInterval", 1)  # the deployment's blocks: one a second, reproducible
         onchain, liquidation = self.scenario.protocol_params()
         risk, price = dev_signers("risk", risk_n), dev_signers("price", price_n)
