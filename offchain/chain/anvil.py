@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,9 @@ class Anvil:
     process: subprocess.Popen[str]
     url: str
     port: int
-    log: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)  # its output up to the "Listening on" line
+    sink: subprocess.Popen[bytes] | None = None  # the process discarding the rest (see _drain)
+    cache: Path | None = None  # where it persists old block states; removed on stop (see start_anvil)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -60,6 +63,14 @@ class Anvil:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.sink is not None:
+            try:
+                self.sink.wait(timeout=5)  # it ends at the end of Anvil's output
+            except subprocess.TimeoutExpired:
+                self.sink.kill()
+                self.sink.wait()
+        if self.cache is not None:
+            shutil.rmtree(self.cache, ignore_errors=True)
 
     def __enter__(self) -> Anvil:
         return self
@@ -89,6 +100,12 @@ def start_anvil(
         cmd += ["--load-state", str(load_state)]
     if block_time is not None:
         cmd += ["--block-time", str(block_time)]
+    cache: Path | None = None
+    if not {"--cache-path", "--max-persisted-states", "--prune-history"} & set(extra):
+        # Anvil writes the block states it evicts from memory under ~/.foundry/anvil/tmp and leaves them
+        # there when it is stopped (hundreds of MB a run): give it a folder of its own, removed on stop
+        cache = Path(tempfile.mkdtemp(prefix="pmsim-anvil-"))
+        cmd += ["--cache-path", str(cache)]
     cmd += list(extra)
     cmd.remove("--silent")  # we need the "Listening on" line
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -99,20 +116,37 @@ def start_anvil(
         line = proc.stdout.readline()
         if not line:
             if proc.poll() is not None:
+                if cache is not None:
+                    shutil.rmtree(cache, ignore_errors=True)
                 raise ChainError(f"anvil exited with {proc.returncode}: {''.join(log)[-2000:]}")
             continue
         log.append(line)
         m = _LISTEN.search(line)
         if m:
             host, port_s = m.group(1), int(m.group(2))
-            _drain(proc)
-            return Anvil(process=proc, url=f"http://{host}:{port_s}", port=port_s, log=log)
+            return Anvil(process=proc, url=f"http://{host}:{port_s}", port=port_s, log=log, sink=_drain(proc),
+                         cache=cache)  # fmt: skip
     proc.kill()
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
     raise ChainError("anvil did not start listening in time")
 
 
-def _drain(proc: subprocess.Popen[str]) -> None:
-    """Keep reading anvil's output in the background so its pipe never fills."""
+def _drain(proc: subprocess.Popen[str]) -> subprocess.Popen[bytes] | None:
+    """Keep reading anvil's output so its pipe never fills, and discard it.
+
+    A separate ``cat`` process reads it, so no thread of this process wakes on each line Anvil logs
+    (a line per request and per transaction): such a thread took the interpreter lock from the
+    thread sending the requests after nearly every request. A thread does it when there is no
+    ``cat``. Returns the ``cat`` process, if any.
+    """
+    assert proc.stdout is not None
+    cat = shutil.which("cat")
+    if cat is not None:
+        sink = subprocess.Popen([cat], stdin=proc.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc.stdout.close()  # the pipe's read end now belongs to cat alone
+        return sink
+
     import threading
 
     def pump() -> None:
@@ -121,6 +155,7 @@ def _drain(proc: subprocess.Popen[str]) -> None:
             pass
 
     threading.Thread(target=pump, daemon=True).start()
+    return None
 
 
 def spawn_anvil_detached(log_path: Path, *, port: int = 8545, chain_id: int = 31337,

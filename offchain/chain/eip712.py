@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass
+from functools import lru_cache
 from typing import Any
 
+import coincurve
 import sha3
 from eth_abi import encode
 from eth_keys import keys
@@ -71,11 +73,25 @@ def abi_address(value: str) -> bytes:
     return raw.rjust(32, b"\x00")
 
 
+def abi_bool(value: bool) -> bytes:
+    """One ``bool`` word. Raises ValueError unless a bool."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a bool")
+    return b"\x00" * 31 + (b"\x01" if value else b"\x00")
+
+
 def abi_bytes32(value: bytes) -> bytes:
     """One ``bytes32`` word. Raises ValueError unless 32 bytes."""
     if not isinstance(value, bytes) or len(value) != 32:
         raise ValueError(f"{value!r} is not 32 bytes")
     return value
+
+
+@lru_cache(maxsize=64)
+def _separator(name: str, version: str, chain_id: int, verifying_contract: str) -> bytes:
+    """The domain separator (memoised: every digest of a domain starts from it)."""
+    fields = [DOMAIN_TYPEHASH, keccak(text=name), keccak(text=version), chain_id, verifying_contract]
+    return keccak(encode(["bytes32", "bytes32", "bytes32", "uint256", "address"], fields))
 
 
 EXCHANGE_DOMAIN = ("pmsim Exchange", "1")
@@ -93,18 +109,7 @@ class Domain:
     verifying_contract: str
 
     def separator(self) -> bytes:
-        return keccak(
-            encode(
-                ["bytes32", "bytes32", "bytes32", "uint256", "address"],
-                [
-                    DOMAIN_TYPEHASH,
-                    keccak(text=self.name),
-                    keccak(text=self.version),
-                    self.chain_id,
-                    self.verifying_contract,
-                ],
-            )
-        )
+        return _separator(self.name, self.version, self.chain_id, self.verifying_contract)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -143,7 +148,12 @@ class Order:
         return cls(account, account, instrument, is_buy, maker, size, limit_price, nonce, deadline)
 
     def struct_hash(self) -> bytes:
-        return keccak(encode(["bytes32", *ORDER_ABI], [ORDER_TYPEHASH, *astuple(self)]))
+        """``keccak256(abi.encode(ORDER_TYPEHASH, fields))``, the words packed directly (byte for byte
+        eth_abi's ``encode(["bytes32", *ORDER_ABI], ...)``, which the tests check; same range errors)."""
+        return keccak256(ORDER_TYPEHASH + abi_address(self.account) + abi_address(self.signer)
+                         + abi_uint(self.instrument, 32) + abi_bool(self.is_buy) + abi_bool(self.is_maker)
+                         + abi_uint(self.size, 128) + abi_uint(self.limit_price, 128) + abi_uint(self.nonce, 64)
+                         + abi_uint(self.deadline, 64) + abi_uint(self.grant, 64))  # fmt: skip
 
     def as_tuple(self) -> tuple[Any, ...]:
         return astuple(self)
@@ -209,13 +219,15 @@ class Signer:
         except (ValueError, TypeError) as exc:
             raise SigningError(f"private_key: not a valid secp256k1 key ({exc})") from exc
         self.address: str = str(self._key.public_key.to_checksum_address())
+        self._fast = coincurve.PrivateKey(raw)  # the same libsecp256k1 signature, without eth-keys' objects
 
     def sign(self, message_hash: bytes) -> bytes:
+        """``r || s || v`` of ``message_hash`` (RFC 6979 nonce, low-s, ``v`` in {27, 28}): byte for byte
+        eth-keys' ``sign_msg_hash`` (the tests check), through coincurve directly."""
         if len(message_hash) != 32:
             raise SigningError("message_hash: must be 32 bytes")
-        sig = self._key.sign_msg_hash(message_hash)
-        r, s, v = int(sig.r), int(sig.s), int(sig.v)
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([v + 27])
+        sig = self._fast.sign_recoverable(message_hash, hasher=None)  # r || s || recovery id
+        return sig[:64] + bytes([sig[64] + 27])
 
     def __repr__(self) -> str:
         return f"Signer({self.address})"

@@ -23,7 +23,7 @@ import os
 import time
 import types
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -33,7 +33,7 @@ from eth_abi import decode
 from eth_typing import ChecksumAddress
 from eth_utils import keccak, to_checksum_address
 from web3.exceptions import BlockNotFound, Web3RPCError
-from web3.types import FilterParams, LogReceipt
+from web3.types import FilterParams, LogReceipt, RPCEndpoint
 
 from offchain import rules
 from offchain.chain.client import Protocol, _abi_type
@@ -90,9 +90,14 @@ class AccountState:
         return rules.effective_cash(self.cash, self.loss_snapshot, loss_index)
 
     def copy(self) -> AccountState:
-        """A copy sharing nothing mutable (positions are immutable values)."""
-        return replace(self, collateral=dict(self.collateral), positions=dict(self.positions),
-                       operators=set(self.operators))  # fmt: skip
+        """A copy sharing nothing mutable (positions are immutable values).
+
+        Every field copied as is, then the three containers copied (``dataclasses.replace`` did the
+        same through ``__init__``, several times slower: a snapshot copies every account)."""
+        new = object.__new__(AccountState)
+        new.__dict__.update(self.__dict__)
+        new.collateral, new.positions, new.operators = dict(self.collateral), dict(self.positions), set(self.operators)
+        return new
 
 
 @dataclass(frozen=True)
@@ -247,7 +252,7 @@ class _EventSpec:
             tuple((n, t) for n, t, ix in inputs if ix), tuple((n, t) for n, t, ix in inputs if not ix),
         )  # fmt: skip
 
-    def decode(self, log: LogReceipt) -> dict[str, Any]:
+    def decode(self, log: LogReceipt | Mapping[str, Any]) -> dict[str, Any]:
         args: dict[str, Any] = {}
         for (name, typ), topic in zip(self.indexed, log["topics"][1:], strict=True):
             args[name] = _normalise(typ, decode([typ], bytes(topic))[0])
@@ -612,7 +617,32 @@ class Indexer:
         tmp.replace(self.checkpoint)
 
     # ------------------------------------------------------------------ sync
+    def apply_block(self, header: Mapping[str, Any], logs: Sequence[Mapping[str, Any]]) -> bool:
+        """Index one block from what the node already returned for it, with no request: its header
+        (``eth_getBlockByNumber``, raw JSON-RPC fields) and its logs (every log of the block, e.g. the
+        ``logs`` of its ``eth_getBlockReceipts``; logs of other contracts are skipped as in a sync).
+
+        Applied only when the block extends the indexed state (its ``parentHash`` is the indexed
+        block's hash), every log belongs to it, and no confirmations are required; otherwise nothing
+        changes and the next :meth:`sync` indexes it. Returns whether the block was applied. Nothing
+        is written to the checkpoint here (the next :meth:`sync` or :meth:`save` writes it).
+        """
+        s = self.state
+        number, block_hash = _int(header["number"]), _hex_str(header["hash"])
+        if self.confirmations or not s.block_hash or number != s.block + 1 \
+                or _hex_str(header["parentHash"]) != s.block_hash:  # fmt: skip
+            return False
+        entries = [_raw_log(e) for e in logs]
+        if any(e["removed"] or _hex_str(e["blockHash"]) != block_hash for e in entries):
+            return False
+        self._apply(entries, _Block(number, block_hash, _int(header["timestamp"])))
+        return True
+
     def _sync_once(self, to_block: int | None) -> int:
+        if self.confirmations == 0 and self.state.block_hash and (to_block is None or to_block > self.state.block):
+            done = self._sync_tip()
+            if done is not None:
+                return done
         head = self._rpc(lambda: int(self.protocol.w3.eth.block_number))
         target = head - self.confirmations if to_block is None else min(to_block, head - self.confirmations)
         self._rollback_if_reorganised()
@@ -640,11 +670,39 @@ class Indexer:
             raise _Reorganised
         logs = self._get_logs(start, end)
         self._check_unchanged(start, anchor, logs)
-        events = self._decode(logs, anchor)
-        for event in events:
+        self._apply(logs, anchor)
+
+    def _apply(self, logs: Sequence[LogReceipt] | Sequence[dict[str, Any]], anchor: _Block) -> None:
+        """Apply the logs of the blocks up to ``anchor`` (checked to extend the indexed state)."""
+        for event in self._decode(logs, anchor):
             HANDLERS[event.name](self.state, event)
             self.applied[event.name] += 1
-        self.state.block, self.state.block_hash, self.state.timestamp = end, anchor.hash, anchor.timestamp
+        self.state.block, self.state.block_hash, self.state.timestamp = anchor.number, anchor.hash, anchor.timestamp
+
+    def _sync_tip(self) -> int | None:
+        """The common case of a follower at the head, in plain JSON-RPC (no web3 formatting): one
+        request when the head is the indexed block, two when it is the indexed block's child (its
+        logs asked by block hash, EIP-234, so they are that block's whatever the chain does meanwhile).
+        None when neither holds (behind by more, a re-organisation, a node refusing the request):
+        the general path decides."""
+        s = self.state
+        head = self._raw("eth_getBlockByNumber", ["latest", False])
+        if not isinstance(head, dict):
+            return None
+        number, block_hash = _int(head["number"]), _hex_str(head["hash"])
+        if number == s.block:
+            return s.block if block_hash == s.block_hash else None
+        if number != s.block + 1 or _hex_str(head["parentHash"]) != s.block_hash:
+            return None
+        query = {"blockHash": block_hash, "address": self._addresses, "topics": [self._topics]}
+        logs = self._raw("eth_getLogs", [query])
+        if not isinstance(logs, list):
+            return None
+        entries = [_raw_log(e) for e in logs]
+        if any(e["removed"] or _hex_str(e["blockHash"]) != block_hash for e in entries):
+            return None
+        self._apply(entries, _Block(number, block_hash, _int(head["timestamp"])))
+        return number
 
     def _check_unchanged(self, start: int, anchor: _Block, logs: Sequence[LogReceipt]) -> None:
         """The logs come from the chain that ends at ``anchor`` and extends the indexed state."""
@@ -660,7 +718,7 @@ class Indexer:
             if moved or entry.get("removed"):
                 raise _Reorganised
 
-    def _decode(self, logs: Sequence[LogReceipt], anchor: _Block) -> list[Event]:
+    def _decode(self, logs: Sequence[LogReceipt] | Sequence[dict[str, Any]], anchor: _Block) -> list[Event]:
         ordered = sorted(logs, key=lambda e: (e["blockNumber"], e["logIndex"]))
         times: dict[int, int] = {anchor.number: anchor.timestamp}
         events = []
@@ -697,6 +755,12 @@ class Indexer:
                     raise ChainError(f"RPC failed after {self.retries + 1} attempts: {exc}") from exc
                 time.sleep(self.backoff * 2**attempt)
         raise AssertionError("unreachable")
+
+    def _raw(self, method: str, params: list[Any]) -> Any:
+        """A plain JSON-RPC request through the provider (transport errors retried as in
+        :meth:`_rpc`); its ``result``, or None when the node answered with an error."""
+        response = self._rpc(lambda: self.protocol.w3.provider.make_request(RPCEndpoint(method), params))
+        return None if "error" in response else response.get("result")
 
     def _block(self, number: int) -> _Block | None:
         """The block header, None when there is no such block (the chain is shorter)."""
@@ -771,3 +835,26 @@ class Indexer:
 
 def _hex(value: Any) -> str:
     return "0x" + bytes(value).hex()
+
+
+def _hex_str(value: Any) -> str:
+    """A hash as ``_hex`` writes it, from raw JSON-RPC (a hex string) or web3 (bytes)."""
+    return value.lower() if isinstance(value, str) else _hex(value)
+
+
+def _int(value: Any) -> int:
+    """A quantity from raw JSON-RPC (a hex string) or web3 (an int)."""
+    return int(value, 16) if isinstance(value, str) else int(value)
+
+
+def _raw_log(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A raw JSON-RPC log in the shape :meth:`Indexer._decode` reads (web3's): bytes and ints."""
+    return {
+        "address": str(entry["address"]),
+        "topics": [bytes.fromhex(t[2:]) if isinstance(t, str) else bytes(t) for t in entry["topics"]],
+        "data": bytes.fromhex(entry["data"][2:]) if isinstance(entry["data"], str) else bytes(entry["data"]),
+        "blockNumber": _int(entry["blockNumber"]),
+        "blockHash": entry["blockHash"],
+        "logIndex": _int(entry["logIndex"]),
+        "removed": bool(entry.get("removed", False)),
+    }  # fmt: skip

@@ -3,7 +3,8 @@
 :class:`ChainBackend` implements :class:`offchain.sim.backend.Backend` with the real pieces of the
 devnet, nothing mocked:
 
-* a fresh Anvil (``--order fifo``: a block holds its transactions in the order they were sent),
+* a fresh Anvil (``--order fees``: a block holds its transactions by decreasing gas price, which
+  the backend sets from each transaction's place in its round, see :meth:`ChainBackend._mine`),
   automine off, every block mined explicitly at the time the backend's schedule gives
   (:func:`~offchain.sim.backend.price_time`, :func:`~offchain.sim.backend.root_time`,
   :func:`~offchain.sim.backend.round_time`);
@@ -18,10 +19,14 @@ devnet, nothing mocked:
 * the agents' accounts (:func:`~offchain.sim.backend.sim_account`), funded with gas by
   ``anvil_setBalance``; a deposit mints the tokens to the account first.
 
-Speed: a round's transactions are built and signed locally, sent one after the other without
-waiting, mined as one block, and confirmed with one ``eth_getBlockReceipts``; a transaction that
-reverted is traced (``debug_traceTransaction``, call tracer) for its custom error. The state is what
-the project's indexer rebuilds from the chain's events (:mod:`offchain.chain.indexer`).
+Speed: a round's transactions are built and signed locally (nonces counted here, a fixed gas
+limit: no estimate, no per-transaction request), sent in one JSON-RPC batch, mined as one block, and
+confirmed with one batch of ``eth_getBlockByNumber`` and ``eth_getBlockReceipts``: four requests a
+block, the indexer's included. A transaction that reverted is traced (``debug_traceTransaction``,
+call tracer) for its custom error. The state is what the project's indexer rebuilds from the chain's
+events (:mod:`offchain.chain.indexer`): it is handed each block's header and logs as the node
+returned them (:meth:`~offchain.chain.indexer.Indexer.apply_block`), and the engine's refresh then
+checks with the node that the block is the head (one request).
 
 Refusal names (:attr:`Outcome.error`): the contract's custom error (``Vault_InsufficientCash``,
 ``Liquidator_BadFraction``), or, when the engine refuses to attest, the engine's exception class name
@@ -36,24 +41,28 @@ taker's; a refusal of either refuses the trade.
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import coincurve
-import requests
 import rlp  # type: ignore[import-untyped]
 from eth_abi import decode, encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import function_signature_to_4byte_selector, keccak
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 from web3.contract import Contract
+from web3.types import RPCEndpoint, RPCResponse
 
 from offchain import rules
 from offchain.chain.actions import STATUS
@@ -110,37 +119,145 @@ def _empty_proof() -> tuple[tuple[Any, ...], bytes]:
     return (Attestation(ZERO_ADDRESS, 0, STATUS, 0, 0, 0, 0, 0, b"\x00" * 32, 0, 0, 0).as_tuple(), b"")
 
 
+@dataclass
+class _Sender:
+    account: LocalAccount
+    nonce: int
+    key: coincurve.PrivateKey
+
+
 class _Rpc:
-    """Plain JSON-RPC over one keep-alive HTTP session: the hot path skips web3's middleware."""
+    """Plain JSON-RPC over one keep-alive HTTP connection (``http.client``, ``TCP_NODELAY``): the hot
+    path skips web3's middleware and ``requests``' per-request preparation."""
 
     def __init__(self, url: str, timeout: float = 120.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or parts.hostname is None:
+            raise InputError("url", f"an http:// node URL, got {url!r}")
         self.url, self.timeout = url, timeout
-        self.session = requests.Session()
-        self.session.trust_env = False  # a local node: no proxy look-up in the environment on every request
+        self._host, self._port, self._path = parts.hostname, parts.port or 80, parts.path or "/"
+        self._conn: http.client.HTTPConnection | None = None
         self._id = 0
+
+    def _post(self, what: str, payload: Any) -> Any:
+        """POST ``payload`` as JSON and decode the answer (see :meth:`post_bytes`)."""
+        data = self.post_bytes(what, json.dumps(payload).encode())
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise ChainError(f"{what}: the node's answer is not JSON ({exc})") from exc
+
+    def post_bytes(self, what: str, body: bytes) -> bytes:
+        """POST a JSON-RPC request body; the answer's body. A kept-alive connection the node closed
+        meanwhile is reopened once (the request never reached the node); any other failure is a
+        :class:`ChainError` (``what`` names the request)."""
+        for attempt in range(2):
+            reused = self._conn is not None
+            conn = self._conn or self._connect()
+            try:
+                conn.request("POST", self._path, body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                data = response.read()
+            except (http.client.HTTPException, OSError) as exc:
+                self.close()
+                stale = isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError))
+                if reused and stale and attempt == 0:
+                    continue
+                raise ChainError(f"{what}: the node did not answer ({exc})") from exc
+            if response.status != 200:
+                raise ChainError(f"{what}: the node answered HTTP {response.status}: {data[:200]!r}")
+            return data
+        raise AssertionError("unreachable")
+
+    def _connect(self) -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        try:
+            conn.connect()
+            assert conn.sock is not None
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            conn.close()
+            raise ChainError(f"cannot reach the node at {self.url} ({exc})") from exc
+        self._conn = conn
+        return conn
 
     def __call__(self, method: str, *params: Any) -> Any:
         self._id += 1
-        payload = {"jsonrpc": "2.0", "id": self._id, "method": method, "params": list(params)}
-        try:
-            body = self.session.post(self.url, json=payload, timeout=self.timeout).json()
-        except (requests.RequestException, ValueError) as exc:
-            raise ChainError(f"{method}: the node did not answer ({exc})") from exc
+        body = self._post(method, {"jsonrpc": "2.0", "id": self._id, "method": method, "params": list(params)})
+        if not isinstance(body, dict):
+            raise ChainError(f"{method}: unexpected answer {str(body)[:200]}")
         if "error" in body:
-            raise ChainError(f"{method}: {body['error'].get('message', body['error'])}")
-        return body["result"]
+            error = body["error"]
+            raise ChainError(f"{method}: {error.get('message', error) if isinstance(error, dict) else error}")
+        return body.get("result")
+
+    def batch(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+        """Several requests in one JSON-RPC batch (one HTTP round trip); their results in order.
+
+        The node may handle a batch's requests concurrently: only requests whose outcome does not
+        depend on their order belong in one batch. Raises :class:`ChainError` naming the first
+        request the node refused (the others may have taken effect).
+        """
+        if not calls:
+            return []
+        first = self._id + 1
+        payload = [{"jsonrpc": "2.0", "id": first + k, "method": m, "params": params}
+                   for k, (m, params) in enumerate(calls)]  # fmt: skip
+        self._id += len(calls)
+        body = self._post(f"{calls[0][0]} (batch of {len(calls)})", payload)
+        if not isinstance(body, list):  # a batch the node refused as a whole
+            error = body.get("error", body) if isinstance(body, dict) else body
+            raise ChainError(f"{calls[0][0]} (batch of {len(calls)}): {error}")
+        answers = {a.get("id"): a for a in body if isinstance(a, dict)}
+        out = []
+        for k, (method, _) in enumerate(calls):
+            answer = answers.get(first + k)
+            if answer is None:
+                raise ChainError(f"{method} (request {k} of a batch of {len(calls)}): no answer")
+            if "error" in answer:
+                error = answer["error"]
+                raise ChainError(f"{method} (request {k} of a batch of {len(calls)}): "
+                                 f"{error.get('message', error) if isinstance(error, dict) else error}")  # fmt: skip
+            out.append(answer.get("result"))
+        return out
 
     def close(self) -> None:
-        self.session.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class _Provider(HTTPProvider):
+    """web3's HTTP provider over the backend's keep-alive connection (:class:`_Rpc`), so that web3's
+    own requests (the deployment, the indexer's head check, view calls) skip ``requests`` too.
+    Requests and answers are encoded and decoded by web3 as usual; a transport failure is a
+    ``ConnectionError`` (which the indexer retries, as it does web3's own)."""
+
+    def __init__(self, rpc: _Rpc) -> None:
+        super().__init__(rpc.url, request_kwargs={"timeout": rpc.timeout})
+        self._rpc = rpc
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        body = self.encode_rpc_request(method, params)
+        try:
+            raw = self._rpc.post_bytes(str(method), body)
+        except ChainError as exc:
+            raise ConnectionError(str(exc)) from exc
+        return self.decode_rpc_response(raw)
 
 
 @dataclass
 class _Tx:
-    """One signed transaction of a round and the intent it belongs to."""
+    """One transaction of a round and the intent it belongs to: built with its sender's nonce
+    reserved, signed when its block is sent (its gas price depends on its place in the block)."""
 
     intent: int  # index in the round
-    hash: str
-    raw: str
+    sender: _Sender
+    nonce: int
+    to: str
+    data: bytes
+    hash: str = ""
+    raw: str = ""
 
 
 @dataclass
@@ -156,13 +273,6 @@ class TxStats:
     @property
     def per_second(self) -> float:
         return self.transactions / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass
-class _Sender:
-    account: LocalAccount
-    nonce: int
-    key: coincurve.PrivateKey
 
 
 def sign_legacy(key: coincurve.PrivateKey, nonce: int, gas_price: int, gas: int, to: str, data: bytes,
@@ -225,8 +335,11 @@ class ChainBackend:
         self.workdir = workdir if workdir is not None else Path(self._tmp or ".")
         self.node: Anvil | None = start_anvil(
             timestamp=scenario.run.start - SETUP_SECONDS,
-            extra=("--order", "fifo", "--gas-limit", str(10**15),
-                   "--base-fee", "0", "--no-priority-fee"),
+            extra=("--order", "fees", "--gas-limit", str(10**15),
+                   "--base-fee", "0", "--no-priority-fee",
+                   # the states of the last blocks stay in memory; older ones are dropped rather than
+                   # written to disk one per block (Anvil's default: a cost that grew with the chain)
+                   "--max-persisted-states", "0"),
         )  # fmt: skip
         try:
             self._setup(accounts, risk_signers, risk_quorum, price_signers, price_quorum)
@@ -238,9 +351,7 @@ class ChainBackend:
     def _setup(self, accounts: int | None, risk_n: int, risk_q: int, price_n: int, price_q: int) -> None:
         assert self.node is not None
         self.rpc = _Rpc(self.node.url)
-        session = requests.Session()
-        session.trust_env = False
-        self.w3 = Web3(Web3.HTTPProvider(self.node.url, request_kwargs={"timeout": 120}, session=session))
+        self.w3 = Web3(_Provider(self.rpc))
         self.rpc("anvil_setBlockTimestampInterval", 1)  # the deployment's blocks: one a second, reproducible
         onchain, liquidation = self.scenario.protocol_params()
         risk, price = dev_signers("risk", risk_n), dev_signers("price", price_n)
@@ -253,7 +364,7 @@ class ChainBackend:
         self.rpc("anvil_removeBlockTimestampInterval")
         self.rpc("evm_setAutomine", False)
         signers = [LocalSigner(s._key.to_bytes(), self.p.domain("RiskOracle")) for s in risk]
-        indexer = Indexer(self.p, confirmations=0, checkpoint=None)
+        self._indexer = indexer = Indexer(self.p, confirmations=0, checkpoint=None)
         self.engine = Engine(self.p, EngineCore(config, self.p.deployment), indexer, signers, ROOT_ROLE_KEYS["engine"],
                              self.workdir)  # fmt: skip
         self._price_signers: list[Signer] = list(price)
@@ -320,7 +431,7 @@ class ChainBackend:
         post nothing (no price round, a stale feed, no account)."""
         state, engine = self._state, self.engine
         txs: list[_Tx] = []
-        result = None
+        result: tuple[int, StatusRoot, StatusTree, int] | None = None
         self._root_margins = None
         leaves = []
         if state.prices.round and rules.feed_fresh(state.feed_fresh_until, state.timestamp) and state.accounts:
@@ -335,12 +446,12 @@ class ChainBackend:
             sigs = engine._collect(SignJob(state.block, root=root))
             engine._publish(number, tree, root, state.block)
             txs.append(self._tx(0, ROOT_ROLE_KEYS["engine"], self.p.oracle, "postRoot", root.as_tuple(), sigs))
-            result = RoundResult(number, root, tree, state.block, txs[0].hash)
-        statuses = self._mine(when, txs)
+            result = (number, root, tree, state.block)
+        statuses = self._mine(when, txs)  # signs the transactions: their hashes are known from here
         if not all(statuses):
             raise ChainError(f"the status root at {when} was refused: {self._revert_name(txs[0].hash)}")
         if result is not None:
-            engine.latest = result
+            engine.latest = RoundResult(*result, txs[0].hash)
 
     def _call(self, contract: Contract, fn: str, *args: Any) -> tuple[Any, ...]:
         """A view call at the latest block over the plain RPC, decoded (custom errors raised decoded)."""
@@ -525,9 +636,8 @@ class ChainBackend:
     def _tx(self, intent: int, key: str, contract: Contract, fn: str, *args: Any) -> _Tx:
         data = bytes.fromhex(self._calldata(contract, fn, args)[2:])
         sender = self._sender(key)
-        raw, tx_hash = sign_legacy(sender.key, sender.nonce, GAS_PRICE, TX_GAS, contract.address, data, self.p.chain_id)
         sender.nonce += 1
-        return _Tx(intent, "0x" + tx_hash.hex(), "0x" + raw.hex())
+        return _Tx(intent, sender, sender.nonce - 1, contract.address, data)
 
     def _sender(self, key: str) -> _Sender:
         s = self._senders.get(key)
@@ -540,20 +650,38 @@ class ChainBackend:
         return s
 
     def _mine(self, when: int, txs: Sequence[_Tx]) -> list[bool]:
-        """Send ``txs`` in order, mine them as one block at ``when``; each one's success."""
-        for tx in txs:
-            try:
-                self.rpc("eth_sendRawTransaction", tx.raw)
-            except ChainError:
-                self._senders.clear()  # nonces are re-read: nothing of this round is half-counted
-                raise
+        """Sign ``txs``, send them in one batch, mine them as one block at ``when`` in their order, and
+        confirm them with the block's receipts (one more request); each one's success. The indexer is
+        handed the block's header and logs (:meth:`Indexer.apply_block`): no further request.
+
+        Notes
+        -----
+        The node may take a batch's transactions in any order; their order in the block is fixed by
+        their gas prices instead: Anvil (``--order fees``) fills a block by decreasing gas price, a
+        sender's transactions in nonce order, so transaction ``k`` of ``n`` pays
+        ``GAS_PRICE + (n - 1 - k)`` wei per gas (the base fee is zero). The block is checked to hold
+        exactly ``txs`` in order.
+        """
+        n, chain_id = len(txs), self.p.chain_id
+        for k, tx in enumerate(txs):
+            raw, tx_hash = sign_legacy(tx.sender.key, tx.nonce, GAS_PRICE + n - 1 - k, TX_GAS, tx.to, tx.data, chain_id)
+            tx.raw, tx.hash = "0x" + raw.hex(), "0x" + tx_hash.hex()
+        try:
+            self.rpc.batch([("eth_sendRawTransaction", [tx.raw]) for tx in txs])
+        except ChainError:
+            self._senders.clear()  # nonces are re-read: nothing of this round is half-counted
+            raise
         self.rpc("evm_mine", when)
         self._last_time = when
-        block = self.rpc("eth_getBlockByNumber", "latest", False)
-        if int(block["timestamp"], 16) != when or block["transactions"] != [tx.hash for tx in txs]:
+        block, receipts = self.rpc.batch([("eth_getBlockByNumber", ["latest", False]),
+                                          ("eth_getBlockReceipts", ["latest"])])  # fmt: skip
+        hashes = [tx.hash for tx in txs]
+        if int(block["timestamp"], 16) != when or block["transactions"] != hashes \
+                or [r["transactionHash"] for r in receipts] != hashes \
+                or any(r["blockHash"] != block["hash"] for r in receipts):  # fmt: skip
             self._senders.clear()
             raise ChainError(f"the block at {when} does not hold the round's {len(txs)} transactions in order")
-        receipts = self.rpc("eth_getBlockReceipts", block["number"]) if txs else []
+        self._indexer.apply_block(block, [log for r in receipts for log in r["logs"]])
         ok = [int(r["status"], 16) == 1 for r in receipts]
         self.stats.transactions += len(txs)
         self.stats.reverted += ok.count(False)

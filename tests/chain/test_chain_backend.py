@@ -10,9 +10,10 @@ from collections.abc import Iterator
 import pytest
 
 from offchain import rules
+from offchain.chain.indexer import Indexer
 from offchain.chain.units import Kind
 from offchain.engine.liquidation import auction_params
-from offchain.errors import InputError
+from offchain.errors import ChainError, InputError
 from offchain.protocol import WAD
 from offchain.sim.backend import (
     Bid,
@@ -157,6 +158,71 @@ def test_a_crash_liquidation_start_bid_and_auctions(chain: ChainBackend) -> None
     assert after.accounts[chain.roles["insurance_fund"]].cash == 0 < fund_before  # the fund paid all it held
     assert after.loss_index > 0  # the rest was socialised over positive balances
     assert price < 0 and after.accounts[who(2)].cash > state.accounts[who(2)].cash  # the keeper was paid to take it
+
+
+def test_a_large_round_keeps_its_order_and_the_fed_indexer_equals_a_fresh_sync(chain: ChainBackend) -> None:
+    """Rounds far larger than Anvil keeps in order when they arrive in one JSON-RPC batch (it handles a
+    batch's requests concurrently): each block holds its round's transactions in the round's order
+    (decreasing gas prices do it), and the state the backend's indexer was handed block by block
+    (``Indexer.apply_block``) equals an index of the whole chain built from scratch by ``eth_getLogs``."""
+    start = chain.scenario.run.start
+    n = 60
+    open_market(chain, start, {})
+    rounds = [
+        [Deposit(who(i), "USDC", (100_000 + i) * USDC) for i in range(n)],  # mint, approve, deposit each
+        [Trade(who(i), who(i + 1), 1 + i % 4 // 2, E18, (60_000 if i % 4 < 2 else 3_000) * E18, i % 3 == 0)
+         for i in range(0, n, 2)],  # one relayer sends them all: its nonces order them too
+        [*(Withdraw(who(i), "USDC", (10 + i) * USDC) for i in range(0, n, 3)),
+         *(Deposit(who(i), "USDC", 5 * USDC) for i in range(n, n + 20))],
+    ]  # fmt: skip
+    senders = [
+        [who(i) for i in range(n) for _ in range(3)],
+        [None] * (n // 2),  # the relayer
+        [*(who(i) for i in range(0, n, 3)), *(who(i) for i in range(n, n + 20) for _ in range(3))],
+    ]
+    for r, (intents, want) in enumerate(zip(rounds, senders, strict=True), start=1):
+        out = chain.apply(round_time(start, r), intents)
+        assert all(o.ok for o in out), [o for o in out if not o.ok][:3]
+        block = chain.w3.eth.get_block("latest", full_transactions=True)
+        assert block["timestamp"] == round_time(start, r)
+        txs = list(block["transactions"])
+        got = [tx["from"] for tx in txs]  # type: ignore[index]
+        assert got == [w or got[0] for w in want]
+        gas_prices = [tx["gasPrice"] for tx in txs]  # type: ignore[index]
+        assert gas_prices == sorted(set(gas_prices), reverse=True)
+    fresh = Indexer(chain.p)
+    fresh.sync()
+    assert fresh.state == chain.state()
+    assert chain.state().accounts[who(n + 3)].cash == 5 * USDC
+
+
+def test_the_indexer_takes_only_the_block_that_extends_it(chain: ChainBackend) -> None:
+    start = chain.scenario.run.start
+    open_market(chain, start, {0: 1_000})
+    ix = Indexer(chain.p)
+    ix.sync()
+    head = chain.rpc("eth_getBlockByNumber", "latest", False)
+    assert not ix.apply_block(head, [])  # already indexed
+    chain.rpc("evm_mine", round_time(start, 1))
+    child = chain.rpc("eth_getBlockByNumber", "latest", False)
+    before = ix.state.copy()
+    assert not ix.apply_block({**child, "parentHash": "0x" + "00" * 32}, [])  # another chain's child
+    assert not Indexer(chain.p, confirmations=1).apply_block(child, [])  # it would need confirmations
+    assert ix.state == before
+    assert ix.apply_block(child, [])
+    assert (ix.state.block, ix.state.block_hash, ix.state.timestamp) == (int(child["number"], 16), child["hash"],
+                                                                         round_time(start, 1))  # fmt: skip
+    assert ix.sync() == ix.state.block  # the head is the block it was handed: nothing more to index
+
+
+def test_a_refused_request_in_a_batch_is_named_and_anvil_output_is_discarded(chain: ChainBackend) -> None:
+    with pytest.raises(ChainError, match=r"eth_sendRawTransaction \(request 1 of a batch of 2\)"):
+        chain.rpc.batch([("eth_blockNumber", []), ("eth_sendRawTransaction", ["0x00"])])
+    assert chain.rpc("eth_chainId") == hex(chain.p.chain_id)  # the connection is still usable
+    node = chain.node
+    assert node is not None and node.sink is not None and node.sink.poll() is None
+    chain.close()
+    assert node.sink.poll() is not None and node.process.poll() is not None
 
 
 def test_transaction_rate_is_measured(chain: ChainBackend) -> None:
