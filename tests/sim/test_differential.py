@@ -26,6 +26,7 @@ from offchain.chain.indexer import PositionState
 from offchain.sim.backend import Bid, Deposit, ListInstrument, Trade, round_time, sim_account
 from offchain.sim.chain_backend import ChainBackend
 from offchain.sim.diff import DivergenceError, Lockstep, Side, diff_outcomes, diff_states, side
+from offchain.sim.record import RunRecord
 from offchain.sim.runner import run
 from offchain.sim.scenario import Scenario, scenario_from_mapping
 from offchain.sim.twin import TwinBackend
@@ -69,18 +70,24 @@ def twin_and_chain(scenario: Scenario) -> tuple[TwinBackend, ChainBackend]:
         raise
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_twin_and_chain_agree_to_the_unit_every_round(seed: int) -> None:
-    scenario = crash_scenario(seed)
+def run_in_lockstep(scenario: Scenario, label: str) -> tuple[RunRecord, Lockstep, ChainBackend]:
+    """``scenario`` run on the twin and the chain compared after every call; fails at the first divergence."""
     twin, chain = twin_and_chain(scenario)
     lock = Lockstep(twin, chain)
     try:
         try:
             record = run(scenario, lock, write=False)
         except DivergenceError as exc:
-            pytest.fail(f"seed {seed}: {exc}")
+            pytest.fail(f"{label}: {exc}")
     finally:
         lock.close()
+    return record, lock, chain
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_twin_and_chain_agree_to_the_unit_every_round(seed: int) -> None:
+    scenario = crash_scenario(seed)
+    record, lock, chain = run_in_lockstep(scenario, f"seed {seed}")
     s = record.summary
     checks = lock.checks
     print(f"\nseed {seed}: {checks} checks over {STEPS} steps, {s['trades']} trades, {s['liquidations']} bids, "
@@ -119,15 +126,7 @@ def options_scenario(seed: int, steps: int = 72) -> Scenario:
 def test_twin_and_chain_agree_with_options_at_the_default_rule() -> None:
     """The same agreement with listed, written, rolled and settled options under the default rule."""
     scenario = options_scenario(4)
-    twin, chain = twin_and_chain(scenario)
-    lock = Lockstep(twin, chain)
-    try:
-        try:
-            record = run(scenario, lock, write=False)
-        except DivergenceError as exc:
-            pytest.fail(f"options: {exc}")
-    finally:
-        lock.close()
+    record, lock, chain = run_in_lockstep(scenario, "options")
     state = chain.state()
     options = [i for i, ins in state.instruments.items() if ins.kind != 0]
     held = {i for acct in state.accounts.values() for i in acct.positions if i in options}
