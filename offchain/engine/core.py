@@ -219,9 +219,11 @@ class EngineCore:
         return addresses, self.engine(state).compute(book)
 
     # ------------------------------------------------------------------ results
-    def status_leaves(self, state: ProtocolState) -> list[StatusLeaf]:
-        """Every account's status result, in fixed point rounded against the account."""
-        addresses, result = self.compute_all(state)
+    def status_leaves(self, state: ProtocolState,
+                      figures: tuple[list[str], MarginResult] | None = None) -> list[StatusLeaf]:  # fmt: skip
+        """Every account's status result, in fixed point rounded against the account; from ``figures``
+        (what :meth:`compute_all` of ``state`` gave) when the caller has them already."""
+        addresses, result = self.compute_all(state) if figures is None else figures
         return [self._leaf(state, a, result.account(i)) for i, a in enumerate(addresses)]
 
     def _leaf(self, state: ProtocolState, address: str, m: AccountMargin) -> StatusLeaf:

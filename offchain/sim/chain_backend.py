@@ -435,9 +435,8 @@ class ChainBackend:
         self._root_margins = None
         leaves = []
         if state.prices.round and rules.feed_fresh(state.feed_fresh_until, state.timestamp) and state.accounts:
-            # EngineCore.status_leaves, keeping the figures for root_margins()
-            self._root_margins = addresses, figures = engine.core.compute_all(state)
-            leaves = [engine.core._leaf(state, a, figures.account(i)) for i, a in enumerate(addresses)]
+            self._root_margins = engine.core.compute_all(state)  # kept for root_margins()
+            leaves = engine.core.status_leaves(state, self._root_margins)
         if leaves:
             tree = StatusTree.build(leaves)
             number = (state.root.round if state.root is not None else 0) + 1

@@ -282,7 +282,7 @@ class TwinBackend:
             self._mine(when)
             return
         self._root_margins = self.margins()
-        leaves = self.status_leaves()
+        leaves = self._leaves(*self._root_margins)
         issued, expiry = self._window()
         root = leaves.merkle_root() if self.merkle_roots else b"\x00" * 32
         self._mine(when)
@@ -290,7 +290,9 @@ class TwinBackend:
 
     def status_leaves(self) -> LazyLeaves:
         """Every account's status leaf now (``EngineCore.status_leaves``), built when first read."""
-        addresses, result = self.margins()
+        return self._leaves(*self.margins())
+
+    def _leaves(self, addresses: list[str], result: MarginResult) -> LazyLeaves:
         s = self.ledger.state
         figures = {a: (i, s.accounts[a].risk_nonce, s.accounts[a].deposit_credit) for i, a in enumerate(addresses)}
         return LazyLeaves(figures, result)
