@@ -89,9 +89,10 @@ class EngineCore:
         self._quote = by_symbol[config.quote].address
         self._engines: OrderedDict[tuple[int, str, int, bytes], MarginEngine] = OrderedDict()
         self._build_lock = threading.Lock()
-        # the last market built and its listing: what a new block's market may reuse (MarginEngine's previous,
-        # and its instrument table when the listing is the same); one attribute, so read and set at once
-        self._last_built: tuple[MarginEngine, tuple[tuple[int, int, int, int, int], ...]] | None = None
+        # the last market built, its listing and all its inputs: a new block's market is that one when the inputs
+        # are the same, else it reuses what it can (MarginEngine's previous, and the instrument table when the
+        # listing is the same); one attribute, so read and set at once
+        self._last_built: _Built | None = None
         self.markets_built = 0  # markets (MarginEngine) built so far
         self._account_states: OrderedDict[tuple[int, str, int, bytes], dict[int, _Cached]] = OrderedDict()
 
@@ -110,13 +111,22 @@ class EngineCore:
         return engine
 
     def _build_engine(self, state: ProtocolState) -> MarginEngine:
+        """The market of ``state``: the last one built when its inputs are the same (price round and its
+        prices, parameters, listing, settlement prices), else a new one.
+
+        The market is valued at the price round's time, not the block's: spot, clock and the historical
+        scenarios' cut (``as_of``) are one snapshot, and every block until the next round shares it."""
         price_round = state.prices.round
         if price_round == 0:
             raise PmsimError("no price round posted yet: the engine cannot value anything")
         ids = sorted(state.instruments)
         ins = [state.instruments[i] for i in ids]
         listing = tuple((i, int(x.kind), x.underlying, x.strike, x.expiry) for i, x in zip(ids, ins, strict=True))
+        inputs = (price_round, state.prices.timestamp, tuple(state.prices.prices), state.params_hash, listing,
+                  tuple(sorted(state.settlements.items())))  # fmt: skip
         last = self._last_built
+        if last is not None and last[2] == inputs:
+            return last[0]
         if last is not None and last[1] == listing:
             table = last[0].instruments  # the same listing: the validated table as it is
         else:
@@ -129,14 +139,14 @@ class EngineCore:
             )
         market = MarketState(
             spot=np.array([p / E18 for p in state.prices.prices]),
-            now=state.timestamp,
+            now=state.prices.timestamp,  # valued at the round's time (see above)
             vol=self.config.vol_surfaces(),
             round_id=price_round,
             settlements={(u, e): p / E18 for (u, e), p in state.settlements.items()},
             as_of=state.prices.timestamp,  # historical scenarios: only returns known at the round's time
         )
         engine = MarginEngine(self.config, table, market, previous=last[0] if last is not None else None)
-        self._last_built = (engine, listing)
+        self._last_built = (engine, listing, inputs)
         self.markets_built += 1
         return engine
 
@@ -331,6 +341,10 @@ class _Cached:
     chain: ChainAccount
     account: AccountState
     figures: AttestedFigures | None = None
+
+
+_Listing = tuple[tuple[int, int, int, int, int], ...]  # (id, kind, underlying, strike, expiry) of each instrument
+_Built = tuple[MarginEngine, _Listing, tuple[object, ...]]  # a market, its listing and all its inputs
 
 
 def _market_key(state: ProtocolState) -> tuple[int, str, int, bytes]:

@@ -9,8 +9,8 @@ move. :class:`IncrementalMargins` gives the same result, bit for bit, keeping:
 * each account's risk input (the row ``EngineCore._account_state`` builds: instrument rows, sizes, cash
   net of socialised loss, cost basis, collateral) while its key holds (cash, loss snapshot, loss index,
   positions, collateral), and its funding owed while the cumulative funding of its perpetuals holds;
-* the market while its inputs hold: price round, parameter hash, instruments, settlement prices, and the
-  block time when an instrument is dated (perpetuals do not depend on it);
+* the market while its inputs hold: price round, parameter hash, instruments, settlement prices (the
+  market is valued at the price round's time, so a step's blocks share it);
 * the kernel's per-account fields (``kernel.FIELDS``: grid losses, tail, add-ons, mark value) while the
   market and the account's positions hold: only the rows whose positions changed go through the kernel
   again. The kernel's figures of an account depend only on its positions and the market, and the margin
@@ -74,9 +74,8 @@ class IncrementalMargins:
     # ------------------------------------------------------------------ market
     def engine(self, state: ProtocolState) -> MarginEngine:
         """The margin engine of ``state``'s market, rebuilt only when its inputs changed."""
-        dated = any(i.kind != Kind.PERP for i in state.instruments.values())
         key = (state.prices.round, state.prices.timestamp, state.params_hash, tuple(sorted(state.instruments)),
-               tuple(sorted(state.settlements.items())), state.timestamp if dated else None)  # fmt: skip
+               tuple(sorted(state.settlements.items())))  # fmt: skip
         if key != self._market_key or self._engine is None:
             self._engine = self.core._build_engine(state)
             self._market_key = key

@@ -112,7 +112,8 @@ def test_too_little_history_known_is_an_error_naming_the_field(config: RiskConfi
 
 
 def test_engine_service_core_cuts_history_at_the_price_round_time(config: RiskConfig) -> None:
-    """The service's engine is keyed by the price round's time, not by the latest block's."""
+    """The service's engine values the market at the price round's time (its clock and its history cut),
+    not at the latest block's; a later block on the same round shares that market, a new round does not."""
     tokens = {s: TokenInfo(s, f"0x{i + 1:040x}", d, u) for i, (s, d, u) in
               enumerate((("USDC", 6, None), ("WETH", 18, 1), ("WBTC", 8, 0)))}  # fmt: skip
     deployment = Deployment(31337, "", 0, {}, tokens, ["BTC", "ETH"])
@@ -123,5 +124,14 @@ def test_engine_service_core_cuts_history_at_the_price_round_time(config: RiskCo
         prices=PriceState(3, FTX, (int(BTC_2022_11_06 * 10**18), 1_600 * 10**18)),
     )  # fmt: skip
     engine = core.engine(state)
-    assert engine.market.as_of == FTX and engine.market.now == 2_000_000_000
+    assert engine.market.as_of == FTX and engine.market.now == FTX
     assert engine.tail is not None and max(engine.tail.labels) == "2022-11-06"
+    later = dataclasses.replace(state, block=11, block_hash="0x02", timestamp=2_000_000_600)
+    assert core.engine(later) is engine and core.markets_built == 1
+    listed = dataclasses.replace(later, block=12, block_hash="0x04",
+                                 instruments={**state.instruments, 2: InstrumentState(2, Kind.PERP, 1, 0, 0)})  # fmt: skip
+    assert len(core.engine(listed).instruments) == 2 and core.markets_built == 2  # same round, new listing
+    moved = dataclasses.replace(later, block=12, block_hash="0x03",
+                                prices=PriceState(4, FTX + 3600, (int(BTC_2022_11_06 * 10**18), 1_601 * 10**18)))  # fmt: skip
+    assert core.engine(moved) is not engine and core.engine(moved).market.now == FTX + 3600
+    assert core.markets_built == 3
