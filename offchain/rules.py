@@ -218,6 +218,18 @@ def open_auction(now: int, mtm: int, equity: int, mm: int, im: int, p: AuctionPa
     return AuctionState(now, mtm < 0, mtm, equity, mm, im, buffer_margin(equity, mm, p.buffer_ratio))
 
 
+def refresh_auction(a: AuctionState, now: int, mtm: int, equity: int, mm: int, im: int,
+                    p: AuctionParams) -> AuctionState | None:  # fmt: skip
+    """The snapshot ``Liquidator.refresh`` writes from a newer status leaf (``_update``): None when the
+    account is back at or above maintenance margin (the auction ends); else the new figures, the clock
+    kept unless the auction changes between solvent and insolvent (``_snapshot`` without restart)."""
+    if equity >= mm:
+        return None
+    insolvent = mtm < 0
+    started = a.started_at if insolvent == a.insolvent else now
+    return AuctionState(started, insolvent, mtm, equity, mm, im, buffer_margin(equity, mm, p.buffer_ratio))
+
+
 def discount(a: AuctionState, now: int, p: AuctionParams) -> int:
     """d(t), the WAD share of mark-to-market a solvent bid pays: start → cutoff over the fast phase,
     then → 0 over the slow phase (integer division as ``Liquidator._discount``)."""

@@ -20,7 +20,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -182,23 +182,26 @@ class Bench:
     def whole_tx(self) -> dict[str, int]:
         """Each whole-transaction operation (WHOLE_TX_OPS, then ``post_root``) from the current state."""
         post, withdraw = self.root_withdrawal()
-        start, bid = self.liquidation()
+        start, refresh, bid = self.liquidation()
         return {
             "trade_2_attestations": self._isolated_gas(self.trade),
             "withdraw_attested": self._isolated_gas(self.withdraw_attested),
             "withdraw_root_proof": withdraw,
             "post_root": post,
             "liquidation_start_root_proof": start,
+            "liquidation_refresh_root_proof": refresh,
             "liquidation_bid": bid,
             "emergency_withdrawal": self._isolated_gas(self.emergency_withdrawal),
         }
 
     # ------------------------------------------------------------------ liquidations
-    def liquidation(self, insolvent: bool = False) -> tuple[int, int]:
+    def liquidation(self, insolvent: bool = False) -> tuple[int, int, int]:
         """Gas of starting Alice's liquidation with a root proof (her leaf breached: equity below MM),
-        then of Carol's bid for half the largest fraction (every position moves to Carol, who holds
-        none of them: each is a new position of hers). Insolvent: mark-to-market below zero, the
-        whole portfolio, paid by the insurance fund (funded first)."""
+        of refreshing its snapshot with her leaf at the nonce the start gave her (``Liquidator.refresh``,
+        measured apart), then of
+        Carol's bid for half the largest fraction (every position moves to Carol, who holds none of
+        them: each is a new position of hers). Insolvent: mark-to-market below zero, the whole
+        portfolio, paid by the insurance fund (funded first)."""
         with self.h.isolated():
             mtm = -5_000 * USDC if insolvent else 100_000 * USDC
             leaf = status_leaf(self.h, self.alice, equity=50_000 * USDC, im=100_000 * USDC, mm=80_000 * USDC,
@@ -208,6 +211,11 @@ class Bench:
             post_status_root(self.h, root, self._quorum_signers())
             liq = self.p.liquidator.functions
             started = self.p.send(liq.start(self.alice, leaf.as_tuple(), tree.proof(self.alice)), CAROL)
+            with self.h.isolated():  # the start bumped her nonce: a leaf at the new one, in a new root
+                again = replace(leaf, risk_nonce=int(self.p.vault.functions.riskNonce(self.alice).call()))
+                tree2 = StatusTree.build([again, *_other_leaves()])
+                post_status_root(self.h, status_root(self.h, tree2.root, root.round + 1), self._quorum_signers())
+                refreshed = self.p.send(liq.refresh(self.alice, again.as_tuple(), tree2.proof(self.alice)), CAROL)
             if insolvent:
                 self.h.fund(BOB, "USDC", 100_000 * USDC)
                 self.h.deposit(BOB, "USDC", 100_000 * USDC, account=self.p.fund.address)
@@ -217,7 +225,7 @@ class Bench:
             carol = key_addr(CAROL)
             att = self.h.attestation(carol, bid_action(carol, self.alice, a[3], f, worst))
             bid = self.p.send(liq.bid(self.alice, f, worst, a[3], self.h.proof(att)), CAROL)
-            return int(started["gasUsed"]), int(bid["gasUsed"])
+            return int(started["gasUsed"]), int(refreshed["gasUsed"]), int(bid["gasUsed"])
 
     def emergency_withdrawal(self) -> TxReceipt:
         """Alice withdraws with no signatures in emergency mode (no root for the delay): the on-chain
@@ -289,13 +297,14 @@ def measure(url: str | None = None) -> dict[str, int]:
         for n in PORTFOLIOS:
             bench.grow(n)
             by_size[n] = bench.whole_tx()
-        _, insolvent_bid = bench.liquidation(insolvent=True)  # at the largest portfolio
+        _, _, insolvent_bid = bench.liquidation(insolvent=True)  # at the largest portfolio
     whole = {f"{op}_{n}_positions": by_size[n][op] for op in WHOLE_TX_OPS for n in PORTFOLIOS}
     first, last = PORTFOLIOS[0], PORTFOLIOS[-1]
     per_position = round((whole[f"liquidation_bid_{last}_positions"] - whole[f"liquidation_bid_{first}_positions"])
                          / (last - first))  # fmt: skip
     return {**gas, **whole, "post_root": max(row["post_root"] for row in by_size.values()),
             "liquidation_start_root_proof": by_size[first]["liquidation_start_root_proof"],
+            "liquidation_refresh_root_proof": by_size[first]["liquidation_refresh_root_proof"],
             f"liquidation_insolvent_bid_fund_draw_{last}_positions": insolvent_bid,
             "liquidation_per_position_moved": per_position}  # fmt: skip
 
@@ -341,6 +350,7 @@ def _liquidation_lines(gas: dict[str, int]) -> list[str]:
     return [
         "Liquidations (quorum 2; the bidder receives every position as a new one of its own)",
         f"  {'start with a root proof':<44}{gas['liquidation_start_root_proof']:>8,}",
+        f"  {'refresh with a root proof':<44}{gas['liquidation_refresh_root_proof']:>8,}",
         f"  {f'insolvent bid, all {last} pos., fund draw':<44}"
         f"{gas[f'liquidation_insolvent_bid_fund_draw_{last}_positions']:>8,}",
         f"  {'per position moved (marginal)':<44}{per:>8,}   target <= {TARGET_PER_POSITION_MOVED:,}: "

@@ -54,13 +54,14 @@ from offchain.risk.config import RiskConfig
 from offchain.risk.engine import MarginResult
 from offchain.risk.fixed_point import quote_units_down, quote_units_up
 from offchain.risk.market import SECONDS_PER_YEAR
-from offchain.sim.backend import AuctionRecord, Bid, Deposit, Intent, StartAuction, Trade, Withdraw
+from offchain.sim.backend import AuctionRecord, Bid, Deposit, Intent, RefreshAuction, StartAuction, Trade, Withdraw
 from offchain.sim.scenario import AgentPopulation
 
 DAY = 86_400
 EXPIRY_HOUR = 8 * 3600  # options expire at 08:00 UTC
 #: Gas of the operations a keeper pays for (README, "whole transaction (quorum 2)" and "liquidation").
-GAS = {"start_auction": 243_211, "bid": 320_804, "bid_per_position": 48_023, "trade": 283_816}
+GAS = {"start_auction": 243_211, "refresh_auction": 92_727, "bid": 320_804, "bid_per_position": 48_023,
+       "trade": 283_816}  # fmt: skip
 #: Gas price the keepers value gas at (gwei): a busy but not congested L1 block.
 GAS_PRICE_GWEI = 20
 QUOTE = "USDC"
@@ -550,6 +551,22 @@ class Keepers(Population):
                 intents.append(StartAuction(self.accounts[j], a))
         return self._unwinds(view), intents
 
+    def refreshes(self, view: StepView, auctions: dict[str, AuctionRecord], skip: set[str]) -> list[RefreshAuction]:
+        """Refresh each auction of another account whose snapshot went stale (the account's risk nonce
+        moved under it: ``AuctionRecord.stale``), with its leaf of the step's root, keepers taken in turn,
+        leaving out the accounts in ``skip`` (refreshed by another population). Without it every bid is
+        refused and the auction never ends."""
+        out: list[RefreshAuction] = []
+        gas = self.gas_usd(GAS["refresh_auction"], view)
+        mine = set(self.accounts)
+        stale = [a for a, rec in sorted(auctions.items())
+                 if a not in skip and a not in mine and rec.stale(view.state)]  # fmt: skip
+        for n, a in enumerate(stale):
+            j = n % len(self.accounts)
+            if self._pay(j, gas):
+                out.append(RefreshAuction(self.accounts[j], a))
+        return out
+
     def _unwinds(self, view: StepView) -> list[Order]:
         orders: list[Order] = []
         for k in self.accounts:
@@ -585,7 +602,7 @@ class Keepers(Population):
             return []
         ap = auction_params(lp)
         out: list[Bid] = []
-        for n, (a, rec) in enumerate(self._theirs(auctions)):
+        for n, (a, rec) in enumerate(self._theirs(view, auctions)):
             j = n % len(self.accounts)
             gas_usd, profit = self._costs(view, a, rec)
             plan = best_bid(self._snapshot(view, rec, when), when, ap, round(gas_usd * QUOTE_SCALE), profit,
@@ -606,7 +623,7 @@ class Keepers(Population):
             return None
         ap = auction_params(lp)
         first: int | None = None
-        for a, rec in self._theirs(auctions):
+        for a, rec in self._theirs(view, auctions):
             gas_usd, profit = self._costs(view, a, rec)
             plan = earliest_profitable(self._snapshot(view, rec, now), now, ap, round(gas_usd * QUOTE_SCALE), profit,
                                        UnwindConfig(), math.ceil(self.min_profit * QUOTE_SCALE))  # fmt: skip
@@ -620,10 +637,10 @@ class Keepers(Population):
         (``rules.credited_auction``, ``Liquidator._credited``)."""
         return rules.credited_auction(rec.state, view.account(rec.account).deposit_credit - rec.credit, now)
 
-    def _theirs(self, auctions: dict[str, AuctionRecord]) -> list[tuple[str, AuctionRecord]]:
-        """The auctions of other accounts than the keepers' own, by address."""
+    def _theirs(self, view: StepView, auctions: dict[str, AuctionRecord]) -> list[tuple[str, AuctionRecord]]:
+        """The auctions of other accounts than the keepers' own that a bid can take (not stale), by address."""
         mine = set(self.accounts)
-        return [(a, auctions[a]) for a in sorted(auctions) if a not in mine]
+        return [(a, auctions[a]) for a in sorted(auctions) if a not in mine and not auctions[a].stale(view.state)]
 
     def _costs(self, view: StepView, account: str, rec: AuctionRecord) -> tuple[float, ProfitConfig]:
         """A bid's gas in USD (the README gas table, per position moved) and the profit rule, whose

@@ -109,6 +109,17 @@ class StartAuction:
 
 
 @dataclass(frozen=True)
+class RefreshAuction:
+    """``keeper`` refreshes ``account``'s auction with the account's leaf of the latest status root
+    (``Liquidator.refresh``). A frozen account may still make a fill that lowers its IM; that moves its
+    risk nonce under the auction's snapshot, and every bid is refused (``Liquidator_StaleSnapshot``)
+    until the snapshot is refreshed at the new nonce."""
+
+    keeper: str
+    account: str
+
+
+@dataclass(frozen=True)
 class Bid:
     """``keeper`` takes ``fraction`` (WAD) of ``account``'s auction, refusing a price below ``worst_price``."""
 
@@ -126,14 +137,14 @@ class Settle:
     accounts: tuple[str, ...]
 
 
-Intent = Deposit | Withdraw | Trade | ListInstrument | StartAuction | Bid | Settle
+Intent = Deposit | Withdraw | Trade | ListInstrument | StartAuction | RefreshAuction | Bid | Settle
 
 
 def accounts_of(intent: Intent) -> tuple[str, ...]:
     """The accounts whose risk nonce or balances ``intent`` touches (at most once per round each)."""
     if isinstance(intent, Trade):
         return (intent.maker, intent.taker)
-    if isinstance(intent, StartAuction | Bid):
+    if isinstance(intent, StartAuction | RefreshAuction | Bid):
         return (intent.keeper, intent.account)
     if isinstance(intent, Settle):
         return intent.accounts
@@ -180,6 +191,13 @@ class AuctionRecord:
     emergency: bool
     state: rules.AuctionState
     credit: int = 0  # the account's deposit credit at the snapshot (a bid credits deposits made since)
+    nonce: int = 0  # the account's risk nonce at the snapshot (a bid needs it unchanged: else refresh first)
+
+    def stale(self, state: ProtocolState) -> bool:
+        """Whether the account's risk nonce moved under the snapshot (``Liquidator_StaleSnapshot``): no bid
+        lands until the auction is refreshed (:class:`RefreshAuction`)."""
+        acct = state.accounts.get(self.account)
+        return acct is not None and acct.risk_nonce != self.nonce
 
 
 def sim_account(seed: int, index: int) -> tuple[str, str]:

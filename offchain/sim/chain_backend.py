@@ -87,6 +87,7 @@ from offchain.sim.backend import (
     Intent,
     ListInstrument,
     Outcome,
+    RefreshAuction,
     Settle,
     StartAuction,
     Trade,
@@ -519,7 +520,8 @@ class ChainBackend:
                 continue
             view = fetch_auction(self.p, account, self._state.block)
             if view.active:
-                out[account] = AuctionRecord(account, view.version, view.emergency, view.rules_state(), view.credit)
+                out[account] = AuctionRecord(account, view.version, view.emergency, view.rules_state(), view.credit,
+                                             view.nonce)  # fmt: skip
         return out
 
     def close(self) -> None:
@@ -566,7 +568,7 @@ class ChainBackend:
         if isinstance(intent, ListInstrument):
             return [self._tx(i, self.deployer, p.instruments, "list", intent.kind, intent.underlying, intent.expiry,
                              intent.strike)]  # fmt: skip
-        if isinstance(intent, StartAuction):
+        if isinstance(intent, StartAuction | RefreshAuction):
             latest = self.engine.latest
             try:
                 if latest is None:
@@ -574,8 +576,8 @@ class ChainBackend:
                 leaf, path = latest.tree.leaf(intent.account), latest.tree.proof(intent.account)
             except InputError as exc:
                 raise NoStatusLeafError(str(exc)) from None
-            return [self._tx(i, self._key(intent.keeper), p.liquidator, "start", intent.account, leaf.as_tuple(),
-                             path)]  # fmt: skip
+            fn = "start" if isinstance(intent, StartAuction) else "refresh"
+            return [self._tx(i, self._key(intent.keeper), p.liquidator, fn, intent.account, leaf.as_tuple(), path)]
         if isinstance(intent, Bid):
             version = fetch_auction(p, intent.account, state.block).version
             req = BidRequest(intent.keeper, intent.account, version, intent.fraction, intent.worst_price)

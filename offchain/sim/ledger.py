@@ -640,7 +640,24 @@ class Ledger:
             raise revert("RiskParams_NotSet")
         if account in self.auctions:
             raise revert("Liquidator_AlreadyInAuction", account)
-        acct = s.accounts.get(account) or AccountState()
+        leaf, credit, equity, mtm = self._status(account, now)
+        if equity >= leaf.maintenance_margin:
+            raise revert("Liquidator_Healthy", equity, leaf.maintenance_margin)
+        with self._txn(account):
+            self._bump(account)
+            self._emit("FrozenSet", account=account, frozen=True)
+            snap = rules.open_auction(now, mtm, equity, leaf.maintenance_margin, leaf.initial_margin,
+                                      auction_params(lp))  # fmt: skip
+            self.auctions[account] = AuctionView(
+                True, snap.insolvent, False, 0, snap.started_at, s.accounts[account].risk_nonce, snap.mtm_equity,
+                snap.equity, snap.maintenance_margin, snap.initial_margin, snap.buffer_margin, credit,
+            )  # fmt: skip
+        return self.auctions[account]
+
+    def _status(self, account: str, now: int) -> tuple[StatusLeaf, int, int, int]:
+        """``RiskOracle.verifyStatus`` of the account's leaf in the latest root at its nonce and credit now:
+        (leaf, credit, credited margin equity, credited mark-to-market equity)."""
+        acct = self.state.accounts.get(account) or AccountState()
         root = self.root
         if root is None or root.cleared:
             raise revert("RiskOracle_NoRoot")
@@ -655,16 +672,30 @@ class Ledger:
         credit = acct.deposit_credit
         equity = rules.credited_equity(leaf.margin_equity, leaf.credit_checkpoint, credit)
         mtm = rules.credited_equity(leaf.mtm_equity, leaf.credit_checkpoint, credit)
-        if equity >= leaf.maintenance_margin:
-            raise revert("Liquidator_Healthy", equity, leaf.maintenance_margin)
+        return leaf, credit, equity, mtm
+
+    def refresh(self, account: str, now: int) -> AuctionView | None:
+        """``Liquidator.refresh`` with the account's leaf of the latest status root: the auction's snapshot
+        at the account's nonce now (the next version), or None when the leaf shows the account back at or
+        above maintenance margin and the auction ends."""
+        lp = self.state.liquidation
+        if lp is None:
+            raise revert("RiskParams_NotSet")
+        a = self.auctions.get(account)
+        if a is None:
+            raise revert("Liquidator_NoAuction", account)
+        leaf, credit, equity, mtm = self._status(account, now)
+        nxt = rules.refresh_auction(a.rules_state(), now, mtm, equity, leaf.maintenance_margin, leaf.initial_margin,
+                                    auction_params(lp))  # fmt: skip
         with self._txn(account):
-            self._bump(account)
-            self._emit("FrozenSet", account=account, frozen=True)
-            snap = rules.open_auction(now, mtm, equity, leaf.maintenance_margin, leaf.initial_margin,
-                                      auction_params(lp))  # fmt: skip
+            if nxt is None:
+                del self.auctions[account]
+                self._emit("FrozenSet", account=account, frozen=False)
+                return None
             self.auctions[account] = AuctionView(
-                True, snap.insolvent, False, 0, snap.started_at, s.accounts[account].risk_nonce, snap.mtm_equity,
-                snap.equity, snap.maintenance_margin, snap.initial_margin, snap.buffer_margin, credit,
+                True, nxt.insolvent, a.emergency, a.version + 1, nxt.started_at,
+                self.state.accounts[account].risk_nonce, nxt.mtm_equity, nxt.equity, nxt.maintenance_margin,
+                nxt.initial_margin, nxt.buffer_margin, credit,
             )  # fmt: skip
         return self.auctions[account]
 

@@ -280,6 +280,7 @@ class _Loop:
         if frozen:
             orders = [o for o in orders if o.account not in frozen]
             intents = [i for i in intents if not (isinstance(i, Withdraw) and i.account in frozen)]
+            intents += self.refreshes(view)
         fills: list[tuple[Trade, ag.Order]] = []
         if self.makers:
             fills = self.makers[0].fill(view, orders) if len(self.makers) == 1 else self._fill_many(view, orders)
@@ -306,6 +307,21 @@ class _Loop:
         if not bids:
             return r
         return r + self.bid(step, step_start, when, bids, auctions, view.state) - when
+
+    def refreshes(self, view: ag.StepView) -> list[Intent]:
+        """The keepers' refreshes of the auctions whose snapshot went stale (``Keepers.refreshes``), one per
+        auction: the first keeper population takes it. Their leaves are the step's root's, at the nonce
+        the accounts still have (a frozen account sends no order)."""
+        if not self.keepers:
+            return []
+        auctions = self.backend.auctions()
+        out: list[Intent] = []
+        done: set[str] = set()
+        for k in self.keepers:
+            mine = k.refreshes(view, auctions, done)
+            done.update(r.account for r in mine)
+            out += mine
+        return out
 
     def late_bids(self, step: int, step_start: int, r: int, addresses: list[str], margins: MarginResult) -> None:
         """The keepers' bids later in the step: at the first second a bid pays in an auction nobody bid

@@ -56,6 +56,7 @@ from offchain.sim.backend import (
     Intent,
     ListInstrument,
     Outcome,
+    RefreshAuction,
     Settle,
     StartAuction,
     Trade,
@@ -336,7 +337,7 @@ class TwinBackend:
         """The engine's attestations for ``intent`` on the state before the round, or its refusal."""
         s = self.ledger.state
         try:
-            if isinstance(intent, StartAuction):
+            if isinstance(intent, StartAuction | RefreshAuction):
                 root = self.ledger.root
                 if root is None or intent.account not in root.leaves:
                     return Outcome(intent, False, "NoStatusLeaf", f"{intent.account} has no leaf in the latest root")
@@ -397,6 +398,12 @@ class TwinBackend:
         if isinstance(intent, StartAuction):
             a = led.start(intent.account, when)
             return f"insolvent={a.insolvent} mtm_equity={a.mtm_equity} equity={a.equity} mm={a.maintenance_margin}"
+        if isinstance(intent, RefreshAuction):
+            fresh = led.refresh(intent.account, when)
+            if fresh is None:
+                return "ended=True"
+            f = fresh
+            return f"version={f.version} insolvent={f.insolvent} equity={f.equity} mm={f.maintenance_margin}"
         if isinstance(intent, Bid):
             assert isinstance(proof, Attestation)
             version = led.auction(intent.account).version
@@ -420,7 +427,7 @@ class TwinBackend:
         return self._root_margins if self._root_margins is not None else self.margins()
 
     def auctions(self) -> dict[str, AuctionRecord]:
-        return {a: AuctionRecord(a, v.version, v.emergency, v.rules_state(), v.credit)
+        return {a: AuctionRecord(a, v.version, v.emergency, v.rules_state(), v.credit, v.nonce)
                 for a, v in self.ledger.auctions.items()}  # fmt: skip
 
     def close(self) -> None:

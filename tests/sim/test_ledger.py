@@ -167,6 +167,21 @@ def start_both(p: Pair, account: str, tree: StatusTree) -> str:
     return p.both(lambda: h.send(fn, CAROL), lambda now: p.led.start(account, now))
 
 
+def refresh_both(p: Pair, account: str, tree: StatusTree, gas: list[int] | None = None) -> str:
+    """``Liquidator.refresh`` with the account's leaf of ``tree`` on both (its gas appended to ``gas``)."""
+    h = p.h
+    leaf = next(x for x in tree.leaves if x.account == account)
+    fn = h.p.liquidator.functions.refresh(account, leaf.as_tuple(), tree.proof(account))
+
+    def chain() -> Any:
+        receipt = h.send(fn, CAROL)
+        if gas is not None:
+            gas.append(int(receipt["gasUsed"]))
+        return receipt
+
+    return p.both(chain, lambda now: p.led.refresh(account, now))
+
+
 def bid_both(p: Pair, account: str, fraction: int, worst: int, key: str = CAROL, when: int | None = None,
              **kw: Any) -> str:  # fmt: skip
     """A bid on both; ``when`` pins the block time (no gas estimate then: it would run at the latest block's)."""
@@ -327,6 +342,39 @@ def test_insolvent_bid_draws_the_fund_then_socialises(h: Harness) -> None:
     deposit_both(p, BOB, "USDC", 10 * USDC)  # Bob's balance realises its share of the loss
     h.warp(60)
     bid_both(p, a, WAD // 2, 0, params_hash=bytes(h.p.oracle.functions.paramsHash().call()))
+
+
+def test_a_frozen_fill_that_lowers_the_im_stales_the_auction_until_refreshed(h: Harness) -> None:
+    """A frozen account may still make a fill that lowers its IM (F-7); that moves its risk nonce under
+    the auction's snapshot: bids are refused until ``Liquidator.refresh`` takes a leaf at the new nonce
+    (version + 1, the clock kept); a leaf back above maintenance margin ends the auction."""
+    p = booked(h)
+    a = addr(ALICE)
+    btc = h.ids["BTC-PERP"]
+    index = p.led.rounds[-1][1][0]
+    trade_both(p, BOB, ALICE, btc, 10**18, index, True)
+    leaf = status_leaf(h, a, equity=9_000 * USDC, mtm_equity=9_000 * USDC, mm=12_000 * USDC, im=15_000 * USDC)
+    old = root_both(p, [leaf, status_leaf(h, addr(BOB))])
+    start_both(p, a, old)
+    assert refresh_both(p, addr(BOB), old) == "Liquidator_NoAuction"
+    started = p.led.auctions[a].started_at
+    # Alice sells half her perpetual while frozen: allowed with the reduce flag (and MM) only
+    trade_both(p, BOB, ALICE, btc, 5 * 10**17, index, False, reduces=(False, True))
+    h.warp(60)
+    assert bid_both(p, a, WAD // 10, 10**12) == "Liquidator_StaleSnapshot"
+    assert refresh_both(p, a, old) == "RiskOracle_StaleNonce"
+    lower = status_leaf(h, a, equity=8_000 * USDC, mtm_equity=8_000 * USDC, mm=10_000 * USDC, im=12_500 * USDC)
+    new = root_both(p, [lower, status_leaf(h, addr(BOB))])
+    gas: list[int] = []
+    assert refresh_both(p, a, new, gas) == ""
+    got = p.led.auctions[a]
+    assert (got.version, got.started_at, got.equity, got.maintenance_margin) == (1, started, 8_000 * USDC,
+                                                                                10_000 * USDC)  # fmt: skip
+    assert bid_both(p, a, WAD // 10, 10**12) == ""
+    healthy = status_leaf(h, a, equity=13_000 * USDC, mm=10_000 * USDC, im=12_500 * USDC)
+    assert refresh_both(p, a, root_both(p, [healthy, status_leaf(h, addr(BOB))])) == ""
+    assert a not in p.led.auctions and not p.led.state.accounts[a].frozen
+    print(f"Liquidator.refresh gas: {gas[0]:,}")
 
 
 def _params(p: Pair) -> rules.AuctionParams:

@@ -128,10 +128,10 @@ def test_engine_service_core_cuts_history_at_the_price_round_time(config: RiskCo
     assert engine.tail is not None and max(engine.tail.labels) == "2022-11-06"
     later = dataclasses.replace(state, block=11, block_hash="0x02", timestamp=2_000_000_600)
     assert core.engine(later) is engine and core.markets_built == 1
-    listed = dataclasses.replace(later, block=12, block_hash="0x04",
-                                 instruments={**state.instruments, 2: InstrumentState(2, Kind.PERP, 1, 0, 0)})  # fmt: skip
+    eth_perp = InstrumentState(2, Kind.PERP, 1, 0, 0)
+    listed = dataclasses.replace(later, block=12, block_hash="0x04", instruments={**state.instruments, 2: eth_perp})
     assert len(core.engine(listed).instruments) == 2 and core.markets_built == 2  # same round, new listing
-    moved = dataclasses.replace(later, block=12, block_hash="0x03",
-                                prices=PriceState(4, FTX + 3600, (int(BTC_2022_11_06 * 10**18), 1_601 * 10**18)))  # fmt: skip
+    next_round = PriceState(4, FTX + 3600, (int(BTC_2022_11_06 * 10**18), 1_601 * 10**18))
+    moved = dataclasses.replace(later, block=12, block_hash="0x03", prices=next_round)
     assert core.engine(moved) is not engine and core.engine(moved).market.now == FTX + 3600
     assert core.markets_built == 3
