@@ -24,7 +24,7 @@ from offchain.engine.core import EngineCore
 from offchain.engine.liquidation import auction_params
 from offchain.protocol import LOT, PRICE_SCALE, QUOTE_SCALE, SIZE_SCALE, TICK, WAD, Kind
 from offchain.sim import agents as ag
-from offchain.sim.backend import AuctionRecord, Bid, Deposit, StartAuction, Trade, Withdraw
+from offchain.sim.backend import AuctionRecord, Bid, Deposit, RefreshAuction, StartAuction, Trade, Withdraw
 from offchain.sim.scenario import AgentPopulation, load_scenario
 
 NOW = 1_767_225_600  # 2026-01-01
@@ -235,6 +235,13 @@ def test_keepers_start_then_bid_within_the_rules_and_their_budget() -> None:
     poor = population("keeper", count=1, gas_budget_usd=0.0)
     assert isinstance(poor, ag.Keepers)
     assert poor.bids(v, {addr(1): AuctionRecord(addr(1), 1, False, auction)}, when) == []
+    # the account's nonce moved under the snapshot: no bid (it would be refused), a refresh instead
+    nonce = s.accounts[addr(1)].risk_nonce
+    stale = {addr(1): AuctionRecord(addr(1), 1, False, auction, nonce=nonce + 1)}
+    assert k.bids(v, stale, when) == [] and k.next_bid_time(v, stale, when) is None
+    assert k.refreshes(v, stale, set()) == [RefreshAuction(k.accounts[0], addr(1))]
+    assert k.refreshes(v, stale, {addr(1)}) == []  # refreshed by another population already
+    assert k.refreshes(v, {addr(1): AuctionRecord(addr(1), 1, False, auction, nonce=nonce)}, set()) == []
 
 
 def test_keepers_unwind_what_they_hold_within_their_liquidity() -> None:

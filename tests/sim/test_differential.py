@@ -23,7 +23,16 @@ from typing import Any
 import pytest
 
 from offchain.chain.indexer import PositionState
-from offchain.sim.backend import Bid, Deposit, ListInstrument, Trade, round_time, sim_account
+from offchain.sim.backend import (
+    Bid,
+    Deposit,
+    ListInstrument,
+    RefreshAuction,
+    StartAuction,
+    Trade,
+    round_time,
+    sim_account,
+)
 from offchain.sim.chain_backend import ChainBackend
 from offchain.sim.diff import DivergenceError, Lockstep, Side, diff_outcomes, diff_states, side
 from offchain.sim.record import RunRecord
@@ -137,6 +146,42 @@ def test_twin_and_chain_agree_with_options_at_the_default_rule() -> None:
     assert len(options) >= 4 and held and len(option_fills) >= 10  # series listed, written, held
     assert state.settlements  # and some expired and were fixed
     assert lock.checks > scenario.run.steps  # every step's root, and the rounds
+
+
+def test_a_stale_auction_is_refused_then_refreshed_alike() -> None:
+    """A frozen account's fill that lowers its IM stales its auction: on both backends the bid is refused
+    and the refresh with the next root's leaf (``Liquidator.refresh``) ends the auction, the account
+    being back above maintenance margin (a refresh that keeps it open: ``tests/sim/test_ledger.py``)."""
+    scenario = crash_scenario(7, steps=4)
+    twin, chain = twin_and_chain(scenario)
+    lock = Lockstep(twin, chain)
+    try:
+        t0, dt = scenario.run.start, scenario.run.step_seconds
+        maker, trader, keeper = (sim_account(7, i)[0] for i in range(3))
+        lock.begin_step(0, t0, [60_000 * E18, 3_000 * E18])
+        usdc = 10**6
+        lock.apply(round_time(t0, 0), [ListInstrument(0, 0, 0, 0), ListInstrument(0, 1, 0, 0),
+                                       Deposit(maker, "USDC", 3_000_000 * usdc), Deposit(trader, "USDC", 10_000 * usdc),
+                                       Deposit(keeper, "USDC", 500_000 * usdc)])  # fmt: skip
+        bought = lock.apply(round_time(t0, 1), [Trade(maker, trader, 1, E18, 60_000 * E18, True)])  # 1 BTC perp
+        assert bought[0].ok, bought
+        crashed = [53_000 * E18, 2_900 * E18]
+        lock.begin_step(1, t0 + dt, crashed)  # the root shows the trader below MM
+        started = lock.apply(round_time(t0 + dt, 0), [StartAuction(keeper, trader)])
+        assert started[0].ok, started
+        assert twin.auctions()[trader].nonce == twin.state().accounts[trader].risk_nonce
+        # frozen, the trader still sells 0.9 BTC (that lowers its IM): its nonce moves under the snapshot
+        out = lock.apply(round_time(t0 + dt, 1), [Trade(maker, trader, 1, 9 * E18 // 10, 53_000 * E18, False)])
+        assert out[0].ok and twin.auctions()[trader].stale(twin.state())
+        bid = Bid(keeper, trader, 10**17, 10**15)
+        assert not lock.apply(round_time(t0 + dt, 2), [bid])[0].ok  # refused alike on both
+        lock.begin_step(2, t0 + 2 * dt, crashed)  # a root with the trader's leaf at its new nonce
+        assert lock.apply(round_time(t0 + 2 * dt, 0), [RefreshAuction(keeper, trader)])[0].ok
+        # the fill needed maintenance margin after it, so the leaf shows the trader healthy: the auction ends
+        assert trader not in twin.auctions() and not chain.state().accounts[trader].frozen
+        assert not lock.apply(round_time(t0 + 2 * dt, 1), [bid])[0].ok  # nothing left to bid on, alike
+    finally:
+        lock.close()
 
 
 # ---------------------------------------------------------------------- the comparison can fail
