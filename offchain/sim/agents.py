@@ -413,16 +413,31 @@ class DeltaHedger(OptionBook):
         return orders, []
 
 
-class TrendTrader(Population):
-    """Long above the moving average of the index, short below; ``min(size, leverage x capital)``."""
+class LeveragedTrader(Population):
+    """A leveraged perpetual trader (the base of the trend and mean-reversion traders)."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.lookback = int(self.opt["lookback_steps"])
+        self.leverage = float(self.opt["leverage"])
+
+    def _notional(self, view: StepView, j: int) -> float:
+        """Agent ``j``'s position notional (USD): ``min(size, leverage × equity)``, its equity the margin
+        equity of the step's root (the capital before the first root). A trader who lost sizes down, one
+        with nothing left opens nothing, instead of sending orders its margin cannot carry."""
+        row = view.row.get(self.accounts[j])
+        equity = float(view.margins.margin_equity[row]) if row is not None else self.pop.capital
+        return min(float(self.sizes[j]), self.leverage * max(equity, 0.0))
+
+
+class TrendTrader(LeveragedTrader):
+    """Long above the moving average of the index, short below; notional ``min(size, leverage x equity)``."""
 
     kind = "trend_trader"
 
     def setup(self) -> None:
         super().setup()
-        self.lookback = int(self.opt["lookback_steps"])
         self.every = int(self.opt.get("trade_every_steps", 1))
-        self.notional = np.minimum(self.sizes, float(self.opt["leverage"]) * self.pop.capital)
 
     def decide(self, view: StepView) -> tuple[list[Order], list[Intent]]:
         orders: list[Order] = []
@@ -443,22 +458,20 @@ class TrendTrader(Population):
             held = pos.size if pos is not None else 0
             if held != 0 and (held > 0) == (sign > 0):
                 continue
-            target = sign * lots(float(self.notional[j]), m.spot[u])
+            target = sign * lots(self._notional(view, j), m.spot[u])
             self._order(orders, a, perp, target - held, held)
         return orders, []
 
 
-class MeanReversionTrader(Population):
+class MeanReversionTrader(LeveragedTrader):
     """Opens against a move beyond ``entry_z`` standard deviations of the log index, closes inside ``exit_z``."""
 
     kind = "mean_reversion_trader"
 
     def setup(self) -> None:
         super().setup()
-        self.lookback = int(self.opt["lookback_steps"])
         self.entry = float(self.opt["entry_z"])
         self.exit = float(self.opt["exit_z"])
-        self.notional = np.minimum(self.sizes, float(self.opt["leverage"]) * self.pop.capital)
 
     def decide(self, view: StepView) -> tuple[list[Order], list[Intent]]:
         orders: list[Order] = []
@@ -478,7 +491,7 @@ class MeanReversionTrader(Population):
             pos = acct.positions.get(perp) if acct is not None else None
             held = pos.size if pos is not None else 0
             if held == 0 and abs(zu) > self.entry:
-                self._order(orders, a, perp, -int(math.copysign(1, zu)) * lots(float(self.notional[j]), m.spot[u]), 0)
+                self._order(orders, a, perp, -int(math.copysign(1, zu)) * lots(self._notional(view, j), m.spot[u]), 0)
             elif held != 0 and abs(zu) < self.exit:
                 orders.append(Order(a, perp, -held))
         return orders, []

@@ -99,12 +99,12 @@ AGENT_KINDS: dict[str, dict[str, Opt]] = {
         "tenor_days": Opt("integer", 30, 1, 3650, doc="days to expiry of the option book"),
     },
     "trend_trader": {
-        "leverage": Opt("number", 3.0, 0.01, 100.0, doc="position notional / capital"),
+        "leverage": Opt("number", 3.0, 0.01, 100.0, doc="position notional / margin equity at the step's root"),
         "lookback_steps": Opt("integer", 24, 1, MAX_STEPS, doc="moving-average window"),
         "trade_every_steps": Opt("integer", 1, 1, MAX_STEPS, doc="decision period"),
     },
     "mean_reversion_trader": {
-        "leverage": Opt("number", 3.0, 0.01, 100.0, doc="position notional / capital"),
+        "leverage": Opt("number", 3.0, 0.01, 100.0, doc="position notional / margin equity at the step's root"),
         "lookback_steps": Opt("integer", 24, 1, MAX_STEPS, doc="window of the mean and deviation"),
         "entry_z": Opt("number", 2.0, 0.0, 100.0, doc="open when |z-score| exceeds it"),
         "exit_z": Opt("number", 0.5, 0.0, 100.0, doc="close when |z-score| falls below it"),

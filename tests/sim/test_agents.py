@@ -157,9 +157,17 @@ def test_trend_traders_follow_the_moving_average_and_the_makers_fill_them() -> N
     falling = [[p, 3_000.0 * p / 60_000.0] for p in (60_000.0, 59_800.0, 59_500.0, 59_000.0, 58_000.0, 57_000.0)]
     down = market_state((57_000 * E18, 2_850 * E18))
     with_account(down, trend.accounts[0], 20_000, {v.market.perp[0]: (orders[0].size, 0)})
-    orders2, _ = trend.decide(view_of(down, falling))
-    size = ag.lots(min(float(trend.sizes[0]), 60_000.0), 57_000.0)
+    v2 = view_of(down, falling)
+    orders2, _ = trend.decide(v2)
+    equity = float(v2.margins.margin_equity[v2.row[trend.accounts[0]]])  # at the step's root
+    size = ag.lots(min(float(trend.sizes[0]), 3.0 * equity), 57_000.0)
     assert orders2[0] == ag.Order(trend.accounts[0], 1, -size - orders[0].size)  # flips to a short
+    # a trader whose equity is gone only closes: it opens nothing its margin cannot carry
+    broke = market_state((57_000 * E18, 2_850 * E18))
+    with_account(broke, trend.accounts[0], -100_000, {v.market.perp[0]: (orders[0].size, 0)})
+    v3 = view_of(broke, falling)
+    assert float(v3.margins.margin_equity[v3.row[trend.accounts[0]]]) < 0
+    assert trend.decide(v3)[0][0] == ag.Order(trend.accounts[0], 1, -orders[0].size)
 
 
 def test_option_writers_list_then_write_and_roll() -> None:
