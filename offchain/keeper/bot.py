@@ -56,12 +56,15 @@ class AuctionView:
     active: bool
     version: int
     state: rules.AuctionState
+    stale: bool = False  # the account's risk nonce moved under the snapshot: refresh before any bid
 
     @classmethod
-    def of(cls, account: str, a: Any) -> AuctionView:
-        # (active, insolvent, emergency, version, startedAt, nonce, V, E, M, IM, B, credit)
-        return cls(account, bool(a[0]), int(a[3]), rules.AuctionState(int(a[4]), bool(a[1]), int(a[6]), int(a[7]),
-                                                                     int(a[8]), int(a[9]), int(a[10])))  # fmt: skip
+    def of(cls, account: str, a: Any, risk_nonce: int | None = None) -> AuctionView:
+        """From ``auctionOf``'s tuple (active, insolvent, emergency, version, startedAt, nonce, V, E, M, IM, B,
+        credit) and, when given, the account's risk nonce now (``Vault.riskNonce``)."""
+        stale = bool(a[0]) and risk_nonce is not None and int(a[5]) != risk_nonce
+        snap = rules.AuctionState(int(a[4]), bool(a[1]), int(a[6]), int(a[7]), int(a[8]), int(a[9]), int(a[10]))
+        return cls(account, bool(a[0]), int(a[3]), snap, stale)
 
 
 @dataclass
@@ -283,9 +286,12 @@ class Keeper:
         accounts = sorted(self.watch)
         if not accounts:
             return []
-        out: list[Any] = batched(lambda: self._batch([self.liq.functions.auctionOf(to_checksum_address(a))
-                                                      for a in accounts]))
-        return [AuctionView.of(a, raw) for a, raw in zip(accounts, out, strict=True)]
+        calls: list[Any] = []
+        for a in accounts:
+            calls += [self.liq.functions.auctionOf(to_checksum_address(a)),
+                      self.p.vault.functions.riskNonce(to_checksum_address(a))]  # fmt: skip
+        out: list[Any] = batched(lambda: self._batch(calls))
+        return [AuctionView.of(a, out[2 * i], int(out[2 * i + 1])) for i, a in enumerate(accounts)]
 
     def gas_quote(self) -> int:
         """What a bid's gas costs now, in quote units."""
@@ -322,6 +328,9 @@ class Keeper:
                     self.bid_once.discard(key)
                 continue
             if self.tx.busy(view.account) or (view.account.lower(), view.version) in self.record.refused:
+                continue
+            if view.stale:  # every bid would revert (Liquidator_StaleSnapshot): refresh it first
+                self._refresh(view)
                 continue
             plan = self.plan(view)
             self.record.plans[view.account] = plan
@@ -403,6 +412,28 @@ class Keeper:
             self.metrics.delta.labels(self.p.deployment.underlyings[u]).set(d)
 
     # ------------------------------------------------------------------ outcomes
+    def _refresh(self, view: AuctionView) -> None:
+        """``Liquidator.refresh`` of an auction whose snapshot went stale (a fill that lowered the frozen
+        account's IM moved its nonce), with the account's leaf of the latest root once a root carries its
+        new nonce; until then it waits (the next rounds will)."""
+        if self.round is None:
+            return
+        try:
+            leaf, proof = self.round.tree.leaf(view.account), self.round.tree.proof(view.account)
+        except InputError:
+            return  # not in this round's tree
+        if not verify(self.round.root, leaf, proof):
+            raise InputError("proof", f"proof of {view.account} does not verify against the on-chain root")
+        data = self.liq.encode_abi("refresh", args=[view.account, leaf.as_tuple(), proof])
+        try:
+            self.tx.call(self.liq.address, data)
+        except ContractRevertError as exc:  # most often RiskOracle_StaleNonce: the root predates the fill
+            log.debug("cannot refresh yet", extra={"fields": {"account": view.account, "error": exc.error_name}})
+            return
+        if self._dry("refresh", view.account, {"version": view.version}):
+            return
+        self.tx.send("refresh", view.account, self.liq.address, data, self._gas(data), {"version": view.version})
+
     def _settled(self, o: Outcome) -> None:
         self.record.outcomes.append(o)
         p, fields = o.pending, {"kind": o.pending.kind, "account": o.pending.account, "nonce": o.pending.nonce,
@@ -410,6 +441,8 @@ class Keeper:
         was = p.meta.get("was", p.kind)
         if o.status == "mined" and p.kind == "start":
             self.metrics.auctions_started.inc()
+        elif o.status == "mined" and p.kind == "refresh":
+            self.metrics.auctions_refreshed.inc()
         elif o.status == "mined" and p.kind == "bid":
             self._bid_mined(o)
         elif o.status == "mined" and p.kind == "hedge":

@@ -22,6 +22,8 @@ class KeeperMetrics:
         self.candidates = Gauge("keeper_candidates", "accounts of the latest root below MM, verified", registry=r)
         self.queue_depth = Gauge("keeper_queue_depth", "candidates and auctions waiting for an action", registry=r)
         self.auctions_started = Counter("keeper_auctions_started", "auctions this keeper started (mined)", registry=r)
+        self.auctions_refreshed = Counter("keeper_auctions_refreshed", "stale auctions this keeper refreshed (mined)",
+                                          registry=r)
         self.bids_sent = Counter("keeper_bids_sent", "bid transactions sent (first sends)", registry=r)
         self.bids_mined = Counter("keeper_bids_mined", "bids mined and successful", registry=r)
         self.bids_reverted = Counter("keeper_bids_reverted", "bids mined but reverted", ["reason"], registry=r)

@@ -51,7 +51,7 @@ class Pending:
     """A nonce in flight and every transaction sent at it (the newest last)."""
 
     nonce: int
-    kind: str  # "start", "bid" or "cancel"
+    kind: str  # "start", "refresh", "bid", "hedge" or "cancel"
     account: str
     to: str
     data: str

@@ -182,6 +182,41 @@ def test_keeper_starts_and_bids_from_a_verified_root(h: Harness, tmp_path: Path)
     h.check_conservation()
 
 
+def test_a_stale_auction_is_refreshed_from_a_root_at_the_new_nonce_then_bid(h: Harness, tmp_path: Path) -> None:
+    """A frozen account's fill that lowers its IM moves its nonce under the auction's snapshot: the keeper
+    sends no bid (it would revert), waits for a root carrying the new nonce, refreshes the auction
+    (``Liquidator.refresh``), then bids on the new version."""
+    book(h)
+    rounds = tmp_path / "rounds"
+    a = breach(h, rounds)
+    k = keeper(h, tmp_path)
+    k.step()  # starts
+    settle_sent(h, k)
+    assert a in k.watch and not k.auctions()[0].stale
+    h.fill(ALICE, BOB, h.ids["BTC-PERP"], 2 * 10**17, BTC, maker_buys=False)  # frozen Alice sells 0.2 BTC
+    assert k.auctions()[0].stale
+    k.step()  # the latest root predates the fill: neither a bid nor a refresh can land
+    settle_sent(h, k)
+    assert bids(h, a) == [] and not k.tx.pending
+    assert not [o for o in k.record.outcomes if o.pending.kind in ("bid", "refresh")]
+    publish(h, rounds, [
+        status_leaf(h, a, equity=8_000 * USDC, mm=11_000 * USDC, im=14_000 * USDC, mtm_equity=9_000 * USDC),
+        status_leaf(h, addr(BOB)), status_leaf(h, addr(RELAYER)),
+    ])  # fmt: skip
+    k.step()  # loads the root, refreshes
+    settle_sent(h, k)
+    auction = h.p.liquidator.functions.auctionOf(a).call()
+    assert auction[0] and auction[3] == 1 and auction[7] == 8_000 * USDC  # version 1, the new leaf's equity
+    assert not k.auctions()[0].stale
+    k.step()  # settles the refresh, bids
+    settle_sent(h, k)
+    k.step()
+    [got] = bids(h, a)
+    assert got["bidder"] == addr(CAROL)
+    assert k.metrics.registry.get_sample_value("keeper_auctions_refreshed_total") == 1
+    h.check_conservation()
+
+
 def test_an_auction_unprofitable_until_the_discount_grows(h: Harness, tmp_path: Path) -> None:
     """With an 8 % unwind cost, a bid at the 95 % start price loses money; the keeper computes the first
     profitable second from the rules, waits, and bids exactly then, not a second earlier."""
