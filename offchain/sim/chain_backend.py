@@ -21,12 +21,14 @@ devnet, nothing mocked:
 
 Speed: a round's transactions are built and signed locally (nonces counted here, a fixed gas
 limit: no estimate, no per-transaction request), sent in one JSON-RPC batch, mined as one block, and
-confirmed with one batch of ``eth_getBlockByNumber`` and ``eth_getBlockReceipts``: four requests a
+confirmed with one batch of ``eth_getBlockByNumber`` and ``eth_getBlockReceipts``: three requests a
 block, the indexer's included. A transaction that reverted is traced (``debug_traceTransaction``,
 call tracer) for its custom error. The state is what the project's indexer rebuilds from the chain's
 events (:mod:`offchain.chain.indexer`): it is handed each block's header and logs as the node
-returned them (:meth:`~offchain.chain.indexer.Indexer.apply_block`), and the engine's refresh then
-checks with the node that the block is the head (one request).
+returned them (:meth:`~offchain.chain.indexer.Indexer.apply_block`, which checks that the block
+extends the indexed one), and the engine works on the indexer's state itself, as the twin does on
+its own (no snapshot copied per block; the engine's refresh syncs from the node only when the
+indexer did not take a block).
 
 Refusal names (:attr:`Outcome.error`): the contract's custom error (``Vault_InsufficientCash``,
 ``Liquidator_BadFraction``), or, when the engine refuses to attest, the engine's exception class name
@@ -387,7 +389,8 @@ class ChainBackend:
         self.symbols = {addr: sym for sym, addr in self.tokens.items()}
         self.roles = {"insurance_fund": self.p.fund.address, "fee_collector": self.p.deployment.fee_collector}
         self._last_time = int(self.w3.eth.get_block("latest")["timestamp"])
-        self._state = self.engine.refresh()
+        self._fed = False  # whether the indexer took the latest mined block from _mine
+        self._state = self._synced()
 
     # ------------------------------------------------------------------ Backend
     def begin_step(self, step: int, step_start: int, prices: Sequence[int]) -> None:
@@ -412,9 +415,9 @@ class ChainBackend:
         if not all(statuses):
             errors = [self._revert_name(tx.hash) for tx, ok in zip(txs, statuses, strict=True) if not ok]
             raise ChainError(f"step {step}: the price round at {when} was refused: {', '.join(errors)}")
-        self._state = self.engine.refresh()
+        self._state = self._synced()
         self._post_root(root_time(step_start))
-        self._state = self.engine.refresh()
+        self._state = self._synced()
         self.stats.seconds += time.perf_counter() - t0
 
     def _price_signers_for(self, ticks: list[int], when: int) -> list[Signer]:
@@ -443,7 +446,7 @@ class ChainBackend:
             number = (state.root.round if state.root is not None else 0) + 1
             issued, expiry = engine._window(state)
             root = StatusRoot(number, tree.root, state.prices.round, issued, expiry, state.params_hash)
-            sigs = engine._collect(SignJob(state.block, root=root))
+            sigs = engine._collect(SignJob(state.block, root=root), state)
             engine._publish(number, tree, root, state.block)
             txs.append(self._tx(0, ROOT_ROLE_KEYS["engine"], self.p.oracle, "postRoot", root.as_tuple(), sigs))
             result = (number, root, tree, state.block)
@@ -493,9 +496,24 @@ class ChainBackend:
                 outcomes.append(Outcome(intent, False, failed[i].split("(")[0], failed[i]))
             else:
                 outcomes.append(Outcome(intent, True))
-        self._state = self.engine.refresh()
+        self._state = self._synced()
         self.stats.seconds += time.perf_counter() - t0
         return outcomes
+
+    def _synced(self) -> ProtocolState:
+        """The indexer's state after the latest mined block: the indexer's own (live) state when
+        :meth:`_mine` fed it the block, else after the engine's refresh (a sync from the node).
+
+        Not a copy: it changes in place when the next block is applied, as the twin's state does.
+        Every figure the engine remembers is keyed by the block (``EngineCore``'s market key), and
+        :meth:`state` hands out copies. The engine's follower, whose snapshot copied every account
+        at every block (most of this backend's Python time at 1,000 accounts, with the garbage
+        collections the copies caused), is used only when the indexer was not fed.
+        """
+        if not self._fed:
+            self.engine.refresh()
+        self._fed = False
+        return self._indexer.state
 
     def state(self) -> ProtocolState:
         """The protocol's state as the indexer rebuilt it from the chain's events (a copy)."""
@@ -682,7 +700,7 @@ class ChainBackend:
                 or any(r["blockHash"] != block["hash"] for r in receipts):  # fmt: skip
             self._senders.clear()
             raise ChainError(f"the block at {when} does not hold the round's {len(txs)} transactions in order")
-        self._indexer.apply_block(block, [log for r in receipts for log in r["logs"]])
+        self._fed = self._indexer.apply_block(block, [log for r in receipts for log in r["logs"]])
         ok = [int(r["status"], 16) == 1 for r in receipts]
         self.stats.transactions += len(txs)
         self.stats.reverted += ok.count(False)
