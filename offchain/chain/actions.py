@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from eth_utils import keccak
 
 from offchain.chain.eip712 import abi_address, abi_int, abi_uint, keccak256
@@ -15,6 +17,7 @@ WITHDRAW_TAG = keccak(text="pmsim.action.withdraw")
 STATUS = b"\x00" * 32  # a status result binds no action
 
 
+@lru_cache(maxsize=4096)  # the engine, its margin check and the Vault's mirror each hash the same fill
 def trade_action(account: str, instrument: int, size_delta: int, price: int, fee: int,
                  reduces_im: bool = False) -> bytes:  # fmt: skip
     """Hash of a fill as seen by one side: ``size_delta`` > 0 buys, < 0 sells (1e18 units).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -258,11 +258,11 @@ class EngineCore:
         current = self.account_state(state, acct)
         before = self.status_figures(state, acct)
         after = engine.what_if_trade(current, req.instrument, req.size_delta / E18, req.price / E18, req.fee / E6)
-        att = self._attestation(state, req.account, acct, STATUS, after.margin, issued_at, expiry)
-        lowers = rules.reduces_im(before.im, att.initial_margin)
+        figures = attested_figures(*_figures(after.margin))
+        lowers = rules.reduces_im(before.im, figures.im)
         check_risk(state, req.account, lowers)
         action = trade_action(req.account, req.instrument, req.size_delta, req.price, req.fee, lowers)
-        return replace(att, action_hash=action)
+        return self._attestation(state, req.account, acct, action, after.margin, issued_at, expiry, figures)
 
     def attest_withdraw(self, state: ProtocolState, req: WithdrawRequest, issued_at: int,
                         expiry: int) -> Attestation:  # fmt: skip
@@ -317,8 +317,9 @@ class EngineCore:
         return self._attestation(state, account, acct, STATUS, m, issued_at, expiry)
 
     def _attestation(self, state: ProtocolState, account: str, acct: ChainAccount, action: bytes,
-                     m: AccountMargin, issued_at: int, expiry: int) -> Attestation:  # fmt: skip
-        f = attested_figures(*_figures(m))
+                     m: AccountMargin, issued_at: int, expiry: int,
+                     figures: AttestedFigures | None = None) -> Attestation:  # fmt: skip
+        f = attested_figures(*_figures(m)) if figures is None else figures
         return Attestation(
             account=account, risk_nonce=acct.risk_nonce, action_hash=action,
             margin_equity=f.margin_equity, mtm_equity=f.mtm_equity, initial_margin=f.im,

@@ -157,6 +157,12 @@ class InstrumentTable:
         UnknownInstrumentError
             An id that is not listed (the message names it).
         """
+        if isinstance(ids, list | tuple):  # a few ids (one account's): dictionary lookups, no numpy search
+            table = self._rows
+            try:
+                return np.array([table[i] for i in ids], dtype=np.int64)
+            except (KeyError, TypeError):
+                pass  # an unknown or non-integer id: the checked path below names it
         wanted = np.asarray(ids, dtype=np.int64)
         sorted_ids = self.instrument_id[self._order]
         pos = np.searchsorted(sorted_ids, wanted)
