@@ -34,8 +34,9 @@ from offchain.chain.indexer import AccountState as ChainAccount
 from offchain.chain.indexer import ProtocolState
 from offchain.chain.units import Kind
 from offchain.engine.core import E6, E18, EngineCore
-from offchain.risk.accounts import AccountBook
+from offchain.risk.accounts import AccountBook, AccountState
 from offchain.risk.engine import MarginEngine, MarginResult
+from offchain.risk.fixed_point import to_quote_units_up
 from offchain.risk.kernel import margin_all
 
 __all__ = ["IncrementalMargins"]
@@ -69,7 +70,8 @@ class IncrementalMargins:
         self._cash = self._cost = self._owed_arr = np.zeros(0)
         self._collateral = np.zeros((0, len(core._columns)))
         self._result: MarginResult | None = None
-        self.stats = {"rows_built": 0, "markets_built": 0, "kernel_full": 0, "kernel_rows": 0, "results_reused": 0}
+        self.stats = {"rows_built": 0, "markets_built": 0, "kernel_full": 0, "kernel_rows": 0, "results_reused": 0,
+                      "im_hints": 0}
 
     # ------------------------------------------------------------------ market
     def engine(self, state: ProtocolState) -> MarginEngine:
@@ -115,6 +117,23 @@ class IncrementalMargins:
         owed = sum(rules.funding_payment(p.size, state.instruments[i].cumulative_funding, p.funding_snapshot)
                    for i, p in sorted(acct.positions.items()))  # fmt: skip
         return owed / E6
+
+    # ------------------------------------------------------------------ one account (EngineCore.im_hint)
+    def im_hint(self, engine: MarginEngine, address: str, account: AccountState) -> int | None:
+        """The attested IM of ``account`` (``address``'s positions now) on ``engine``'s market, from the last
+        :meth:`compute`, when that ran the kernel on this market and on these very positions; else None.
+        An account's IM is a function of the market and its positions alone (cash, collateral and funding
+        do not enter it), and ``MarginEngine`` gives the same bits for an account alone or in the batch."""
+        i = self._where.get(address)
+        static = self._static.get(address)
+        if (i is None or static is None or self._result is None or engine is not self._engine
+                or self._kernel_market != self._market_key):  # fmt: skip
+            return None
+        rows, sizes = static[1][0], static[1][1]
+        if rows.tobytes() != account.rows.tobytes() or sizes != account.sizes.tolist():
+            return None
+        self.stats["im_hints"] += 1
+        return to_quote_units_up(float(self._result.im[i]))
 
     # ------------------------------------------------------------------ results
     def compute(self, state: ProtocolState, dirty: set[str] | None = None,

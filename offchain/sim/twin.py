@@ -223,6 +223,7 @@ class TwinBackend:
         self.lifetime = lifetime
         self.merkle_roots = merkle_roots
         self._margins = IncrementalMargins(self.core)
+        self.core.im_hint = self._margins.im_hint  # a trade's "IM before" from the root's figures when they hold
         self._root_margins: tuple[list[str], MarginResult] | None = None
         self.last_bids: dict[str, object] = {}
         for k, spec in enumerate(listings):

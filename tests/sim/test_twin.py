@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from offchain import rules
+from offchain.chain.actions import trade_action
 from offchain.chain.anvil import DEFAULT_KEYS, start_anvil
 from offchain.chain.client import connect
 from offchain.chain.deploy import DeployConfig, InstrumentSpec, deploy_protocol, list_instruments
@@ -17,8 +18,10 @@ from offchain.chain.devnet import dev_signers
 from offchain.chain.indexer import Indexer, ProtocolState
 from offchain.chain.merkle import StatusTree
 from offchain.chain.units import Kind
+from offchain.engine.core import _figures as _margin_figures
 from offchain.protocol import WAD
 from offchain.risk.accounts import AccountState
+from offchain.risk.fixed_point import attested_figures
 from offchain.sim.backend import (
     Bid,
     Deposit,
@@ -261,6 +264,46 @@ def test_incremental_margins_equal_compute_all() -> None:
         run.do(*intents)
         _check_margins(tw)
     assert tw._margins.stats["kernel_rows"] > 0  # the traders only, between full passes
+
+
+def test_a_trade_attestation_judges_its_im_before_as_computed_afresh() -> None:
+    """A fill lowers the IM (the attestation's reduce flag) against the account's IM before it, which the
+    engine core takes from the account's last fill on the same market or from the root's margins when
+    the positions are those: every trade attestation's action hash is the one the IM computed afresh
+    (the engine on the account's risk input, no memo) gives, whether the IM before was reused or not."""
+    run = funded()
+    tw = run.tw
+    core = tw.core
+    checked = {"n": 0}
+    attest = core.attest_trade
+
+    def cross_checked(state: ProtocolState, req: Any, issued: int, expiry: int) -> Any:
+        acct = state.accounts[req.account]
+        engine = core.engine(state)
+        im_before = attested_figures(*_margin_figures(engine.account(core._account_state(state, acct)))).im
+        att = attest(state, req, issued, expiry)
+        lowers = rules.reduces_im(im_before, att.initial_margin)
+        assert att.action_hash == trade_action(req.account, req.instrument, req.size_delta, req.price, req.fee, lowers)
+        checked["n"] += 1
+        return att
+
+    core.attest_trade = cross_checked  # type: ignore[method-assign]
+    rng = np.random.default_rng(5)
+    prices = np.array([60_000.0, 3_000.0])
+    for _ in range(8):
+        prices *= np.exp(rng.normal(0, 0.01, 2))
+        px = [int(x * 1000) * 10**15 for x in prices]
+        run.next(*px)
+        for _ in range(3):  # rounds in the step: the same accounts trade again on the same market
+            first, second = (int(k) for k in rng.permutation(len(ACCTS) - 1)[:2])
+            intents = [Trade(ACCTS[first], ACCTS[first + 1], 1, 10**16 * int(rng.integers(1, 40)), px[0],
+                             bool(rng.integers(0, 2)))]  # fmt: skip
+            if abs(second - first) > 1:  # disjoint pairs: one round
+                intents.append(Trade(ACCTS[second], ACCTS[second + 1], 2, 10**16 * int(rng.integers(1, 40)), px[1],
+                                     bool(rng.integers(0, 2))))  # fmt: skip
+            run.do(*intents)
+    assert checked["n"] > 30
+    assert tw._margins.stats["im_hints"] > 0 and core.ims_reused > 0  # both shortcuts were taken, and held
 
 
 def _check_margins(tw: TwinBackend) -> None:
