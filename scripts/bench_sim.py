@@ -21,6 +21,9 @@ The chain run's seconds start when the runner starts (the scenario's set-up roun
 start and the contracts' deployment before it are timed apart and printed, with the rate they would
 give if counted (``chain_deploy_seconds``, ``chain_tx_per_s_with_deploy``).
 
+``--phases STEPS`` first prints where a twin step's time goes (:data:`PHASES`, ms a step over ``STEPS`` steps,
+at the default rule and grid-only): a guide for speed work, not a target.
+
 ``--skip-twin-year`` skips the two twin runs of ``--steps`` steps (``twin_seconds`` and
 ``twin_grid_seconds`` are then null): the chain half alone, quickly.
 
@@ -134,6 +137,47 @@ def reference(backend: Backend) -> tuple[float, float]:
     return batch, time.perf_counter() - began
 
 
+#: Where a twin step's time goes (``--phases``): (module, class, method, label); an indented label is inside the one
+#: above it (the agents' rounds hold the attestations and the ledger).
+PHASES = (
+    ("offchain.sim.runner", "_Loop", "step", "a step, all of it"),
+    ("offchain.sim.twin", "TwinBackend", "_post_root", "  the status root: every account's margins"),
+    ("offchain.engine.core", "EngineCore", "_build_engine", "  the market (valuation, scenario P&L), wherever built"),
+    ("offchain.sim.margins", "IncrementalMargins", "_kernel", "  the kernel over every account (first call: loading)"),
+    ("offchain.sim.runner", "_Loop", "trade", "  the agents' rounds (attestations and ledger included)"),
+    ("offchain.sim.twin", "TwinBackend", "_attest", "  attestations (the engine)"),
+    ("offchain.sim.twin", "TwinBackend", "_execute", "  the ledger (the contracts' rules)"),
+    ("offchain.sim.metrics", "Metrics", "end_step", "  the metrics"),
+)
+
+
+def phases(scenario: Scenario) -> list[tuple[str, float]]:
+    """(label, seconds) of :data:`PHASES` over a twin run of ``scenario`` (each method timed by a wrapper)."""
+    spent: dict[str, float] = {label: 0.0 for *_, label in PHASES}
+    saved = []
+    for module, cls_name, method, label in PHASES:
+        cls = getattr(importlib.import_module(module), cls_name)
+        inner = getattr(cls, method)
+        saved.append((cls, method, inner))
+
+        def timed_call(*a: Any, _inner: Any = inner, _label: str = label, **k: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return _inner(*a, **k)
+            finally:
+                spent[_label] += time.perf_counter() - began
+
+        setattr(cls, method, timed_call)
+    try:
+        backend = make_backend("twin", scenario)
+        run(scenario, backend, write=False)
+        backend.close()
+    finally:
+        for cls, method, inner in saved:
+            setattr(cls, method, inner)
+    return list(spent.items())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--accounts", type=int, default=1000)
@@ -141,7 +185,16 @@ def main() -> None:
     ap.add_argument("--chain", action="store_true", help="also run the chain backend (needs ChainBackend)")
     ap.add_argument("--chain-steps", type=int, default=1000)
     ap.add_argument("--skip-twin-year", action="store_true", help="skip the twin runs of --steps steps")
+    ap.add_argument("--phases", type=int, metavar="STEPS", default=0,
+                    help="first print where a twin step's time goes over STEPS steps (default, grid-only)")  # fmt: skip
     args = ap.parse_args()
+
+    for grid_only in (False, True) if args.phases else ():
+        table = phases(bench_scenario(args.accounts, args.phases, grid_only=grid_only))
+        rule = "grid-only" if grid_only else "default"
+        print(f"where a twin step's time goes, {rule} rule, {args.accounts} accounts x {args.phases} steps, ms a step:")
+        for label, seconds in table:
+            print(f"  {label:<56} {seconds / args.phases * 1e3:7.2f}")
 
     twin_s: float | None = None
     grid_s: float | None = None
